@@ -1,0 +1,44 @@
+//! The lake's tables as DataFusion sees them: hive-partitioned listing tables under one root.
+//! Used by compute to read `results` and by the query service to read everything.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::Result;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use testlake_schemas::tables::{rejected_schema, results_schema, trends_schema};
+use testlake_schemas::{Lake, Table};
+
+/// The schema of each table's files (without the hive partition columns).
+pub fn file_schema(table: Table) -> SchemaRef {
+    match table {
+        Table::Results => results_schema(),
+        Table::Rejected => rejected_schema(),
+        Table::TrendsHourly | Table::TrendsDaily => trends_schema(),
+    }
+}
+
+/// A session with every lake table registered under its name.
+pub fn lake_session(lake: &Lake) -> Result<SessionContext> {
+    let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_object_store(&lake.store_url(), Arc::clone(lake.store()));
+    for table in Table::ALL {
+        register(&ctx, lake, table)?;
+    }
+    Ok(ctx)
+}
+
+/// Registers one table; partition columns (`date`, `hour`) are strings as they appear in paths.
+pub fn register(ctx: &SessionContext, lake: &Lake, table: Table) -> Result<()> {
+    let url = ListingTableUrl::parse(lake.table_url(table).as_str())?;
+    let partition_cols = table.partition_columns().iter().map(|c| ((*c).to_owned(), DataType::Utf8)).collect();
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(partition_cols);
+    let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema(table));
+    ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! When trends are recomputed: the dates named by landed-partition notices (debounced), plus a
+//! periodic cycle that finds dates whose `results` files changed since they were last computed,
+//! so a compute process that missed notices (or runs alone) still converges.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::TryStreamExt;
+use testlake_schemas::{Lake, Landed, Table};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::trends::materialize_date;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct ComputeConfig {
+    /// How often the periodic cycle scans the lake for changed dates.
+    pub interval: Duration,
+    /// How long notices are gathered before their dates are recomputed together.
+    pub debounce: Duration,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(30), debounce: Duration::from_millis(200) }
+    }
+}
+
+/// What a date's `results` looked like when it was last computed: file count and newest change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DateVersion {
+    files: usize,
+    newest: Option<DateTime<Utc>>,
+}
+
+/// Lists `results` and returns each date's current version.
+pub async fn scan_results(lake: &Lake) -> Result<BTreeMap<NaiveDate, DateVersion>> {
+    let prefix = lake.path(Table::Results.name());
+    let objects: Vec<_> =
+        lake.store().list(Some(&prefix)).try_collect().await.map_err(|e| Error::Store(Box::new(e)))?;
+    let mut versions: BTreeMap<NaiveDate, DateVersion> = BTreeMap::new();
+    for object in objects {
+        let Some(relative) = lake.relative(&object.location) else {
+            continue;
+        };
+        let Ok(path) = relative.parse::<testlake_schemas::DataFilePath>() else {
+            continue;
+        };
+        let version = versions.entry(path.partition.date).or_default();
+        version.files += 1;
+        version.newest = version.newest.max(Some(object.last_modified));
+    }
+    Ok(versions)
+}
+
+/// Recomputes `dates`, logging each as completed or failed. Returns the dates that succeeded.
+pub async fn recompute(lake: &Lake, dates: &BTreeSet<NaiveDate>) -> Result<Vec<NaiveDate>> {
+    let ctx = crate::catalog::lake_session(lake)?;
+    let mut done = Vec::new();
+    for &date in dates {
+        let started = std::time::Instant::now();
+        match materialize_date(&ctx, lake, date).await {
+            Ok(rows) => {
+                info!(%date, ?rows, elapsed_ms = started.elapsed().as_millis() as u64, "trends recomputed");
+                done.push(date);
+            }
+            Err(e) => warn!(%date, error = %e, "trends recompute failed"),
+        }
+    }
+    Ok(done)
+}
+
+/// Recomputes every date that has results, once.
+pub async fn run_once(lake: &Lake) -> Result<Vec<NaiveDate>> {
+    let dates: BTreeSet<NaiveDate> = scan_results(lake).await?.into_keys().collect();
+    recompute(lake, &dates).await
+}
+
+/// Runs until `shutdown`: recomputes dates named by `landed` notices, and every `interval` the
+/// dates whose results changed since they were computed. Sends a notice for each date it rewrote.
+pub async fn run(
+    lake: Lake,
+    config: ComputeConfig,
+    mut landed: Option<broadcast::Receiver<Landed>>,
+    computed: Option<broadcast::Sender<Landed>>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut computed_versions: BTreeMap<NaiveDate, DateVersion> = BTreeMap::new();
+    let mut dirty: BTreeSet<NaiveDate> = BTreeSet::new();
+    let mut periodic = tokio::time::interval(config.interval);
+    let mut debounce = tokio::time::interval(config.debounce);
+    info!(interval = ?config.interval, "compute started");
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            notice = recv(&mut landed) => match notice {
+                Ok(notice) if notice.table == Table::Results.name() => { dirty.insert(notice.date); }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "missed landed notices; the periodic scan will catch up");
+                    periodic.reset_immediately();
+                }
+                Err(broadcast::error::RecvError::Closed) => landed = None,
+            },
+            _ = debounce.tick(), if !dirty.is_empty() => {
+                let dates = std::mem::take(&mut dirty);
+                // Version read before computing: a file landing meanwhile makes the date dirty again.
+                let versions = scan_results(&lake).await?;
+                for date in recompute(&lake, &dates).await? {
+                    computed_versions.insert(date, versions.get(&date).copied().unwrap_or_default());
+                    notify(&computed, date);
+                }
+            }
+            _ = periodic.tick() => {
+                let versions = scan_results(&lake).await?;
+                let changed: BTreeSet<NaiveDate> = versions
+                    .iter()
+                    .filter(|(date, v)| computed_versions.get(date) != Some(v))
+                    .map(|(date, _)| *date)
+                    .collect();
+                if !changed.is_empty() {
+                    info!(dates = changed.len(), "periodic cycle found changed dates");
+                }
+                for date in recompute(&lake, &changed).await? {
+                    computed_versions.insert(date, versions[&date]);
+                    notify(&computed, date);
+                }
+            }
+        }
+    }
+    info!("compute stopped");
+    Ok(())
+}
+
+async fn recv(landed: &mut Option<broadcast::Receiver<Landed>>) -> Result<Landed, broadcast::error::RecvError> {
+    match landed {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn notify(computed: &Option<broadcast::Sender<Landed>>, date: NaiveDate) {
+    if let Some(tx) = computed {
+        let partition = testlake_schemas::HourPartition { date, hour: 0 };
+        for table in [Table::TrendsHourly, Table::TrendsDaily] {
+            let path = testlake_schemas::paths::computed_file_path(table, date);
+            let _ = tx.send(Landed::new(table, partition, vec![path], 0));
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `trends_hourly` and `trends_daily`: one row per UTC bucket of `finished_at` and
+//! (repository, branch, suite), with every number the brief defines.
+//!
+//! A date partition of both tables depends only on the same date of `results`, so a date is the
+//! unit of recompute: it is rebuilt whole and replaced by one atomic put of its single file.
+//!
+//! Definitions (see the README's "Numbers" section):
+//! - `runs` counts every execution (all attempts); `failed` counts `failed` and `error`.
+//! - `pass_rate = passed / (passed + failed)`, null when both are zero.
+//! - durations are over non-skipped executions; percentiles are exact, interpolated linearly
+//!   between the two nearest ranks (`percentile_cont`, as PostgreSQL and DuckDB's `quantile_cont`).
+//! - `tests` counts distinct `test_id`; `flaky_tests` counts tests that, on one commit within the
+//!   bucket, both passed and failed.
+
+use arrow::array::RecordBatch;
+use arrow::compute::{cast, concat_batches};
+use chrono::NaiveDate;
+use datafusion::prelude::SessionContext;
+use testlake_schemas::files::{encode_parquet, put_overwrite};
+use testlake_schemas::paths::computed_file_path;
+use testlake_schemas::tables::trends_schema;
+use testlake_schemas::{Lake, Table};
+
+use crate::{Error, Result};
+
+/// The bucket width of a trends table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Interval {
+    Hourly,
+    Daily,
+}
+
+impl Interval {
+    pub const ALL: [Interval; 2] = [Interval::Hourly, Interval::Daily];
+
+    pub fn table(self) -> Table {
+        match self {
+            Self::Hourly => Table::TrendsHourly,
+            Self::Daily => Table::TrendsDaily,
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Self::Hourly => "hour",
+            Self::Daily => "day",
+        }
+    }
+}
+
+/// The SQL that computes one date partition of a trends table from `results`.
+pub fn trends_sql(interval: Interval, date: NaiveDate) -> String {
+    let unit = interval.unit();
+    let date = date.format("%Y-%m-%d");
+    format!(
+        "WITH r AS (
+            SELECT date_trunc('{unit}', finished_at) AS bucket_start, repository, branch, suite, test_id,
+                   commit_sha, status,
+                   CASE WHEN status <> 'skipped' THEN duration_ms END AS d
+            FROM results WHERE date = '{date}'
+        ),
+        flaky AS (
+            SELECT bucket_start, repository, branch, suite, count(DISTINCT test_id) AS flaky_tests
+            FROM (
+                SELECT bucket_start, repository, branch, suite, test_id, commit_sha
+                FROM r
+                GROUP BY bucket_start, repository, branch, suite, test_id, commit_sha
+                HAVING bool_or(status = 'passed') AND bool_or(status IN ('failed', 'error'))
+            ) mixed
+            GROUP BY bucket_start, repository, branch, suite
+        ),
+        agg AS (
+            SELECT bucket_start, repository, branch, suite,
+                count(*) AS runs,
+                count(*) FILTER (WHERE status = 'passed') AS passed,
+                count(*) FILTER (WHERE status IN ('failed', 'error')) AS failed,
+                count(*) FILTER (WHERE status = 'skipped') AS skipped,
+                avg(d) AS duration_avg_ms,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS duration_p50_ms,
+                percentile_cont(0.9) WITHIN GROUP (ORDER BY d) AS duration_p90_ms,
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY d) AS duration_p95_ms,
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS duration_p99_ms,
+                max(d) AS duration_max_ms,
+                count(DISTINCT test_id) AS tests
+            FROM r
+            GROUP BY bucket_start, repository, branch, suite
+        )
+        SELECT a.bucket_start, a.repository, a.branch, a.suite, a.runs, a.passed, a.failed, a.skipped,
+            CASE WHEN a.passed + a.failed = 0 THEN NULL
+                 ELSE CAST(a.passed AS DOUBLE) / CAST(a.passed + a.failed AS DOUBLE) END AS pass_rate,
+            a.duration_avg_ms, a.duration_p50_ms, a.duration_p90_ms, a.duration_p95_ms, a.duration_p99_ms,
+            a.duration_max_ms, a.tests, coalesce(f.flaky_tests, 0) AS flaky_tests
+        FROM agg a LEFT JOIN flaky f
+            ON a.bucket_start = f.bucket_start AND a.repository = f.repository
+            AND a.branch = f.branch AND a.suite = f.suite
+        ORDER BY a.bucket_start, a.repository, a.branch, a.suite"
+    )
+}
+
+/// Casts a query result onto the documented trends schema, column by column.
+fn conform(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = trends_schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| cast(column, field.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Computes one date of one trends table.
+pub async fn compute_date(ctx: &SessionContext, interval: Interval, date: NaiveDate) -> Result<RecordBatch> {
+    let batches = ctx.sql(&trends_sql(interval, date)).await?.collect().await?;
+    let conformed = batches.iter().map(conform).collect::<Result<Vec<_>>>()?;
+    Ok(concat_batches(&trends_schema(), &conformed)?)
+}
+
+/// Recomputes one date of both trends tables and replaces their files. Returns rows written per
+/// interval.
+pub async fn materialize_date(ctx: &SessionContext, lake: &Lake, date: NaiveDate) -> Result<Vec<(Interval, usize)>> {
+    let mut written = Vec::new();
+    for interval in Interval::ALL {
+        let batch = compute_date(ctx, interval, date).await?;
+        let path = computed_file_path(interval.table(), date);
+        let bytes = encode_parquet(&batch, &path)?;
+        put_overwrite(lake, &path, bytes).await?;
+        written.push((interval, batch.num_rows()));
+    }
+    Ok(written)
+}
+
+/// Dates that have `results` partitions, from the lake's folder listing.
+pub async fn result_dates(lake: &Lake) -> Result<Vec<NaiveDate>> {
+    let prefix = lake.path(Table::Results.name());
+    let listing = lake.store().list_with_delimiter(Some(&prefix)).await.map_err(|e| Error::Store(Box::new(e)))?;
+    let mut dates: Vec<NaiveDate> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename())
+        .filter_map(|name| name.parse::<testlake_schemas::DatePartition>().ok())
+        .map(|d| d.0)
+        .collect();
+    dates.sort();
+    Ok(dates)
+}

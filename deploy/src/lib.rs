@@ -1,0 +1,7 @@
+//! The `testlake` binary's library: how the stages are wired together, plus the producers that
+//! feed them (a JSON-lines file or a synthetic CI [`fleet`]).
+
+pub mod fleet;
+pub mod kafka;
+pub mod produce;
+pub mod stack;

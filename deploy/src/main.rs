@@ -1,0 +1,245 @@
+//! `testlake`: one subcommand per stage, an all-in-one mode, and producers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use testlake::fleet::FleetConfig;
+use testlake::produce::{ProduceConfig, Source, produce};
+use testlake::stack::{Stack, StackConfig};
+use testlake_compute::ComputeConfig;
+use testlake_ingest::{FlushPolicy, Ingest, IngestConfig};
+use testlake_query::{AppState, ServeConfig};
+use testlake_schemas::Lake;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(name = "testlake", version, about = "CI test analytics: Kafka → Parquet lake → trends → HTTP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume test events from Kafka into the lake's `results` table.
+    Ingest {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        lake: LakeArgs,
+        #[command(flatten)]
+        ingest: IngestArgs,
+    },
+    /// Materialize the trend tables, once or periodically.
+    Compute {
+        #[command(flatten)]
+        lake: LakeArgs,
+        #[command(flatten)]
+        compute: ComputeArgs,
+        /// Recompute every date once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Serve the HTTP API.
+    Serve {
+        #[command(flatten)]
+        lake: LakeArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Ingest, compute and serve in one process (a single machine).
+    All {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        lake: LakeArgs,
+        #[command(flatten)]
+        ingest: IngestArgs,
+        #[command(flatten)]
+        compute: ComputeArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Also run the synthetic CI fleet in-process at this many events per second (0: off).
+        #[arg(long, env = "TESTLAKE_FLEET_RATE", default_value_t = 0)]
+        fleet_rate: u64,
+    },
+    /// Produce events to the topic from a JSON-lines file or the synthetic CI fleet.
+    Produce {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// A JSON-lines file, one message per line, sent as is.
+        #[arg(long, conflicts_with = "synthetic")]
+        file: Option<PathBuf>,
+        /// Produce runs of the synthetic CI fleet.
+        #[arg(long)]
+        synthetic: bool,
+        /// Messages per second (0: as fast as the broker takes them).
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Number of repositories in the synthetic fleet.
+        #[arg(long, default_value_t = 3)]
+        repositories: usize,
+        /// Seed of the synthetic fleet.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+#[derive(Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "TESTLAKE_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Topic of test events.
+    #[arg(long, env = "TESTLAKE_TOPIC", default_value = "ci-test-events")]
+    topic: String,
+}
+
+#[derive(Args)]
+struct LakeArgs {
+    /// Lake root: a path, file:///…, or s3://… .
+    #[arg(long, env = "TESTLAKE_LAKE", default_value = "./lake")]
+    lake: String,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Consumer group; members of one group share the topic's partitions.
+    #[arg(long, env = "TESTLAKE_GROUP", default_value = "testlake-ingest")]
+    group: String,
+    /// Flush a partition's buffer at this many rows (bigger files, more memory).
+    #[arg(long, env = "TESTLAKE_FLUSH_ROWS", default_value_t = FlushPolicy::default().max_rows)]
+    flush_rows: usize,
+    /// Flush a partition's buffer at this many input bytes.
+    #[arg(long, env = "TESTLAKE_FLUSH_BYTES", default_value_t = FlushPolicy::default().max_bytes)]
+    flush_bytes: usize,
+    /// Flush a partition's buffer when its oldest row is this old (freshness vs. file count).
+    #[arg(long, env = "TESTLAKE_FLUSH_AGE", default_value = "500ms")]
+    flush_age: humantime::Duration,
+}
+
+#[derive(Args)]
+struct ComputeArgs {
+    /// How often compute scans the lake for dates whose results changed.
+    #[arg(long, env = "TESTLAKE_COMPUTE_INTERVAL", default_value = "30s")]
+    compute_interval: humantime::Duration,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "TESTLAKE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+}
+
+impl IngestArgs {
+    fn config(&self, kafka: &KafkaArgs) -> IngestConfig {
+        let mut config = IngestConfig::new(&kafka.brokers, &kafka.topic);
+        config.group_id = self.group.clone();
+        config.flush = FlushPolicy { max_rows: self.flush_rows, max_bytes: self.flush_bytes, max_age: *self.flush_age };
+        config
+    }
+}
+
+impl ComputeArgs {
+    fn config(&self) -> ComputeConfig {
+        ComputeConfig { interval: *self.compute_interval, ..ComputeConfig::default() }
+    }
+}
+
+/// Cancels the token on the first SIGINT/SIGTERM; a second signal exits at once.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        for n in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if n > 0 {
+                std::process::exit(130);
+            }
+            info!("shutting down: flushing and committing (signal again to force)");
+            cancel.cancel();
+        }
+    });
+    token
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,datafusion=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let shutdown = shutdown_on_signal();
+    match cli.command {
+        Command::Ingest { kafka, lake, ingest } => {
+            let lake = Lake::open(&lake.lake)?;
+            let ingest = Ingest::new(ingest.config(&kafka), lake, None, Default::default())?;
+            ingest.run(shutdown).await?;
+        }
+        Command::Compute { lake, compute, once } => {
+            let lake = Lake::open(&lake.lake)?;
+            if once {
+                let dates = testlake_compute::run_once(&lake).await?;
+                info!(dates = dates.len(), "computed");
+            } else {
+                testlake_compute::run(lake, compute.config(), None, None, shutdown).await?;
+            }
+        }
+        Command::Serve { lake, serve } => {
+            let state = std::sync::Arc::new(AppState { lake: Lake::open(&lake.lake)?, metrics: Vec::new() });
+            testlake_query::serve(ServeConfig { listen: serve.listen }, state, shutdown, None).await?;
+        }
+        Command::All { kafka, lake, ingest, compute, serve, fleet_rate } => {
+            let config = StackConfig {
+                lake: lake.lake,
+                ingest: ingest.config(&kafka),
+                compute: compute.config(),
+                serve: ServeConfig { listen: serve.listen },
+            };
+            let stack = Stack::start(config, shutdown.clone()).await?;
+            info!(api = %format!("http://{}/api/v1/dashboard", stack.addr), lake = %stack.lake.url(), "testlake is running");
+            if fleet_rate > 0 {
+                let produce_config = ProduceConfig {
+                    brokers: kafka.brokers.clone(),
+                    topic: kafka.topic.clone(),
+                    source: Source::Synthetic(FleetConfig::default()),
+                    rate: fleet_rate,
+                    count: None,
+                };
+                let token = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = produce(produce_config, token).await {
+                        tracing::error!(error = %e, "synthetic fleet stopped");
+                    }
+                });
+            }
+            stack.wait().await?;
+        }
+        Command::Produce { kafka, file, synthetic, rate, count, repositories, seed } => {
+            let source = match (file, synthetic) {
+                (Some(path), _) => Source::File(path),
+                (None, true) => Source::Synthetic(FleetConfig { repositories, seed, ..FleetConfig::default() }),
+                (None, false) => {
+                    anyhow::bail!("say where events come from: --file FILE or --synthetic")
+                }
+            };
+            let config = ProduceConfig { brokers: kafka.brokers, topic: kafka.topic, source, rate, count };
+            produce(config, shutdown).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The all-in-one process: ingest, compute and the query service in one runtime, connected by
+//! in-process landed-partition notices.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use testlake_compute::ComputeConfig;
+use testlake_ingest::{Ingest, IngestConfig, IngestMetrics};
+use testlake_query::{AppState, ServeConfig};
+use testlake_schemas::{Lake, Landed};
+use tokio::sync::{broadcast, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub lake: String,
+    pub ingest: IngestConfig,
+    pub compute: ComputeConfig,
+    pub serve: ServeConfig,
+}
+
+/// A running stack; stops when the token is cancelled or any stage fails.
+pub struct Stack {
+    pub addr: SocketAddr,
+    pub lake: Lake,
+    pub metrics: Arc<IngestMetrics>,
+    tasks: JoinSet<Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Stack {
+    pub async fn start(config: StackConfig, shutdown: CancellationToken) -> Result<Self> {
+        let lake = Lake::open(&config.lake)?;
+        let (landed, _) = broadcast::channel::<Landed>(4096);
+        let metrics = Arc::new(IngestMetrics::default());
+        let mut tasks = JoinSet::new();
+
+        let ingest = Ingest::new(config.ingest, lake.clone(), Some(landed.clone()), Arc::clone(&metrics))?;
+        let token = shutdown.clone();
+        tasks.spawn(async move { ingest.run(token).await.context("ingest") });
+
+        let (lake2, rx, token) = (lake.clone(), landed.subscribe(), shutdown.clone());
+        tasks.spawn(async move {
+            testlake_compute::run(lake2, config.compute, Some(rx), None, token).await.context("compute")
+        });
+
+        let render_metrics = Arc::clone(&metrics);
+        let state = Arc::new(AppState {
+            lake: lake.clone(),
+            metrics: vec![Arc::new(move |out: &mut String| render_metrics.render(out))],
+        });
+        let (bound_tx, bound_rx) = oneshot::channel();
+        let token = shutdown.clone();
+        tasks.spawn(
+            async move { testlake_query::serve(config.serve, state, token, Some(bound_tx)).await.context("serve") },
+        );
+        let addr = bound_rx.await.context("the query service did not start")?;
+        Ok(Self { addr, lake, metrics, tasks, shutdown })
+    }
+
+    /// Waits for every stage to stop; the first failure cancels the others.
+    pub async fn wait(mut self) -> Result<()> {
+        let mut first_error = None;
+        while let Some(done) = self.tasks.join_next().await {
+            let result = done.context("a stage panicked").and_then(|r| r);
+            if let Err(e) = result {
+                self.shutdown.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,91 @@
+//! Request parameters shared by the endpoints, parsed and validated before any query runs.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+
+/// `from`/`to` (RFC 3339 or `YYYY-MM-DD`, UTC) and the dimension filters.
+#[derive(Debug, Default, Deserialize)]
+pub struct Filters {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub repository: Option<String>,
+    pub branch: Option<String>,
+    pub suite: Option<String>,
+}
+
+/// A half-open time range `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// How far back a request without `from` looks.
+pub const DEFAULT_RANGE_DAYS: i64 = 7;
+/// The widest range one request may cover.
+pub const MAX_RANGE_DAYS: i64 = 3660;
+
+pub fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    Err(ApiError::BadRequest(format!("`{name}` must be RFC 3339 or YYYY-MM-DD, got {value:?}")))
+}
+
+impl Filters {
+    /// The requested range; defaults to the last seven days up to now.
+    pub fn range(&self, now: DateTime<Utc>) -> Result<Range, ApiError> {
+        let to = self.to.as_deref().map(|v| parse_time("to", v)).transpose()?.unwrap_or(now);
+        let from = self
+            .from
+            .as_deref()
+            .map(|v| parse_time("from", v))
+            .transpose()?
+            .unwrap_or(to - Duration::days(DEFAULT_RANGE_DAYS));
+        if from >= to {
+            return Err(ApiError::BadRequest(format!("`from` ({from}) must be before `to` ({to})")));
+        }
+        if to - from > Duration::days(MAX_RANGE_DAYS) {
+            return Err(ApiError::BadRequest(format!("the range may span at most {MAX_RANGE_DAYS} days")));
+        }
+        Ok(Range { from, to })
+    }
+
+    /// The dimension filters that are set, as (column, value).
+    pub fn dimensions(&self) -> Vec<(&'static str, &str)> {
+        [("repository", &self.repository), ("branch", &self.branch), ("suite", &self.suite)]
+            .into_iter()
+            .filter_map(|(col, v)| v.as_deref().map(|v| (col, v)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn ranges_default_and_validate() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
+        let r = Filters::default().range(now).unwrap();
+        assert_eq!((r.from, r.to), (now - Duration::days(7), now));
+        let f = Filters {
+            from: Some("2026-11-01".into()),
+            to: Some("2026-11-02T06:00:00+02:00".into()),
+            ..Default::default()
+        };
+        let r = f.range(now).unwrap();
+        assert_eq!(r.from, Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap());
+        assert_eq!(r.to, Utc.with_ymd_and_hms(2026, 11, 2, 4, 0, 0).unwrap());
+        for (from, to) in [("2026-11-02", "2026-11-01"), ("yesterday", "2026-11-01"), ("1900-01-01", "2026-01-01")] {
+            let f = Filters { from: Some(from.into()), to: Some(to.into()), ..Default::default() };
+            assert!(matches!(f.range(now), Err(ApiError::BadRequest(_))), "{from}..{to}");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The whole pipeline on real parts: a tansu broker, the local filesystem as object store, the
+//! all-in-one stack. Checks the lake and the API against an independent computation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+use chrono::{DateTime, TimeDelta, Utc};
+use datafusion::prelude::SessionContext;
+use rdkafka::producer::FutureRecord;
+use serde_json::{Value, json};
+use testlake::fleet::{Fleet, FleetConfig};
+use testlake::stack::{Stack, StackConfig};
+use testlake_compute::ComputeConfig;
+use testlake_ingest::{FlushPolicy, IngestConfig};
+use testlake_query::ServeConfig;
+use testlake_schemas::{Lake, TestEvent};
+use testlake_tests::model::{self, Key, Trend, close};
+use testlake_tests::{Broker, unique_topic};
+use tokio_util::sync::CancellationToken;
+
+/// Malformed messages, each with the reason code the dead-letter table must give it.
+fn malformed(now: DateTime<Utc>) -> Vec<(Vec<u8>, &'static str)> {
+    let good = |f: &dyn Fn(&mut Value)| {
+        let mut v = json!({
+            "schema_version": 1, "event_id": uuid::Uuid::new_v4().to_string(), "repository": "acme/bad",
+            "branch": "main", "commit_sha": "c", "run_id": "r", "suite": "s", "test_id": "s.t",
+            "status": "passed", "duration_ms": 1, "finished_at": now.to_rfc3339()
+        });
+        f(&mut v);
+        v.to_string().into_bytes()
+    };
+    let mut out = vec![
+        (b"not json at all".to_vec(), "invalid_json"),
+        (b"{\"schema_version\": 1,".to_vec(), "invalid_json"),
+        (vec![0xff, 0xfe, 0x00], "not_utf8"),
+        (b"".to_vec(), "invalid_json"),
+        (b"[1, 2, 3]".to_vec(), "invalid_json"),
+    ];
+    for i in 0..8 {
+        out.push((good(&|v| drop(v.as_object_mut().unwrap().remove("status"))), "missing_field"));
+        out.push((good(&|v| v["status"] = json!("flaky")), "invalid_value"));
+        out.push((good(&|v| v["duration_ms"] = json!("fast")), "wrong_type"));
+        out.push((good(&|v| v["schema_version"] = json!(2 + i)), "unknown_schema_version"));
+        out.push((good(&|v| v["finished_at"] = json!("2099-01-01T00:00:00Z")), "timestamp_out_of_range"));
+        out.push((good(&|v| v["repository"] = json!("r".repeat(5000))), "field_too_large"));
+    }
+    out
+}
+
+async fn query(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn count(lake: &Lake, sql: &str) -> i64 {
+    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+    let batches = query(&ctx, sql).await;
+    batches.first().map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0))
+}
+
+fn opt_f64(b: &RecordBatch, name: &str, row: usize) -> Option<f64> {
+    let c = b.column_by_name(name).unwrap().as_primitive::<Float64Type>();
+    (!c.is_null(row)).then(|| c.value(row))
+}
+
+/// Reads a trends table from the lake into the model's shape.
+async fn lake_trends(lake: &Lake, table: &str) -> BTreeMap<Key, Trend> {
+    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+    let mut out = BTreeMap::new();
+    for b in query(&ctx, &format!("SELECT * FROM {table}")).await {
+        for row in 0..b.num_rows() {
+            let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().value(row).to_owned();
+            let i = |n: &str| b.column_by_name(n).unwrap().as_primitive::<Int64Type>().value(row);
+            let start = b.column_by_name("bucket_start").unwrap().as_primitive::<TimestampMicrosecondType>().value(row);
+            let key = (DateTime::from_timestamp_micros(start).unwrap(), s("repository"), s("branch"), s("suite"));
+            let trend = Trend {
+                runs: i("runs"),
+                passed: i("passed"),
+                failed: i("failed"),
+                skipped: i("skipped"),
+                pass_rate: opt_f64(&b, "pass_rate", row),
+                duration_avg_ms: opt_f64(&b, "duration_avg_ms", row),
+                duration_p50_ms: opt_f64(&b, "duration_p50_ms", row),
+                duration_p90_ms: opt_f64(&b, "duration_p90_ms", row),
+                duration_p95_ms: opt_f64(&b, "duration_p95_ms", row),
+                duration_p99_ms: opt_f64(&b, "duration_p99_ms", row),
+                duration_max_ms: opt_f64(&b, "duration_max_ms", row),
+                tests: i("tests"),
+                flaky_tests: i("flaky_tests"),
+            };
+            assert!(out.insert(key.clone(), trend).is_none(), "duplicate bucket {key:?} in {table}");
+        }
+    }
+    out
+}
+
+fn assert_trends_equal(table: &str, got: &BTreeMap<Key, Trend>, want: &BTreeMap<Key, Trend>) {
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{table}: bucket keys");
+    for (key, w) in want {
+        let g = &got[key];
+        let exact = (g.runs, g.passed, g.failed, g.skipped, g.tests, g.flaky_tests);
+        assert_eq!(exact, (w.runs, w.passed, w.failed, w.skipped, w.tests, w.flaky_tests), "{table} {key:?}");
+        for (name, a, b) in [
+            ("pass_rate", g.pass_rate, w.pass_rate),
+            ("avg", g.duration_avg_ms, w.duration_avg_ms),
+            ("p50", g.duration_p50_ms, w.duration_p50_ms),
+            ("p90", g.duration_p90_ms, w.duration_p90_ms),
+            ("p95", g.duration_p95_ms, w.duration_p95_ms),
+            ("p99", g.duration_p99_ms, w.duration_p99_ms),
+            ("max", g.duration_max_ms, w.duration_max_ms),
+        ] {
+            assert!(close(a, b), "{table} {key:?} {name}: got {a:?}, want {b:?}");
+        }
+    }
+}
+
+async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, timeout: Duration, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_lands_every_event_once_and_numbers_match() {
+    let broker = Broker::start();
+    let topic = unique_topic("e2e");
+    testlake::kafka::ensure_topic(&broker.bootstrap(), &topic, 3).await.unwrap();
+
+    // ~3,000 events from 30 CI runs an hour apart, ending now: at least two UTC dates.
+    let now = Utc::now();
+    let mut fleet = Fleet::new(FleetConfig { seed: 7, ..FleetConfig::default() });
+    let events: Vec<TestEvent> =
+        (0..30).flat_map(|i| fleet.run(now - TimeDelta::hours(30) + TimeDelta::hours(i))).collect();
+    let bad = malformed(now);
+    assert!(events.len() > 2500, "{} events", events.len());
+
+    let producer = testlake::kafka::producer(&broker.bootstrap()).unwrap();
+    let mut sends = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let payload = e.to_json();
+        let record = FutureRecord::to(&topic).key(&e.test_id).payload(&payload);
+        sends.push(producer.send(record, Duration::from_secs(30)).await.map(|_| ()));
+        if i % 60 == 0 {
+            let (payload, _) = &bad[(i / 60) % bad.len()];
+            let record = FutureRecord::<(), _>::to(&topic).payload(payload);
+            sends.push(producer.send(record, Duration::from_secs(30)).await.map(|_| ()));
+        }
+    }
+    let bad_sent = events.len().div_ceil(60);
+    for s in sends {
+        s.map_err(|(e, _)| e).expect("delivered");
+    }
+
+    let lake_dir = tempfile::tempdir().unwrap();
+    let mut ingest = IngestConfig::new(broker.bootstrap(), &topic);
+    ingest.group_id = unique_topic("group");
+    ingest.flush = FlushPolicy { max_rows: 1000, max_age: Duration::from_millis(200), ..FlushPolicy::default() };
+    let config = StackConfig {
+        lake: lake_dir.path().to_str().unwrap().to_owned(),
+        ingest,
+        compute: ComputeConfig { interval: Duration::from_secs(2), debounce: Duration::from_millis(100) },
+        serve: ServeConfig { listen: "127.0.0.1:0".parse().unwrap() },
+    };
+    let shutdown = CancellationToken::new();
+    let stack = Stack::start(config, shutdown.clone()).await.unwrap();
+    let (lake, addr) = (stack.lake.clone(), stack.addr);
+    let running = tokio::spawn(stack.wait());
+
+    // Caught up is judged by what landed, never by the broker's watermark.
+    let valid = events.len() as i64;
+    wait_for("every event to land", Duration::from_secs(120), || {
+        let lake = lake.clone();
+        async move { count(&lake, "SELECT count(*) FROM results").await >= valid }
+    })
+    .await;
+    wait_for("every malformed message to be rejected", Duration::from_secs(60), || {
+        let lake = lake.clone();
+        async move { count(&lake, "SELECT count(*) FROM rejected").await >= bad_sent as i64 }
+    })
+    .await;
+
+    // Exactly once: the produced ids, each once.
+    let ctx = testlake_compute::catalog::lake_session(&lake).unwrap();
+    let mut landed = BTreeMap::<String, usize>::new();
+    for b in query(&ctx, "SELECT event_id FROM results").await {
+        for id in b.column(0).as_string::<i32>().iter().flatten() {
+            *landed.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    let produced: BTreeSet<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(landed.keys().cloned().collect::<BTreeSet<_>>(), produced, "the lake holds exactly the produced ids");
+    assert!(landed.values().all(|&n| n == 1), "no event landed twice");
+
+    // Every malformed message is rejected with its reason.
+    let mut expected_reasons: BTreeMap<Vec<u8>, &str> = BTreeMap::new();
+    for i in (0..events.len()).step_by(60) {
+        let (payload, code) = &bad[(i / 60) % bad.len()];
+        expected_reasons.insert(payload.clone(), code);
+    }
+    let mut rejected = 0;
+    for b in query(&ctx, "SELECT payload, reason_code, reason FROM rejected").await {
+        let payloads = b.column(0).as_binary::<i32>();
+        for row in 0..b.num_rows() {
+            let payload = if payloads.is_null(row) { vec![] } else { payloads.value(row).to_vec() };
+            let code = b.column(1).as_string::<i32>().value(row);
+            let reason = b.column(2).as_string::<i32>().value(row);
+            assert_eq!(
+                Some(&code),
+                expected_reasons.get(&payload),
+                "reason for {:?}: {reason}",
+                String::from_utf8_lossy(&payload)
+            );
+            assert!(!reason.is_empty());
+            rejected += 1;
+        }
+    }
+    assert_eq!(rejected, bad_sent);
+
+    // Trends equal the independent computation, once compute has caught up.
+    let hourly = model::trends(&events, TimeDelta::hours(1));
+    let daily = model::trends(&events, TimeDelta::days(1));
+    wait_for("trends to cover every event", Duration::from_secs(60), || {
+        let lake = lake.clone();
+        async move { count(&lake, "SELECT CAST(sum(runs) AS BIGINT) FROM trends_daily").await == valid }
+    })
+    .await;
+    assert_trends_equal("trends_hourly", &lake_trends(&lake, "trends_hourly").await, &hourly);
+    assert_trends_equal("trends_daily", &lake_trends(&lake, "trends_daily").await, &daily);
+
+    // The HTTP API answers the same numbers.
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let range = [("from", (now - TimeDelta::days(3)).to_rfc3339()), ("to", (now + TimeDelta::hours(1)).to_rfc3339())];
+    let get = |path: &str, extra: Vec<(&str, String)>| {
+        let mut params: Vec<(&str, String)> = range.to_vec();
+        params.extend(extra);
+        http.get(format!("{base}{path}")).query(&params).send()
+    };
+    let health: Value = http.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+
+    for repository in [None, Some("acme/checkout")] {
+        let extra = repository.map(|r| vec![("repository", r.to_owned())]).unwrap_or_default();
+        let response = get("/api/v1/dashboard", extra).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let got: Value = response.json().await.unwrap();
+        let want = model::summary(&events, repository);
+        let int = |k: &str| got[k].as_i64().unwrap_or(-1);
+        assert_eq!(
+            (int("runs"), int("passed"), int("failed"), int("skipped"), int("repositories")),
+            (want.runs, want.passed, want.failed, want.skipped, want.repositories),
+            "dashboard {repository:?}: {got}"
+        );
+        assert!(close(got["pass_rate"].as_f64(), want.pass_rate), "pass_rate {got}");
+        assert!(close(got["duration_avg_ms"].as_f64(), want.duration_avg_ms), "avg {got} vs {want:?}");
+        assert!(close(got["duration_max_ms"].as_f64(), want.duration_max_ms), "max {got}");
+    }
+
+    let response = get("/api/v1/trends", vec![("interval", "daily".into())]).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let got: Value = response.json().await.unwrap();
+    let rows = got["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), daily.len());
+    for row in rows {
+        let start: DateTime<Utc> = row["bucket_start"].as_str().unwrap().parse().unwrap();
+        let key = (
+            start,
+            row["repository"].as_str().unwrap().into(),
+            row["branch"].as_str().unwrap().into(),
+            row["suite"].as_str().unwrap().into(),
+        );
+        let want = &daily[&key];
+        assert_eq!(row["runs"].as_i64(), Some(want.runs), "{row}");
+        assert_eq!(row["flaky_tests"].as_i64(), Some(want.flaky_tests), "{row}");
+        assert!(close(row["duration_p95_ms"].as_f64(), want.duration_p95_ms), "{row}");
+    }
+
+    // Bad requests are 400s with a message.
+    for (path, extra) in [
+        ("/api/v1/trends", vec![("interval", "weekly".to_owned())]),
+        ("/api/v1/dashboard", vec![("from", "yesterday".to_owned())]),
+    ] {
+        let response = http.get(format!("{base}{path}")).query(&extra).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{path} {extra:?}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running).await.expect("stack stops").unwrap().unwrap();
+}
