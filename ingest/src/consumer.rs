@@ -89,7 +89,7 @@ impl ConsumerContext for GroupContext {
 pub struct Ingest {
     config: IngestConfig,
     lake: Lake,
-    consumer: StreamConsumer<GroupContext>,
+    consumer: Arc<StreamConsumer<GroupContext>>,
     buffers: HashMap<i32, PartitionBuffer>,
     topic: Arc<str>,
     landed: Option<broadcast::Sender<Landed>>,
@@ -121,18 +121,20 @@ impl Ingest {
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(GroupContext::default())?;
         consumer.subscribe(&[&config.topic])?;
         let topic = Arc::from(config.topic.as_str());
-        Ok(Self { config, lake, consumer, buffers: HashMap::new(), topic, landed, metrics })
+        Ok(Self { config, lake, consumer: Arc::new(consumer), buffers: HashMap::new(), topic, landed, metrics })
     }
 
     /// Consumes until `shutdown`, then flushes and commits what is buffered.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         info!(topic = %self.config.topic, group = %self.config.group_id, lake = %self.lake.url(), "ingest started");
+        // A local handle, so a received message borrows it rather than `self`.
+        let consumer = Arc::clone(&self.consumer);
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                message = self.consumer.recv() => {
+                message = consumer.recv() => {
                     self.drop_revoked();
                     match message {
                         Ok(m) => {
