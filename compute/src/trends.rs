@@ -7,8 +7,11 @@
 //! Definitions (see the README's "Numbers" section):
 //! - `runs` counts every execution (all attempts); `failed` counts `failed` and `error`.
 //! - `pass_rate = passed / (passed + failed)`, null when both are zero.
-//! - durations are over non-skipped executions; percentiles are exact, interpolated linearly
-//!   between the two nearest ranks (`percentile_cont`, as PostgreSQL and DuckDB's `quantile_cont`).
+//! - durations are over non-skipped executions; percentiles are DataFusion's `percentile_cont`:
+//!   the exact order statistics at rank `p·(n−1)`, interpolated linearly between the two nearest
+//!   (as PostgreSQL and DuckDB's `quantile_cont`), except that DataFusion truncates the
+//!   interpolation weight to 1e-6, so a value may sit up to 1e-6 of the gap between those two
+//!   neighbours below the exact one.
 //! - `tests` counts distinct `test_id`; `flaky_tests` counts tests that, on one commit within the
 //!   bucket, both passed and failed.
 

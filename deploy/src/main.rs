@@ -210,6 +210,10 @@ async fn main() -> Result<()> {
                 compute: compute.config(),
                 serve: ServeConfig { listen: serve.listen },
             };
+            if fleet_rate > 0 {
+                // The fleet's topic must exist before the consumer subscribes to it.
+                testlake::kafka::ensure_topic(&kafka.brokers, &kafka.topic, 4).await?;
+            }
             let stack = Stack::start(config, shutdown.clone()).await?;
             info!(api = %format!("http://{}/api/v1/dashboard", stack.addr), lake = %stack.lake.url(), "testlake is running");
             if fleet_rate > 0 {

@@ -114,7 +114,9 @@ impl Ingest {
             .set("session.timeout.ms", "10000")
             // Bound what librdkafka prefetches per partition, so a backlog cannot grow memory.
             .set("queued.max.messages.kbytes", "65536")
-            .set("fetch.wait.max.ms", "100");
+            .set("fetch.wait.max.ms", "100")
+            // Notice a topic created after subscribing (or new partitions) within seconds.
+            .set("topic.metadata.refresh.interval.ms", "10000");
         for (key, value) in &config.kafka_properties {
             client.set(key, value);
         }

@@ -75,8 +75,8 @@ pub async fn trends(State(state): State<Arc<AppState>>, Query(q): Query<TrendsQu
         }
     };
     let range = q.filters.range(Utc::now())?;
-    let columns: Vec<&str> =
-        testlake_schemas::tables::trends_schema().fields().iter().map(|f| f.name().as_str()).collect();
+    let schema = testlake_schemas::tables::trends_schema();
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let df = filtered(&state, interval.table(), range, &q.filters).await?.select_columns(&columns)?.sort_by(vec![
         col("bucket_start"),
         col("repository"),

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what testlake needs on a fresh Debian/Ubuntu machine. Idempotent: every step is
+# skipped when what it installs is already there.
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# C toolchain and zlib for librdkafka's bundled build (rdkafka-sys), curl for rustup.
+packages=(build-essential pkg-config zlib1g-dev curl ca-certificates)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  log "installing apt packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || {
+    log "installing the Rust toolchain with rustup"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  }
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+# The Kafka-protocol broker used for development and tests. dynostore gives memory://,
+# libsql gives sqlite:// (survives restarts). About ten minutes to build the first time.
+if ! command -v tansu >/dev/null 2>&1; then
+  log "installing the tansu broker (cargo install tansu --locked --features dynostore,libsql)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+log "ready: $(tansu --version 2>/dev/null | head -n1), $(cargo --version)"
