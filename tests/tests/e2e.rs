@@ -153,16 +153,16 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
     for (i, e) in events.iter().enumerate() {
         let payload = e.to_json();
         let record = FutureRecord::to(&topic).key(&e.test_id).payload(&payload);
-        sends.push(producer.send(record, Duration::from_secs(30)).await.map(|_| ()));
+        sends.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueued"));
         if i % 60 == 0 {
             let (payload, _) = &bad[(i / 60) % bad.len()];
             let record = FutureRecord::<(), _>::to(&topic).payload(payload);
-            sends.push(producer.send(record, Duration::from_secs(30)).await.map(|_| ()));
+            sends.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueued"));
         }
     }
     let bad_sent = events.len().div_ceil(60);
     for s in sends {
-        s.map_err(|(e, _)| e).expect("delivered");
+        s.await.expect("delivery reported").map_err(|(e, _)| e).expect("delivered");
     }
 
     let lake_dir = tempfile::tempdir().unwrap();
