@@ -122,6 +122,12 @@ struct IngestArgs {
     /// Flush a partition's buffer when its oldest row is this old (freshness vs. file count).
     #[arg(long, env = "TESTLAKE_FLUSH_AGE", default_value = "500ms")]
     flush_age: humantime::Duration,
+    /// Extra librdkafka consumer property, KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(long = "kafka-property", value_parser = parse_property)]
+    kafka_properties: Vec<(String, String)>,
+    /// Test hook: abort the process the n-th time a commit step is reached (`after_intent:3`).
+    #[arg(long, env = "TESTLAKE_CRASH_AT", hide = true)]
+    crash_at: Option<String>,
 }
 
 #[derive(Args)]
@@ -138,11 +144,18 @@ struct ServeArgs {
     listen: SocketAddr,
 }
 
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    Ok((key.trim().to_owned(), value.trim().to_owned()))
+}
+
 impl IngestArgs {
     fn config(&self, kafka: &KafkaArgs) -> IngestConfig {
         let mut config = IngestConfig::new(&kafka.brokers, &kafka.topic);
         config.group_id = self.group.clone();
         config.flush = FlushPolicy { max_rows: self.flush_rows, max_bytes: self.flush_bytes, max_age: *self.flush_age };
+        config.crash_at = self.crash_at.clone();
+        config.kafka_properties = self.kafka_properties.clone();
         config
     }
 }
@@ -181,6 +194,7 @@ async fn main() -> Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,datafusion=warn".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let shutdown = shutdown_on_signal();

@@ -1,26 +1,30 @@
-//! The run loop: a consumer-group member that buffers each assigned partition, flushes it to the
-//! lake by the [`FlushPolicy`], and commits the Kafka offset only after every file is durable.
+//! The run loop: a consumer-group member that buffers each owned partition, flushes it to the
+//! lake through the partition's commit log ([`crate::commit`]), and only then commits the Kafka
+//! offset (a hint) and announces what landed.
 //!
-//! The loop itself is thin: decisions live in [`crate::buffer`] and [`crate::flush`].
+//! The loop itself is thin: decisions live in [`crate::buffer`], [`crate::flush`] and
+//! [`crate::commit`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::try_join_all;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use testlake_schemas::commits::EntryFile;
+use testlake_schemas::files::{self, WriteError};
 use testlake_schemas::{Lake, Landed, Table};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::buffer::{PartitionBuffer, PendingFlush, Pushed};
+use crate::commit::{CommitError, PartitionLog, StagedFile};
+use crate::crash::{CrashPoint, Crasher};
 use crate::flush::FlushPolicy;
 use crate::metrics::IngestMetrics;
-use testlake_schemas::files::{self as write, Created, WriteError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,8 +32,12 @@ pub enum Error {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
     #[error("arrow error building a batch: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("bad configuration: {0}")]
+    Config(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -45,6 +53,8 @@ pub struct IngestConfig {
     pub tick: Duration,
     /// Extra librdkafka properties, applied last.
     pub kafka_properties: Vec<(String, String)>,
+    /// Fault injection for tests: `<crash point>:<n>` (see [`crate::crash`]).
+    pub crash_at: Option<String>,
 }
 
 impl IngestConfig {
@@ -56,12 +66,13 @@ impl IngestConfig {
             flush: FlushPolicy::default(),
             tick: Duration::from_millis(100),
             kafka_properties: Vec::new(),
+            crash_at: None,
         }
     }
 }
 
-/// Records partitions the group takes away, so the loop drops their buffers: the next owner
-/// resumes from the last committed offset, so nothing buffered here is lost.
+/// Records partitions the group takes away, so the loop drops their state: the next owner
+/// recovers from the partition's commit log, so nothing buffered here is lost.
 #[derive(Default)]
 struct GroupContext {
     revoked: Mutex<BTreeSet<i32>>,
@@ -86,14 +97,25 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// A partition this member owns: its recovered log, its buffer, and the next offset it accepts.
+struct Owned {
+    log: PartitionLog,
+    buffer: PartitionBuffer,
+    /// Messages below this offset are already durable (or duplicates) and are skipped.
+    position: Option<i64>,
+}
+
 pub struct Ingest {
     config: IngestConfig,
     lake: Lake,
     consumer: Arc<StreamConsumer<GroupContext>>,
-    buffers: HashMap<i32, PartitionBuffer>,
+    owned: HashMap<i32, Owned>,
     topic: Arc<str>,
+    process_id: uuid::Uuid,
+    recoveries: u64,
     landed: Option<broadcast::Sender<Landed>>,
     metrics: Arc<IngestMetrics>,
+    crash: Crasher,
 }
 
 impl Ingest {
@@ -103,6 +125,8 @@ impl Ingest {
         landed: Option<broadcast::Sender<Landed>>,
         metrics: Arc<IngestMetrics>,
     ) -> Result<Self> {
+        let crash =
+            config.crash_at.as_deref().map(Crasher::parse).transpose().map_err(Error::Config)?.unwrap_or_default();
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.brokers)
@@ -123,7 +147,18 @@ impl Ingest {
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(GroupContext::default())?;
         consumer.subscribe(&[&config.topic])?;
         let topic = Arc::from(config.topic.as_str());
-        Ok(Self { config, lake, consumer: Arc::new(consumer), buffers: HashMap::new(), topic, landed, metrics })
+        Ok(Self {
+            config,
+            lake,
+            consumer: Arc::new(consumer),
+            owned: HashMap::new(),
+            topic,
+            process_id: uuid::Uuid::new_v4(),
+            recoveries: 0,
+            landed,
+            metrics,
+            crash,
+        })
     }
 
     /// Consumes until `shutdown`, then flushes and commits what is buffered.
@@ -141,22 +176,24 @@ impl Ingest {
                     match message {
                         Ok(m) => {
                             let partition = m.partition();
-                            self.push(partition, m.offset(), m.key(), m.payload());
-                            self.flush_if_due(partition).await?;
+                            if self.accept(partition, m.offset()).await? {
+                                self.push(partition, m.offset(), m.key(), m.payload());
+                                self.flush_if_due(partition).await?;
+                            }
                         }
                         Err(e) => warn!(error = %e, "kafka consumer error"),
                     }
                 }
                 _ = tick.tick() => {
                     self.drop_revoked();
-                    let due: Vec<i32> = self.buffers.keys().copied().collect();
+                    let due: Vec<i32> = self.owned.keys().copied().collect();
                     for partition in due {
                         self.flush_if_due(partition).await?;
                     }
                 }
             }
         }
-        let partitions: Vec<i32> = self.buffers.keys().copied().collect();
+        let partitions: Vec<i32> = self.owned.keys().copied().collect();
         for partition in partitions {
             self.flush(partition, CommitMode::Sync).await?;
         }
@@ -164,10 +201,45 @@ impl Ingest {
         Ok(())
     }
 
+    /// Whether the message at `offset` is new. The first message of a newly owned partition
+    /// recovers the partition's commit log and, if the log says consumption must resume
+    /// elsewhere, seeks there and skips the message.
+    async fn accept(&mut self, partition: i32, offset: i64) -> Result<bool> {
+        if !self.owned.contains_key(&partition) {
+            self.recoveries += 1;
+            let writer = format!("{}/{partition}/{}", self.process_id, self.recoveries);
+            let log = retry("recover the commit log", partition, &self.metrics, || {
+                PartitionLog::recover(&self.lake, &self.config.topic, partition, &writer)
+            })
+            .await;
+            let position = log.resume_offset();
+            let buffer = PartitionBuffer::new(Arc::clone(&self.topic), partition);
+            self.owned.insert(partition, Owned { log, buffer, position });
+            if let Some(resume) = position
+                && resume != offset
+            {
+                info!(partition, offset, resume, "seeking to where the commit log says the lake ends");
+                let seek =
+                    self.consumer.seek(&self.config.topic, partition, Offset::Offset(resume), Duration::from_secs(10));
+                if let Err(e) = seek {
+                    // Forget the partition: its next message recovers and seeks again.
+                    warn!(partition, resume, error = %e, "seek failed; will retry");
+                    self.owned.remove(&partition);
+                }
+                return Ok(false);
+            }
+        }
+        let owned = self.owned.get_mut(&partition).expect("owned above");
+        if owned.position.is_some_and(|p| offset < p) {
+            debug!(partition, offset, "skipping a message that is already durable");
+            return Ok(false);
+        }
+        owned.position = Some(offset + 1);
+        Ok(true)
+    }
+
     fn push(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) {
-        let topic = &self.topic;
-        let buffer =
-            self.buffers.entry(partition).or_insert_with(|| PartitionBuffer::new(Arc::clone(topic), partition));
+        let buffer = &mut self.owned.get_mut(&partition).expect("accepted partitions are owned").buffer;
         match buffer.push(offset, key, payload, chrono::Utc::now()) {
             Pushed::Accepted => self.metrics.message_accepted(),
             Pushed::Rejected(why) => {
@@ -180,34 +252,37 @@ impl Ingest {
     fn drop_revoked(&mut self) {
         let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().expect("revoked lock"));
         for partition in revoked {
-            if let Some(buffer) = self.buffers.remove(&partition) {
-                info!(partition, rows = buffer.rows(), "dropped the buffer of a revoked partition");
+            if let Some(owned) = self.owned.remove(&partition) {
+                info!(partition, rows = owned.buffer.rows(), "dropped the state of a revoked partition");
             }
         }
     }
 
     async fn flush_if_due(&mut self, partition: i32) -> Result<()> {
-        let Some(buffer) = self.buffers.get(&partition) else {
-            return Ok(());
-        };
-        if self.config.flush.should_flush(buffer.rows(), buffer.bytes(), buffer.age(Instant::now())) {
+        let Some(owned) = self.owned.get(&partition) else { return Ok(()) };
+        let b = &owned.buffer;
+        if self.config.flush.should_flush(b.rows(), b.bytes(), b.age(Instant::now())) {
             self.flush(partition, CommitMode::Async).await?;
         }
         Ok(())
     }
 
-    /// Writes the partition's buffered files, retrying until they are durable, then commits.
+    /// Makes the partition's buffer durable through its commit log, then commits the Kafka offset
+    /// and announces what landed. A fenced flush drops the partition's state: the next message
+    /// recovers it from the log.
     async fn flush(&mut self, partition: i32, mode: CommitMode) -> Result<()> {
-        let Some(buffer) = self.buffers.get_mut(&partition) else {
-            return Ok(());
-        };
-        let Some(flush) = buffer.take()? else {
-            return Ok(());
-        };
+        let Some(owned) = self.owned.get_mut(&partition) else { return Ok(()) };
+        let Some(flush) = owned.buffer.take()? else { return Ok(()) };
+        let staged = stage(&flush)?;
         let mut backoff = Duration::from_millis(50);
-        let written = loop {
-            match write_files(&self.lake, &flush, &self.metrics).await {
-                Ok(written) => break written,
+        let entries = loop {
+            match owned.log.commit(flush.first_offset, flush.next_offset(), staged.clone(), &self.crash).await {
+                Ok(entries) => break entries,
+                Err(e @ CommitError::Fenced { .. }) => {
+                    warn!(partition, error = %e, "fenced: another member owns this partition now");
+                    self.owned.remove(&partition);
+                    return Ok(());
+                }
                 Err(e) => {
                     self.metrics.flush_failed();
                     warn!(partition, error = %e, ?backoff, "flush failed; retrying");
@@ -219,47 +294,88 @@ impl Ingest {
         let mut offsets = TopicPartitionList::new();
         offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(flush.next_offset()))?;
         if let Err(e) = self.consumer.commit(&offsets, mode) {
-            // The files are durable; a failed commit only means some messages are consumed again.
-            warn!(partition, offset = flush.next_offset(), error = %e, "offset commit failed");
+            // The commit log holds the truth; a failed hint only costs a seek on the next start.
+            warn!(partition, offset = flush.next_offset(), error = %e, "kafka offset commit failed");
         }
+        self.crash.reached(CrashPoint::AfterKafkaCommit);
         self.metrics.flushed();
+        for file in &staged {
+            self.metrics.file_written(file.bytes.len());
+        }
         info!(
             partition,
             first_offset = flush.first_offset,
             last_offset = flush.last_offset,
             valid = flush.valid,
             rejected = flush.rejected,
-            files = written.len(),
+            files = entries.len(),
             "flushed"
         );
         if let Some(landed) = &self.landed {
-            for notice in written {
-                let _ = landed.send(notice);
+            for entry in entries {
+                let _ = landed.send(landed_notice(entry));
             }
         }
         Ok(())
     }
 }
 
-/// Encodes and uploads every file of a flush; returns what landed.
-async fn write_files(lake: &Lake, flush: &PendingFlush, metrics: &IngestMetrics) -> Result<Vec<Landed>, WriteError> {
-    let uploads = flush.files.iter().map(|file| async move {
-        let path = file.path.to_string();
-        let sort_by: &[&str] = match file.path.table {
-            Table::Results => &["repository", "test_id", "finished_at"],
-            _ => &["kafka_offset"],
-        };
-        let sorted = write::sort_batch(&file.batch, sort_by)
-            .map_err(|source| WriteError::Arrow { path: path.clone(), source })?;
-        let bytes = write::encode_parquet(&sorted, &path)?;
-        let size = bytes.len();
-        if write::put_create(lake, &path, bytes).await? == Created::Written {
-            metrics.file_written(size);
+/// Sorts and encodes every file of a flush.
+fn stage(flush: &PendingFlush) -> Result<Vec<StagedFile>> {
+    flush
+        .files
+        .iter()
+        .map(|file| {
+            let path = file.path.to_string();
+            let sort_by: &[&str] = match file.path.table {
+                Table::Results => &["repository", "test_id", "finished_at"],
+                _ => &["kafka_offset"],
+            };
+            let sorted = files::sort_batch(&file.batch, sort_by)
+                .map_err(|source| WriteError::Arrow { path: path.clone(), source })?;
+            let bytes = files::encode_parquet(&sorted, &path)?;
+            let entry = EntryFile {
+                path,
+                table: file.path.table.name().to_owned(),
+                date: file.path.partition.date,
+                hour: file.path.partition.hour,
+                rows: file.batch.num_rows() as u64,
+                min_time: file.min_time,
+                max_time: file.max_time,
+            };
+            Ok(StagedFile { entry, bytes })
+        })
+        .collect()
+}
+
+fn landed_notice(entry: EntryFile) -> Landed {
+    Landed {
+        table: entry.table,
+        date: entry.date,
+        hour: entry.hour,
+        files: vec![entry.path],
+        rows: entry.rows,
+        min_time: entry.min_time,
+        max_time: entry.max_time,
+    }
+}
+
+/// Retries an object-store operation with capped exponential backoff until it succeeds.
+async fn retry<T, F, Fut>(what: &str, partition: i32, metrics: &IngestMetrics, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CommitError>>,
+{
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) => {
+                metrics.flush_failed();
+                warn!(partition, error = %e, ?backoff, "failed to {what}; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
         }
-        let mut landed = Landed::new(file.path.table, file.path.partition, vec![path], file.batch.num_rows() as u64);
-        landed.min_time = file.min_time;
-        landed.max_time = file.max_time;
-        Ok::<_, WriteError>(landed)
-    });
-    try_join_all(uploads).await
+    }
 }

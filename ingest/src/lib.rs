@@ -2,12 +2,16 @@
 //!
 //! A consumer-group member ([`consumer::Ingest`]) decodes each message into a per-partition
 //! [`buffer::PartitionBuffer`], splitting rows by the UTC hour of `finished_at` and keeping
-//! rejected messages with their reason. When the [`flush::FlushPolicy`] trips, [`testlake_schemas::files`] encodes
-//! the buffer as zstd Parquet files named by their Kafka offsets and writes them create-only; only
-//! then is the Kafka offset committed and a [`testlake_schemas::Landed`] notice sent.
+//! rejected messages with their reason. When the [`flush::FlushPolicy`] trips, the buffer becomes
+//! zstd Parquet files named by their Kafka offsets, made durable through the partition's
+//! [`commit`] log in the lake (the truth about which offsets landed); only then is the Kafka
+//! offset committed (a hint) and a [`testlake_schemas::Landed`] notice sent. [`crash`] injects
+//! process aborts at each step of that protocol for the exactly-once tests.
 
 pub mod buffer;
+pub mod commit;
 pub mod consumer;
+pub mod crash;
 pub mod flush;
 pub mod metrics;
 

@@ -5,6 +5,7 @@
 //! [`tables`], and writes them as Parquet under the hive [`paths`] of the lake. Compute reads the
 //! `results` table and writes the trend tables; query serves them.
 
+pub mod commits;
 pub mod event;
 pub mod files;
 pub mod lake;

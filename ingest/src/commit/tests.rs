@@ -1,0 +1,88 @@
+use super::*;
+use chrono::NaiveDate;
+
+fn staged(path: &str) -> StagedFile {
+    StagedFile {
+        entry: EntryFile {
+            path: path.to_owned(),
+            table: "results".into(),
+            date: NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(),
+            hour: 4,
+            rows: 1,
+            min_time: None,
+            max_time: None,
+        },
+        bytes: Bytes::from_static(b"parquet bytes"),
+    }
+}
+
+async fn exists(lake: &Lake, path: &str) -> bool {
+    lake.store().head(&lake.path(path)).await.is_ok()
+}
+
+#[tokio::test]
+async fn commits_resume_where_the_last_one_ended() {
+    let lake = Lake::in_memory();
+    let mut log = PartitionLog::recover(&lake, "t", 0, "w1").await.unwrap();
+    assert_eq!((log.next_seq, log.resume_offset()), (0, None));
+    log.commit(0, 10, vec![staged("results/a.parquet")], &Crasher::default()).await.unwrap();
+    log.commit(10, 25, vec![staged("results/b.parquet")], &Crasher::default()).await.unwrap();
+    assert!(exists(&lake, "results/a.parquet").await && exists(&lake, "results/b.parquet").await);
+
+    let again = PartitionLog::recover(&lake, "t", 0, "w2").await.unwrap();
+    assert_eq!((again.next_seq, again.resume_offset()), (2, Some(25)));
+    let intent: Intent = read_json(&lake, &entry_path("t", 0, 1, EntryObject::Intent)).await.unwrap();
+    assert_eq!((intent.from_offset, intent.next_offset), (10, 25), "entries are contiguous");
+    let other = PartitionLog::recover(&lake, "t", 1, "w2").await.unwrap();
+    assert_eq!(other.resume_offset(), None, "partitions have separate logs");
+}
+
+#[tokio::test]
+async fn a_second_writer_for_the_same_entry_is_fenced_and_writes_nothing() {
+    let lake = Lake::in_memory();
+    let mut a = PartitionLog::recover(&lake, "t", 0, "a").await.unwrap();
+    let mut b = PartitionLog::recover(&lake, "t", 0, "b").await.unwrap();
+    a.commit(0, 10, vec![staged("results/a.parquet")], &Crasher::default()).await.unwrap();
+    let err = b.commit(0, 12, vec![staged("results/b.parquet")], &Crasher::default()).await.unwrap_err();
+    assert!(matches!(err, CommitError::Fenced { seq: 0, .. }), "{err}");
+    assert!(!exists(&lake, "results/b.parquet").await);
+}
+
+#[tokio::test]
+async fn recovery_aborts_a_pending_entry_and_deletes_its_files() {
+    let lake = Lake::in_memory();
+    let mut a = PartitionLog::recover(&lake, "t", 0, "a").await.unwrap();
+    a.commit(0, 10, vec![staged("results/a.parquet")], &Crasher::default()).await.unwrap();
+    // A writer that died after its intent and one data file of entry 1.
+    let pending = Intent {
+        seq: 1,
+        topic: "t".into(),
+        partition: 0,
+        from_offset: 10,
+        next_offset: 20,
+        writer: "a".into(),
+        files: vec![staged("results/b.parquet").entry, staged("results/c.parquet").entry],
+        created_at: Utc::now(),
+    };
+    let intent_path = entry_path("t", 0, 1, EntryObject::Intent);
+    assert!(create(&lake, &intent_path, serde_json::to_vec(&pending).unwrap()).await.unwrap());
+    put_create(&lake, "results/b.parquet", Bytes::from_static(b"x")).await.unwrap();
+
+    let b = PartitionLog::recover(&lake, "t", 0, "b").await.unwrap();
+    assert_eq!((b.next_seq, b.resume_offset()), (2, Some(10)));
+    assert!(!exists(&lake, "results/b.parquet").await, "the pending entry's file is gone");
+    assert!(exists(&lake, "results/a.parquet").await, "committed files stay");
+
+    // The late writer now tries to commit entry 1: the recovering owner's abort won.
+    let late = PartitionLog::decide(&lake, "t", 0, 1, Outcome::Committed, "a").await.unwrap();
+    assert_eq!(late, Outcome::Aborted);
+}
+
+#[test]
+fn crash_specs_parse() {
+    assert!(Crasher::parse("after_outcome:3").is_ok());
+    assert!(Crasher::parse("mid_flush").is_ok());
+    assert!(Crasher::parse("nowhere:1").is_err());
+    assert!(Crasher::parse("after_data:x").is_err());
+    Crasher::default().reached(CrashPoint::AfterData); // unarmed: nothing happens
+}
