@@ -6,4 +6,5 @@ cd "$(dirname "$0")/../.."
 deploy/scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo nextest run --workspace --no-fail-fast "$@"

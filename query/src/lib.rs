@@ -16,11 +16,14 @@ use testlake_schemas::Lake;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Appends Prometheus text for one component (the ingest's counters in all-in-one mode).
+pub type MetricsRenderer = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 /// What every handler shares.
 pub struct AppState {
     pub lake: Lake,
-    /// Extra Prometheus text appended to `/metrics` (the ingest's counters in all-in-one mode).
-    pub metrics: Vec<Arc<dyn Fn(&mut String) + Send + Sync>>,
+    /// Extra Prometheus text appended to `/metrics`.
+    pub metrics: Vec<MetricsRenderer>,
 }
 
 #[derive(Debug, Clone)]

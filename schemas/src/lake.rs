@@ -79,7 +79,7 @@ impl Lake {
     }
 
     /// The location relative to the lake root of a path the store listed, if it is inside the lake.
-    pub fn relative<'a>(&self, path: &'a Path) -> Option<String> {
+    pub fn relative(&self, path: &Path) -> Option<String> {
         let parts: Vec<_> = path.prefix_match(&self.prefix)?.map(|p| p.as_ref().to_owned()).collect();
         Some(parts.join("/"))
     }
