@@ -139,6 +139,30 @@ impl PartitionLog {
         Ok(Self { lake: lake.clone(), topic: topic.to_owned(), partition, writer: writer.to_owned(), next_seq, resume })
     }
 
+    /// The first offset not yet durable according to the log, read without changing anything
+    /// (pending entries are passed over, not aborted). For monitoring and tests.
+    pub async fn durable_offset(lake: &Lake, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let dir = log_dir(topic, partition);
+        let listed: Vec<_> =
+            lake.store().list(Some(&lake.path(&dir))).try_collect().await.map_err(|e| CommitError::store(&dir, e))?;
+        let mut outcomes: Vec<u64> = listed
+            .iter()
+            .filter_map(|o| o.location.filename().and_then(parse_entry_name))
+            .filter(|(_, kind)| *kind == EntryObject::Outcome)
+            .map(|(seq, _)| seq)
+            .collect();
+        outcomes.sort_unstable();
+        for seq in outcomes.into_iter().rev() {
+            let outcome: OutcomeRecord =
+                read_json(lake, &entry_path(topic, partition, seq, EntryObject::Outcome)).await?;
+            if outcome.outcome == Outcome::Committed {
+                let intent: Intent = read_json(lake, &entry_path(topic, partition, seq, EntryObject::Intent)).await?;
+                return Ok(Some(intent.next_offset));
+            }
+        }
+        Ok(None)
+    }
+
     /// Creates the outcome of entry `seq`, or reads the one that won the race.
     async fn decide(
         lake: &Lake,

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::buffer::{PartitionBuffer, PendingFlush, Pushed};
 use crate::commit::{CommitError, PartitionLog, StagedFile};
 use crate::crash::{CrashPoint, Crasher};
+use crate::cursor::Cursor;
 use crate::flush::FlushPolicy;
 use crate::metrics::IngestMetrics;
 
@@ -101,8 +102,7 @@ impl ConsumerContext for GroupContext {
 struct Owned {
     log: PartitionLog,
     buffer: PartitionBuffer,
-    /// Messages below this offset are already durable (or duplicates) and are skipped.
-    position: Option<i64>,
+    cursor: Cursor,
 }
 
 pub struct Ingest {
@@ -194,8 +194,20 @@ impl Ingest {
             }
         }
         let partitions: Vec<i32> = self.owned.keys().copied().collect();
-        for partition in partitions {
-            self.flush(partition, CommitMode::Sync).await?;
+        for &partition in &partitions {
+            self.flush(partition, CommitMode::Async).await?;
+        }
+        // Leave the hint where the log says the lake ends, synchronously, before leaving the group.
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, owned) in &self.owned {
+            if let Some(resume) = owned.log.resume_offset() {
+                offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(resume))?;
+            }
+        }
+        if offsets.count() > 0
+            && let Err(e) = self.consumer.commit(&offsets, CommitMode::Sync)
+        {
+            warn!(error = %e, "final kafka offset commit failed");
         }
         info!("ingest stopped");
         Ok(())
@@ -214,7 +226,7 @@ impl Ingest {
             .await;
             let position = log.resume_offset();
             let buffer = PartitionBuffer::new(Arc::clone(&self.topic), partition);
-            self.owned.insert(partition, Owned { log, buffer, position });
+            self.owned.insert(partition, Owned { log, buffer, cursor: Cursor::at(position) });
             if let Some(resume) = position
                 && resume != offset
             {
@@ -229,13 +241,11 @@ impl Ingest {
                 return Ok(false);
             }
         }
-        let owned = self.owned.get_mut(&partition).expect("owned above");
-        if owned.position.is_some_and(|p| offset < p) {
-            debug!(partition, offset, "skipping a message that is already durable");
-            return Ok(false);
+        let admitted = self.owned.get_mut(&partition).expect("owned above").cursor.admit(offset);
+        if !admitted {
+            debug!(partition, offset, "skipping a message that is already durable or a duplicate");
         }
-        owned.position = Some(offset + 1);
-        Ok(true)
+        Ok(admitted)
     }
 
     fn push(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) {

@@ -12,6 +12,7 @@ pub mod buffer;
 pub mod commit;
 pub mod consumer;
 pub mod crash;
+pub mod cursor;
 pub mod flush;
 pub mod metrics;
 

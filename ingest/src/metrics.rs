@@ -54,6 +54,10 @@ impl IngestMetrics {
         self.rejected.load(Relaxed)
     }
 
+    pub fn flush_errors(&self) -> u64 {
+        self.flush_errors.load(Relaxed)
+    }
+
     /// Appends the counters in Prometheus text format.
     pub fn render(&self, out: &mut String) {
         for (name, help, value) in [

@@ -3,6 +3,7 @@
 //!
 //! A test that needs the broker fails when `tansu` is missing; it never skips.
 
+pub mod faulty_store;
 pub mod model;
 
 use std::net::TcpListener;
@@ -95,4 +96,128 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One produced message: its event id and where the broker put it.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    pub event_id: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Produces `runs` CI runs of a synthetic fleet (ten minutes apart, ending about now) to
+/// `topic`, keyed by test id, and returns where each event went.
+pub async fn produce_fleet(brokers: &str, topic: &str, seed: u64, runs: i64) -> Vec<Produced> {
+    use chrono::{TimeDelta, Utc};
+    use rdkafka::producer::FutureRecord;
+    use testlake::fleet::{Fleet, FleetConfig};
+
+    let mut fleet = Fleet::new(FleetConfig { seed, repositories: 2, ..FleetConfig::default() });
+    let start = Utc::now() - TimeDelta::minutes(10 * runs);
+    let events: Vec<_> = (0..runs).flat_map(|i| fleet.run(start + TimeDelta::minutes(i * 10))).collect();
+    let producer = testlake::kafka::producer(brokers).expect("producer");
+    let payloads: Vec<(String, String)> = events.iter().map(|e| (e.test_id.clone(), e.to_json())).collect();
+    let mut deliveries = Vec::new();
+    for (key, payload) in &payloads {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueued"));
+    }
+    let mut produced = Vec::new();
+    for (d, e) in deliveries.into_iter().zip(&events) {
+        let delivery = d.await.expect("delivery reported").map_err(|(e, _)| e).expect("delivered");
+        produced.push(Produced {
+            event_id: e.event_id.to_string(),
+            partition: delivery.partition,
+            offset: delivery.offset,
+        });
+    }
+    produced
+}
+
+/// Every `event_id` in the lake's `results` folders, with how often it appears — read by listing
+/// the folders, as any reader does. A file deleted by a recovering ingest between listing and
+/// reading fails the read: list again.
+pub async fn landed_ids(lake_dir: &std::path::Path) -> std::collections::BTreeMap<String, usize> {
+    use arrow::array::AsArray;
+
+    let lake = testlake_schemas::Lake::open(lake_dir.to_str().expect("utf-8 path")).expect("lake");
+    let mut attempts = 0;
+    let batches = loop {
+        let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
+        match ctx.sql("SELECT event_id FROM results").await.expect("plan").collect().await {
+            Ok(batches) => break batches,
+            Err(e) if attempts < 20 => {
+                attempts += 1;
+                eprintln!("reading the lake failed ({e}); listing again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("reading the lake: {e}"),
+        }
+    };
+    let mut ids = std::collections::BTreeMap::new();
+    for b in batches {
+        for id in b.column(0).as_string::<i32>().iter().flatten() {
+            *ids.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    ids
+}
+
+/// Asserts the lake holds exactly the produced ids, each once.
+pub fn assert_exactly_once(what: &str, produced: &[Produced], landed: &std::collections::BTreeMap<String, usize>) {
+    let want: std::collections::BTreeSet<&str> = produced.iter().map(|p| p.event_id.as_str()).collect();
+    let got: std::collections::BTreeSet<&str> = landed.keys().map(String::as_str).collect();
+    let missing = want.difference(&got).count();
+    let unexpected = got.difference(&want).count();
+    let twice: Vec<_> = landed.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        missing == 0 && unexpected == 0 && twice.is_empty(),
+        "{what}: {missing} produced ids missing, {unexpected} unexpected ids, landed more than once: {twice:?}"
+    );
+}
+
+/// How to run one `testlake ingest` process.
+#[derive(Debug, Clone)]
+pub struct IngestRun<'a> {
+    pub brokers: &'a str,
+    pub topic: &'a str,
+    pub group: &'a str,
+    pub lake: &'a std::path::Path,
+    pub flush_rows: usize,
+    pub flush_age: &'a str,
+    /// `TESTLAKE_CRASH_AT` for this run.
+    pub crash_at: Option<&'a str>,
+    /// Where the process's log goes (`None`: discarded, or the test's stderr when
+    /// `TESTLAKE_TEST_LOG` is set).
+    pub log: Option<&'a std::path::Path>,
+}
+
+impl IngestRun<'_> {
+    /// Starts the process. A member that dies is noticed by the group after 3 s.
+    pub fn spawn(&self) -> Child {
+        let mut cmd = Command::new(testlake_binary());
+        cmd.args(["ingest", "--brokers", self.brokers, "--topic", self.topic, "--group", self.group])
+            .args(["--lake", self.lake.to_str().expect("utf-8 path"), "--flush-age", self.flush_age])
+            .args(["--flush-rows", &self.flush_rows.to_string()])
+            .args(["--kafka-property", "session.timeout.ms=3000", "--kafka-property", "heartbeat.interval.ms=500"])
+            .env("RUST_LOG", std::env::var("TESTLAKE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null());
+        match self.log {
+            Some(path) => cmd.stderr(std::fs::File::create(path).expect("log file")),
+            None if std::env::var_os("TESTLAKE_TEST_LOG").is_some() => cmd.stderr(Stdio::inherit()),
+            None => cmd.stderr(Stdio::null()),
+        };
+        if let Some(spec) = self.crash_at {
+            cmd.env("TESTLAKE_CRASH_AT", spec);
+        }
+        cmd.spawn().expect("spawn testlake ingest")
+    }
+}
+
+/// Sends `signal` (`libc` numbers: 15 TERM, 19 STOP, 18 CONT, 9 KILL) to a child process.
+pub fn signal(child: &Child, signal: i32) {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().expect("kill");
+    assert!(status.success(), "kill -{signal} {}", child.id());
 }

@@ -1,0 +1,148 @@
+//! Several `testlake ingest` processes in one consumer group: members joining and leaving
+//! mid-stream, and a member paused past its session timeout. The lake must hold every produced
+//! `event_id` exactly once, and every partition's lag must reach zero.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use testlake_tests::{
+    Broker, IngestRun, Produced, Storage, assert_exactly_once, landed_ids, produce_fleet, signal, unique_topic,
+};
+
+const TERM: i32 = 15;
+const KILL: i32 = 9;
+const STOP: i32 = 19;
+const CONT: i32 = 18;
+
+fn member<'a>(brokers: &'a str, topic: &'a str, group: &'a str, lake: &'a Path) -> IngestRun<'a> {
+    IngestRun { brokers, topic, group, lake, flush_rows: 200, flush_age: "100ms", crash_at: None, log: None }
+}
+
+async fn wait_landed(lake: &Path, want: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while landed_ids(lake).await.len() < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "ingest did not stop within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The group's committed offset of each partition, read with the group's id without joining.
+fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let offsets = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    offsets
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 }))
+        .collect()
+}
+
+/// Lag zero: the committed offset of every partition is one past the last offset produced to it
+/// (judged from the producer's delivery reports, not the broker's watermark).
+fn assert_lag_zero(produced: &[Produced], committed: &BTreeMap<i32, i64>) {
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for p in produced {
+        let end = ends.entry(p.partition).or_default();
+        *end = (*end).max(p.offset + 1);
+    }
+    for (partition, end) in ends {
+        assert_eq!(committed.get(&partition), Some(&end), "partition {partition}: committed offset vs. end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_leave_mid_stream() {
+    let broker = Broker::start_with(Storage::Sqlite);
+    let brokers = broker.bootstrap();
+    let (topic, group) = (unique_topic("grp"), unique_topic("g"));
+    testlake::kafka::ensure_topic(&brokers, &topic, 6).await.unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let m = member(&brokers, &topic, &group, lake.path());
+
+    let mut produced = produce_fleet(&brokers, &topic, 11, 6).await;
+    let mut a = m.spawn();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    produced.extend(produce_fleet(&brokers, &topic, 12, 6).await);
+    let mut b = m.spawn();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut c = m.spawn();
+    produced.extend(produce_fleet(&brokers, &topic, 13, 6).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&b, TERM); // leaves cleanly: flushes, commits, leaves the group
+    produced.extend(produce_fleet(&brokers, &topic, 14, 4).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    signal(&c, KILL); // vanishes: its session expires, its pending entries are aborted by the next owner
+    produced.extend(produce_fleet(&brokers, &topic, 15, 4).await);
+
+    wait_landed(lake.path(), produced.len(), Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_exactly_once("join and leave", &produced, &landed_ids(lake.path()).await);
+
+    signal(&a, TERM);
+    assert!(wait_exit(&mut a, Duration::from_secs(30)).success(), "a clean shutdown");
+    assert!(wait_exit(&mut b, Duration::from_secs(30)).success(), "b left cleanly");
+    let _ = c.wait();
+    assert_lag_zero(&produced, &committed(&brokers, &group, &topic, 6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_paused_past_its_session_is_fenced() {
+    let broker = Broker::start_with(Storage::Sqlite);
+    let brokers = broker.bootstrap();
+    let (topic, group) = (unique_topic("pause"), unique_topic("g"));
+    testlake::kafka::ensure_topic(&brokers, &topic, 2).await.unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let produced = produce_fleet(&brokers, &topic, 21, 10).await;
+
+    // A buffers everything and would flush only after 4 s; it is frozen before that.
+    let a_log = lake.path().join("a.log");
+    let a_run = IngestRun {
+        flush_rows: 1_000_000,
+        flush_age: "4s",
+        log: Some(&a_log),
+        ..member(&brokers, &topic, &group, lake.path())
+    };
+    let mut a = a_run.spawn();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    signal(&a, STOP);
+
+    // B takes over once A's session expires, and lands everything.
+    let mut b = member(&brokers, &topic, &group, lake.path()).spawn();
+    wait_landed(lake.path(), produced.len(), Duration::from_secs(60)).await;
+    assert_exactly_once("before A wakes", &produced, &landed_ids(lake.path()).await);
+
+    // A wakes with a stale buffer: its late flush must not land.
+    signal(&a, CONT);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_exactly_once("after A wakes", &produced, &landed_ids(lake.path()).await);
+    let log = std::fs::read_to_string(&a_log).unwrap();
+    assert!(log.contains("commit log recovered"), "A owned partitions before it was paused:\n{log}");
+    assert!(
+        log.contains("fenced") || log.contains("dropped the state of a revoked partition"),
+        "A's late writes were rejected or dropped:\n{log}"
+    );
+
+    signal(&a, TERM);
+    signal(&b, TERM);
+    wait_exit(&mut a, Duration::from_secs(30));
+    wait_exit(&mut b, Duration::from_secs(30));
+}
