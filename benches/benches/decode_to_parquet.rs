@@ -40,7 +40,7 @@ fn main() {
         for (offset, m) in messages.iter().enumerate() {
             buffer.push(offset as i64, None, Some(m), now);
         }
-        let flush = buffer.take().expect("arrow").expect("rows");
+        let flush = buffer.take(0).expect("arrow").expect("rows");
         parquet_bytes = 0;
         for file in &flush.files {
             let sorted = sort_batch(&file.batch, &["repository", "test_id", "finished_at"]).expect("sort");

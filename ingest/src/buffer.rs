@@ -119,12 +119,14 @@ impl PartitionBuffer {
         }
     }
 
-    /// Takes everything buffered as the files of one flush, leaving the buffer empty.
-    pub fn take(&mut self) -> Result<Option<PendingFlush>, ArrowError> {
+    /// Takes everything buffered as the files of one flush, to be written by commit-log entry
+    /// `entry`, leaving the buffer empty.
+    pub fn take(&mut self, entry: u64) -> Result<Option<PendingFlush>, ArrowError> {
         let Some((first_offset, last_offset)) = self.offsets.take() else {
             return Ok(None);
         };
-        let name = DataFileName { topic: self.topic.to_string(), partition: self.partition, first_offset, last_offset };
+        let name =
+            DataFileName { topic: self.topic.to_string(), partition: self.partition, first_offset, last_offset, entry };
         let mut files = Vec::new();
         let mut valid = 0;
         for (partition, mut hour) in std::mem::take(&mut self.hours) {

@@ -181,6 +181,11 @@ impl PartitionLog {
         }
     }
 
+    /// The sequence number the next flush's entry will have (its files are named with it).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The first offset not yet durable in the lake, if the log has any committed entry.
     pub fn resume_offset(&self) -> Option<i64> {
         self.resume

@@ -282,7 +282,7 @@ impl Ingest {
     /// recovers it from the log.
     async fn flush(&mut self, partition: i32, mode: CommitMode) -> Result<()> {
         let Some(owned) = self.owned.get_mut(&partition) else { return Ok(()) };
-        let Some(flush) = owned.buffer.take()? else { return Ok(()) };
+        let Some(flush) = owned.buffer.take(owned.log.next_seq())? else { return Ok(()) };
         let staged = stage(&flush)?;
         let mut backoff = Duration::from_millis(50);
         let entries = loop {

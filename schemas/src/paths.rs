@@ -1,7 +1,7 @@
 //! Lake paths: hive-style partitions under one root, zero-padded so listings sort by time.
 //!
 //! ```text
-//! results/date=2026-11-27/hour=04/ci-events_p00003_o00000000000000001000-00000000000000001999.parquet
+//! results/date=2026-11-27/hour=04/ci-events_p00003_o00000000000000001000-00000000000000001999_e0000000042.parquet
 //! rejected/date=2026-11-27/hour=04/ci-events_p00003_o...parquet     (ingest time, not event time)
 //! trends_hourly/date=2026-11-27/data.parquet
 //! trends_daily/date=2026-11-27/data.parquet
@@ -136,19 +136,27 @@ impl FromStr for HourPartition {
     }
 }
 
-/// The name of a file written by ingest, derived only from the Kafka coordinates it holds, so a
-/// retried or repeated write of the same offsets lands on the same name.
+/// The name of a file written by ingest, derived only from the Kafka coordinates it holds and
+/// the commit-log entry that writes it: a retried write of the same entry lands on the same
+/// name, and no two entries (two writers) ever share a name, so cleaning up an aborted entry
+/// can never delete another entry's file.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DataFileName {
     pub topic: String,
     pub partition: i32,
     pub first_offset: i64,
     pub last_offset: i64,
+    /// Sequence number of the commit-log entry of the partition that writes the file.
+    pub entry: u64,
 }
 
 impl fmt::Display for DataFileName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}_p{:05}_o{:020}-{:020}.parquet", self.topic, self.partition, self.first_offset, self.last_offset)
+        write!(
+            f,
+            "{}_p{:05}_o{:020}-{:020}_e{:010}.parquet",
+            self.topic, self.partition, self.first_offset, self.last_offset, self.entry
+        )
     }
 }
 
@@ -157,10 +165,11 @@ impl FromStr for DataFileName {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || PathError::new("data file name", s);
         let stem = s.strip_suffix(".parquet").ok_or_else(err)?;
-        let (rest, offsets) = stem.rsplit_once("_o").ok_or_else(err)?;
+        let (rest, entry) = stem.rsplit_once("_e").ok_or_else(err)?;
+        let (rest, offsets) = rest.rsplit_once("_o").ok_or_else(err)?;
         let (topic, partition) = rest.rsplit_once("_p").ok_or_else(err)?;
         let (first, last) = offsets.split_once('-').ok_or_else(err)?;
-        if topic.is_empty() || partition.len() != 5 || first.len() != 20 || last.len() != 20 {
+        if topic.is_empty() || partition.len() != 5 || first.len() != 20 || last.len() != 20 || entry.len() != 10 {
             return Err(err());
         }
         Ok(Self {
@@ -168,6 +177,7 @@ impl FromStr for DataFileName {
             partition: partition.parse().map_err(|_| err())?,
             first_offset: first.parse().map_err(|_| err())?,
             last_offset: last.parse().map_err(|_| err())?,
+            entry: entry.parse().map_err(|_| err())?,
         })
     }
 }

@@ -135,6 +135,9 @@ async fn a_member_paused_past_its_session_is_fenced() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_exactly_once("after A wakes", &produced, &landed_ids(lake.path()).await);
     let log = std::fs::read_to_string(&a_log).unwrap();
+    for line in log.lines().filter(|l| l.contains("fenced") || l.contains("revoked") || l.contains("flush")) {
+        eprintln!("A: {line}");
+    }
     assert!(log.contains("commit log recovered"), "A owned partitions before it was paused:\n{log}");
     assert!(
         log.contains("fenced") || log.contains("dropped the state of a revoked partition"),

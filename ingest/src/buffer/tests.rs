@@ -14,7 +14,7 @@ fn event(id: u32, finished_at: &str) -> Vec<u8> {
 fn splits_rows_by_event_hour_and_names_files_by_offsets() {
     let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 30, 0).unwrap();
     let mut b = PartitionBuffer::new("ci".into(), 4);
-    assert!(b.take().unwrap().is_none());
+    assert!(b.take(3).unwrap().is_none());
     assert_eq!(b.push(10, None, Some(&event(1, "2026-11-27T10:59:59Z")), now), Pushed::Accepted);
     assert_eq!(b.push(11, None, Some(&event(2, "2026-11-27T11:00:00Z")), now), Pushed::Accepted);
     assert!(matches!(b.push(13, Some(b"k"), Some(b"{oops"), now), Pushed::Rejected(_)));
@@ -22,11 +22,11 @@ fn splits_rows_by_event_hour_and_names_files_by_offsets() {
     assert_eq!(b.push(15, None, Some(&event(3, "2026-11-27T10:00:00Z")), now), Pushed::Accepted);
     assert_eq!(b.rows(), 5);
 
-    let flush = b.take().unwrap().unwrap();
+    let flush = b.take(3).unwrap().unwrap();
     assert_eq!((flush.first_offset, flush.last_offset, flush.next_offset()), (10, 15, 16));
     assert_eq!((flush.valid, flush.rejected), (3, 2));
     let paths: Vec<String> = flush.files.iter().map(|f| f.path.to_string()).collect();
-    let suffix = "ci_p00004_o00000000000000000010-00000000000000000015.parquet";
+    let suffix = "ci_p00004_o00000000000000000010-00000000000000000015_e0000000003.parquet";
     assert_eq!(
         paths,
         vec![
@@ -42,5 +42,5 @@ fn splits_rows_by_event_hour_and_names_files_by_offsets() {
 
     assert_eq!(b.rows(), 0);
     assert_eq!(b.bytes(), 0);
-    assert!(b.take().unwrap().is_none());
+    assert!(b.take(3).unwrap().is_none());
 }

@@ -86,3 +86,46 @@ fn crash_specs_parse() {
     assert!(Crasher::parse("after_data:x").is_err());
     Crasher::default().reached(CrashPoint::AfterData); // unarmed: nothing happens
 }
+
+#[tokio::test]
+async fn a_fenced_writers_cleanup_never_touches_the_new_owners_files() {
+    use testlake_schemas::{DataFileName, DataFilePath, HourPartition, Table};
+    let name = |entry| {
+        DataFilePath {
+            table: Table::Results,
+            partition: HourPartition { date: NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(), hour: 4 },
+            file: DataFileName { topic: "t".into(), partition: 0, first_offset: 0, last_offset: 9, entry },
+        }
+        .to_string()
+    };
+    let lake = Lake::in_memory();
+    // A claims entry 0 and writes its file for offsets 0..=9, then freezes before its outcome.
+    let a_files = vec![staged(&name(0)).entry];
+    let a_intent = Intent {
+        seq: 0,
+        topic: "t".into(),
+        partition: 0,
+        from_offset: 0,
+        next_offset: 10,
+        writer: "a".into(),
+        files: a_files.clone(),
+        created_at: Utc::now(),
+    };
+    assert!(
+        create(&lake, &entry_path("t", 0, 0, EntryObject::Intent), serde_json::to_vec(&a_intent).unwrap())
+            .await
+            .unwrap()
+    );
+    put_create(&lake, &name(0), Bytes::from_static(b"a")).await.unwrap();
+
+    // B takes over: aborts entry 0, then writes the very same offsets as entry 1.
+    let mut b = PartitionLog::recover(&lake, "t", 0, "b").await.unwrap();
+    assert_eq!(b.next_seq(), 1);
+    b.commit(0, 10, vec![staged(&name(b.next_seq()))], &Crasher::default()).await.unwrap();
+
+    // A wakes, loses the outcome race, and cleans up what it wrote.
+    assert_eq!(PartitionLog::decide(&lake, "t", 0, 0, Outcome::Committed, "a").await.unwrap(), Outcome::Aborted);
+    delete_files(&lake, &a_files).await.unwrap();
+    assert!(exists(&lake, &name(1)).await, "B's committed file survives A's cleanup");
+    assert_eq!(PartitionLog::durable_offset(&lake, "t", 0).await.unwrap(), Some(10));
+}

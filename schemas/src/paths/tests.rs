@@ -24,12 +24,18 @@ fn data_file_paths_round_trip() {
     let path = DataFilePath {
         table: Table::Results,
         partition: "date=2026-01-02/hour=23".parse().unwrap(),
-        file: DataFileName { topic: "ci_p9_o-events".into(), partition: 3, first_offset: 0, last_offset: 1999 },
+        file: DataFileName {
+            topic: "ci_p9_o-events_e1".into(),
+            partition: 3,
+            first_offset: 0,
+            last_offset: 1999,
+            entry: 7,
+        },
     };
     let text = path.to_string();
     assert_eq!(
         text,
-        "results/date=2026-01-02/hour=23/ci_p9_o-events_p00003_o00000000000000000000-00000000000000001999.parquet"
+        "results/date=2026-01-02/hour=23/ci_p9_o-events_e1_p00003_o00000000000000000000-00000000000000001999_e0000000007.parquet"
     );
     assert_eq!(text.parse::<DataFilePath>().unwrap(), path);
     assert!("results/date=2026-01-02/hour=23/x.parquet".parse::<DataFilePath>().is_err());
