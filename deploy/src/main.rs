@@ -66,6 +66,32 @@ enum Command {
         #[arg(long, env = "TESTLAKE_FLEET_RATE", default_value_t = 0)]
         fleet_rate: u64,
     },
+    /// Convert JUnit XML reports into events (every retry attempt its own event) and produce them.
+    Junit {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// JUnit XML report files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Repository (default: from the CI environment, e.g. GITHUB_REPOSITORY).
+        #[arg(long)]
+        repository: Option<String>,
+        /// Branch (default: from the CI environment).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Commit SHA (default: from the CI environment).
+        #[arg(long)]
+        commit: Option<String>,
+        /// CI pipeline run id (default: from the CI environment).
+        #[arg(long)]
+        run_id: Option<String>,
+        /// CI job or shard inside the run (default: from the CI environment).
+        #[arg(long)]
+        job_id: Option<String>,
+        /// Print the events as JSON lines instead of producing them.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Produce events to the topic from a JSON-lines file or the synthetic CI fleet.
     Produce {
         #[command(flatten)]
@@ -246,6 +272,29 @@ async fn main() -> Result<()> {
                 });
             }
             stack.wait().await?;
+        }
+        Command::Junit { kafka, files, repository, branch, commit, run_id, job_id, dry_run } => {
+            let mut context = testlake::junit::context_from_env(|name| std::env::var(name).ok());
+            for (flag, field) in [
+                (repository, &mut context.repository),
+                (branch, &mut context.branch),
+                (commit, &mut context.commit_sha),
+                (run_id, &mut context.run_id),
+            ] {
+                if let Some(value) = flag {
+                    *field = value;
+                }
+            }
+            context.job_id = job_id.or(context.job_id);
+            let events = testlake::junit::convert(&files, &context)?;
+            if dry_run {
+                for event in &events {
+                    println!("{}", event.to_json());
+                }
+            } else {
+                testlake::junit::produce(&kafka.brokers, &kafka.topic, &events).await?;
+                info!(events = events.len(), files = files.len(), topic = %kafka.topic, "produced");
+            }
         }
         Command::Produce { kafka, file, synthetic, rate, count, repositories, seed } => {
             let source = match (file, synthetic) {

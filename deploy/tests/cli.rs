@@ -12,7 +12,7 @@ fn help_lists_every_stage() {
     let out = testlake().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for command in ["ingest", "compute", "serve", "all", "produce"] {
+    for command in ["ingest", "compute", "serve", "all", "produce", "junit"] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
 }
@@ -44,4 +44,49 @@ fn a_bad_lake_location_is_reported() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("nosuchscheme"), "{stderr}");
+}
+
+const SUREFIRE: &str = r#"<testsuite name="com.acme.T" timestamp="2026-11-27T10:00:00">
+  <testcase classname="com.acme.T" name="flaky" time="0.5"><flakyFailure message="nope"/></testcase>
+  <testcase classname="com.acme.T" name="ok" time="0.1"/>
+</testsuite>"#;
+
+#[test]
+fn junit_dry_run_prints_one_event_per_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("TEST-com.acme.T.xml");
+    std::fs::write(&report, SUREFIRE).unwrap();
+    let out = testlake()
+        .args(["junit", "--dry-run", "--repository", "acme/r", "--branch", "main", "--commit", "abc", "--run-id", "7"])
+        .arg(&report)
+        .env_remove("GITHUB_ACTIONS")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let attempts: Vec<(&str, u64, &str)> = lines
+        .iter()
+        .map(|e| (e["test_id"].as_str().unwrap(), e["attempt"].as_u64().unwrap(), e["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![("com.acme.T.flaky", 1, "failed"), ("com.acme.T.flaky", 2, "passed"), ("com.acme.T.ok", 1, "passed")]
+    );
+    assert!(lines.iter().all(|e| e["repository"] == "acme/r" && e["run_id"] == "7"));
+}
+
+#[test]
+fn junit_names_the_malformed_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("broken.xml");
+    std::fs::write(&report, "<testsuite name=\"S\">\n<testcase name=\"a\">\n</testsuite>\n").unwrap();
+    let out = testlake()
+        .args(["junit", "--dry-run", "--repository", "r", "--branch", "b", "--commit", "c", "--run-id", "1"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:3: malformed XML", report.display())), "{stderr}");
 }

@@ -8,6 +8,7 @@
 pub mod commits;
 pub mod event;
 pub mod files;
+pub mod junit;
 pub mod lake;
 pub mod landed;
 pub mod paths;
