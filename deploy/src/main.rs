@@ -38,6 +38,8 @@ enum Command {
         #[command(flatten)]
         lake: LakeArgs,
         #[command(flatten)]
+        notices: NoticeArgs,
+        #[command(flatten)]
         compute: ComputeArgs,
         /// Recompute every date once and exit.
         #[arg(long)]
@@ -125,6 +127,19 @@ struct KafkaArgs {
     /// Topic of test events.
     #[arg(long, env = "TESTLAKE_TOPIC", default_value = "ci-test-events")]
     topic: String,
+    /// Topic the ingest announces landed partitions on, for other processes ("" to disable).
+    #[arg(long, env = "TESTLAKE_LANDED_TOPIC", default_value = "testlake-landed")]
+    landed_topic: String,
+}
+
+#[derive(Args)]
+struct NoticeArgs {
+    /// Kafka bootstrap servers to follow landed-partition notices from (none: scan the lake only).
+    #[arg(long, env = "TESTLAKE_BROKERS")]
+    brokers: Option<String>,
+    /// Topic of landed-partition notices.
+    #[arg(long, env = "TESTLAKE_LANDED_TOPIC", default_value = "testlake-landed")]
+    landed_topic: String,
 }
 
 #[derive(Args)]
@@ -181,6 +196,7 @@ impl IngestArgs {
         config.group_id = self.group.clone();
         config.flush = FlushPolicy { max_rows: self.flush_rows, max_bytes: self.flush_bytes, max_age: *self.flush_age };
         config.crash_at = self.crash_at.clone();
+        config.landed_topic = Some(kafka.landed_topic.clone()).filter(|t| !t.is_empty());
         config.kafka_properties = self.kafka_properties.clone();
         config
     }
@@ -228,15 +244,25 @@ async fn main() -> Result<()> {
         Command::Ingest { kafka, lake, ingest } => {
             let lake = Lake::open(&lake.lake)?;
             let ingest = Ingest::new(ingest.config(&kafka), lake, None, Default::default())?;
+            if !kafka.landed_topic.is_empty() {
+                testlake::kafka::ensure_topic(&kafka.brokers, &kafka.landed_topic, 1).await?;
+            }
             ingest.run(shutdown).await?;
         }
-        Command::Compute { lake, compute, once } => {
+        Command::Compute { lake, notices, compute, once } => {
             let lake = Lake::open(&lake.lake)?;
             if once {
                 let dates = testlake_compute::run_once(&lake).await?;
                 info!(dates = dates.len(), "computed");
             } else {
-                testlake_compute::run(lake, compute.config(), None, None, shutdown).await?;
+                let landed = match &notices.brokers {
+                    Some(brokers) if !notices.landed_topic.is_empty() => {
+                        testlake::kafka::ensure_topic(brokers, &notices.landed_topic, 1).await?;
+                        Some(testlake_ingest::notices::subscribe(brokers, &notices.landed_topic, shutdown.clone())?)
+                    }
+                    _ => None,
+                };
+                testlake_compute::run(lake, compute.config(), landed, None, shutdown).await?;
             }
         }
         Command::Serve { lake, serve } => {
@@ -253,6 +279,9 @@ async fn main() -> Result<()> {
             if fleet_rate > 0 {
                 // The fleet's topic must exist before the consumer subscribes to it.
                 testlake::kafka::ensure_topic(&kafka.brokers, &kafka.topic, 4).await?;
+            }
+            if !kafka.landed_topic.is_empty() {
+                testlake::kafka::ensure_topic(&kafka.brokers, &kafka.landed_topic, 1).await?;
             }
             let stack = Stack::start(config, shutdown.clone()).await?;
             info!(api = %format!("http://{}/api/v1/dashboard", stack.addr), lake = %stack.lake.url(), "testlake is running");

@@ -56,6 +56,8 @@ pub struct IngestConfig {
     pub kafka_properties: Vec<(String, String)>,
     /// Fault injection for tests: `<crash point>:<n>` (see [`crate::crash`]).
     pub crash_at: Option<String>,
+    /// Topic that landed-partition notices are published to (`None`: in-process only).
+    pub landed_topic: Option<String>,
 }
 
 impl IngestConfig {
@@ -68,6 +70,7 @@ impl IngestConfig {
             tick: Duration::from_millis(100),
             kafka_properties: Vec::new(),
             crash_at: None,
+            landed_topic: None,
         }
     }
 }
@@ -116,6 +119,7 @@ pub struct Ingest {
     landed: Option<broadcast::Sender<Landed>>,
     metrics: Arc<IngestMetrics>,
     crash: Crasher,
+    publisher: Option<crate::notices::Publisher>,
 }
 
 impl Ingest {
@@ -147,6 +151,8 @@ impl Ingest {
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(GroupContext::default())?;
         consumer.subscribe(&[&config.topic])?;
         let topic = Arc::from(config.topic.as_str());
+        let publisher =
+            config.landed_topic.as_deref().map(|t| crate::notices::Publisher::new(&config.brokers, t)).transpose()?;
         Ok(Self {
             config,
             lake,
@@ -158,6 +164,7 @@ impl Ingest {
             landed,
             metrics,
             crash,
+            publisher,
         })
     }
 
@@ -321,9 +328,13 @@ impl Ingest {
             files = entries.len(),
             "flushed"
         );
-        if let Some(landed) = &self.landed {
-            for entry in entries {
-                let _ = landed.send(landed_notice(entry));
+        for entry in entries {
+            let notice = landed_notice(entry);
+            if let Some(publisher) = &self.publisher {
+                publisher.publish(&notice);
+            }
+            if let Some(landed) = &self.landed {
+                let _ = landed.send(notice);
             }
         }
         Ok(())

@@ -15,6 +15,7 @@ pub mod crash;
 pub mod cursor;
 pub mod flush;
 pub mod metrics;
+pub mod notices;
 
 pub use consumer::{Ingest, IngestConfig};
 pub use flush::FlushPolicy;

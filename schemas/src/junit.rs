@@ -251,7 +251,7 @@ pub fn parse(file: &str, xml: &str, context: &RunContext, now: DateTime<Utc>) ->
     Ok(events)
 }
 
-fn target_message<'a>(case: &'a mut Option<Case>, collecting: Option<Collecting>) -> Option<&'a mut String> {
+fn target_message(case: &mut Option<Case>, collecting: Option<Collecting>) -> Option<&mut String> {
     let c = case.as_mut()?;
     match collecting? {
         Collecting::Result => c.result.as_mut().map(|(_, m)| m),

@@ -196,6 +196,11 @@ pub struct IngestRun<'a> {
 impl IngestRun<'_> {
     /// Starts the process. A member that dies is noticed by the group after 3 s.
     pub fn spawn(&self) -> Child {
+        self.command().spawn().expect("spawn testlake ingest")
+    }
+
+    /// The command line of the process, to add arguments to before spawning.
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(testlake_binary());
         cmd.args(["ingest", "--brokers", self.brokers, "--topic", self.topic, "--group", self.group])
             .args(["--lake", self.lake.to_str().expect("utf-8 path"), "--flush-age", self.flush_age])
@@ -212,7 +217,7 @@ impl IngestRun<'_> {
         if let Some(spec) = self.crash_at {
             cmd.env("TESTLAKE_CRASH_AT", spec);
         }
-        cmd.spawn().expect("spawn testlake ingest")
+        cmd
     }
 }
 

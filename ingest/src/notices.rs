@@ -1,0 +1,78 @@
+//! Landed-partition notices on a Kafka topic, so processes other than the ingest (compute, query)
+//! learn what landed without polling the object store. A process that was down catches up from
+//! the lake itself (compute's scan of changed dates); the topic is only the fast path.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use testlake_schemas::Landed;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// Publishes notices; a failed publish is logged, never fatal (subscribers catch up from the lake).
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Publisher {
+    pub fn new(brokers: &str, topic: &str) -> rdkafka::error::KafkaResult<Self> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "10000")
+            .create()?;
+        Ok(Self { producer, topic: topic.to_owned() })
+    }
+
+    pub fn publish(&self, notice: &Landed) {
+        let payload = serde_json::to_vec(notice).expect("a notice always serializes");
+        let key = format!("{}/{}/{:02}", notice.table, notice.date, notice.hour);
+        if let Err((e, _)) = self.producer.send_result(FutureRecord::to(&self.topic).key(&key).payload(&payload)) {
+            warn!(error = %e, topic = %self.topic, "could not publish a landed notice");
+        }
+    }
+}
+
+/// Subscribes to the notice topic from its end (a fresh, private group) and forwards every
+/// notice to the returned channel until `shutdown`.
+pub fn subscribe(
+    brokers: &str,
+    topic: &str,
+    shutdown: CancellationToken,
+) -> rdkafka::error::KafkaResult<broadcast::Receiver<Landed>> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("testlake-notices-{}", uuid::Uuid::new_v4().simple()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let (tx, rx) = broadcast::channel(4096);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = consumer.recv() => match message {
+                    Ok(m) => match m.payload().map(serde_json::from_slice::<Landed>) {
+                        Some(Ok(notice)) => {
+                            debug!(table = %notice.table, date = %notice.date, hour = notice.hour, "landed notice");
+                            let _ = tx.send(notice);
+                        }
+                        _ => warn!(offset = m.offset(), "ignoring a malformed landed notice"),
+                    },
+                    Err(e) => {
+                        warn!(error = %e, "landed-notice consumer error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+            }
+        }
+    });
+    Ok(rx)
+}
