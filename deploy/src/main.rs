@@ -166,6 +166,10 @@ struct IngestArgs {
     /// Extra librdkafka consumer property, KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
     #[arg(long = "kafka-property", value_parser = parse_property)]
     kafka_properties: Vec<(String, String)>,
+    /// Input bytes buffered over all partitions before the largest buffer is flushed early:
+    /// the ingest's memory bound.
+    #[arg(long, env = "TESTLAKE_BUFFER_BYTES", default_value_t = FlushPolicy::default().max_total_bytes)]
+    buffer_bytes: usize,
     /// Test hook: abort the process the n-th time a commit step is reached (`after_intent:3`).
     #[arg(long, env = "TESTLAKE_CRASH_AT", hide = true)]
     crash_at: Option<String>,
@@ -194,7 +198,12 @@ impl IngestArgs {
     fn config(&self, kafka: &KafkaArgs) -> IngestConfig {
         let mut config = IngestConfig::new(&kafka.brokers, &kafka.topic);
         config.group_id = self.group.clone();
-        config.flush = FlushPolicy { max_rows: self.flush_rows, max_bytes: self.flush_bytes, max_age: *self.flush_age };
+        config.flush = FlushPolicy {
+            max_rows: self.flush_rows,
+            max_bytes: self.flush_bytes,
+            max_age: *self.flush_age,
+            max_total_bytes: self.buffer_bytes,
+        };
         config.crash_at = self.crash_at.clone();
         config.landed_topic = Some(kafka.landed_topic.clone()).filter(|t| !t.is_empty());
         config.kafka_properties = self.kafka_properties.clone();

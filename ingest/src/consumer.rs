@@ -281,6 +281,11 @@ impl Ingest {
         if self.config.flush.should_flush(b.rows(), b.bytes(), b.age(Instant::now())) {
             self.flush(partition, CommitMode::Async).await?;
         }
+        let sizes = self.owned.iter().map(|(&p, o)| (p, o.buffer.bytes()));
+        if let Some(largest) = self.config.flush.over_budget(sizes) {
+            debug!(partition = largest, "buffers over the memory budget: flushing the largest early");
+            self.flush(largest, CommitMode::Async).await?;
+        }
         Ok(())
     }
 

@@ -1,0 +1,176 @@
+//! End-to-end ingest throughput against a real broker (tansu, `memory://`), in one run:
+//!
+//! - the raw consume ceiling: an rdkafka consumer that only counts messages and bytes, same topic;
+//! - `testlake ingest` (the release binary, a separate process) from the same topic into a lake on
+//!   the local filesystem: events/s, MB/s, and the ratio to the ceiling;
+//! - the ingest process's peak RSS (VmHWM) and Parquet bytes per event against the JSON input.
+//!
+//! `cargo build --release -p testlake && cargo bench -p testlake-benches --bench ingest_throughput -- [EVENTS]`
+//! (default 5,000,000 events). Caught up is judged by the commit log, never by the broker's
+//! watermark.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use testlake::fleet::{Fleet, FleetConfig};
+use testlake_benches::report;
+use testlake_ingest::commit::PartitionLog;
+use testlake_schemas::Lake;
+use testlake_tests::{Broker, unique_topic};
+
+const PARTITIONS: i32 = 4;
+
+fn release_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("testlake");
+    assert!(bin.is_file(), "{} is missing: run `cargo build --release -p testlake` first", bin.display());
+    bin
+}
+
+/// Produces `events` fleet events; returns JSON bytes and each partition's end offset.
+fn produce(brokers: &str, topic: &str, events: usize) -> (u64, BTreeMap<i32, i64>) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("compression.type", "zstd")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .unwrap();
+    let mut fleet = Fleet::new(FleetConfig {
+        repositories: 8,
+        suites_per_repository: 10,
+        tests_per_suite: 50,
+        ..Default::default()
+    });
+    let start = Utc::now() - TimeDelta::hours(20);
+    let (mut sent, mut bytes, mut run) = (0usize, 0u64, 0i64);
+    'outer: loop {
+        for e in fleet.run(start + TimeDelta::seconds(run * 15)) {
+            if sent == events {
+                break 'outer;
+            }
+            let payload = e.to_json();
+            bytes += payload.len() as u64;
+            let partition = (sent % PARTITIONS as usize) as i32;
+            let mut record = BaseRecord::<(), String>::to(topic).payload(&payload).partition(partition);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        record = r;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            sent += 1;
+        }
+        run += 1;
+    }
+    producer.flush(Duration::from_secs(300)).unwrap();
+    let per = (events as i64) / i64::from(PARTITIONS);
+    let ends = (0..PARTITIONS).map(|p| (p, per + i64::from((p as usize) < events % PARTITIONS as usize))).collect();
+    (bytes, ends)
+}
+
+/// Consumes the whole topic, counting messages and bytes: the ceiling for any consumer here.
+fn raw_consume(brokers: &str, topic: &str, events: usize) -> (Duration, u64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique_topic("raw"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let (mut count, mut bytes) = (0usize, 0u64);
+    let mut started = None;
+    while count < events {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            started.get_or_insert_with(Instant::now);
+            count += 1;
+            bytes += m.payload().map_or(0, <[u8]>::len) as u64;
+        }
+    }
+    (started.unwrap().elapsed(), bytes)
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| if e.path().is_dir() { dir_bytes(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let events: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5_000_000);
+    let binary = release_binary();
+    let broker = Broker::start();
+    let brokers = broker.bootstrap();
+    let topic = unique_topic("bench");
+    testlake::kafka::ensure_topic(&brokers, &topic, PARTITIONS).await.unwrap();
+
+    let t = Instant::now();
+    let (json_bytes, ends) = produce(&brokers, &topic, events);
+    println!("produced {events} events ({:.1} MB JSON) in {:.1} s", json_bytes as f64 / 1e6, t.elapsed().as_secs_f64());
+
+    let (raw, raw_bytes) = raw_consume(&brokers, &topic, events);
+    assert_eq!(raw_bytes, json_bytes, "the raw consumer saw every byte");
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake = Lake::open(lake_dir.to_str().unwrap()).unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(&binary)
+        .args(["ingest", "--brokers", &brokers, "--topic", &topic, "--group", &unique_topic("g")])
+        .args(["--lake", lake_dir.to_str().unwrap(), "--landed-topic", ""])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let mut peak = 0;
+    loop {
+        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+        let mut done = true;
+        for (&p, &end) in &ends {
+            let durable = PartitionLog::durable_offset(&lake, &topic, p).await.unwrap();
+            done &= durable.is_some_and(|d| d >= end);
+        }
+        if done {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "ingest exited early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ingest = started.elapsed();
+    peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
+    let _ = child.kill();
+    let _ = child.wait();
+    let parquet = dir_bytes(&lake_dir.join("results"));
+
+    println!("ingest_throughput: {events} events, {PARTITIONS} partitions, tansu memory:// on 127.0.0.1");
+    report("raw consume ceiling", events as f64 / raw.as_secs_f64(), "events/s");
+    report("raw consume ceiling", raw_bytes as f64 / 1e6 / raw.as_secs_f64(), "MB/s");
+    report("testlake ingest (incl. group join)", events as f64 / ingest.as_secs_f64(), "events/s");
+    report("testlake ingest (incl. group join)", json_bytes as f64 / 1e6 / ingest.as_secs_f64(), "MB/s");
+    report("ratio ingest / raw ceiling", raw.as_secs_f64() / ingest.as_secs_f64(), "×");
+    report("target ratio", 0.8, "×");
+    report("ingest peak RSS (VmHWM)", peak as f64 / 1024.0, "MiB");
+    report("JSON bytes per event", json_bytes as f64 / events as f64, "B");
+    report("Parquet bytes per event", parquet as f64 / events as f64, "B");
+}
