@@ -42,3 +42,22 @@ pub fn register(ctx: &SessionContext, lake: &Lake, table: Table) -> Result<()> {
     ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }
+
+/// Registers `name` as exactly the given files (paths relative to the lake root) of `table`, no
+/// listing involved: how compute reads only what the commit log says is committed.
+pub fn register_files(ctx: &SessionContext, lake: &Lake, name: &str, table: Table, files: &[String]) -> Result<()> {
+    let urls = files
+        .iter()
+        .map(|f| {
+            ListingTableUrl::parse(
+                lake.url().join(f).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?.as_str(),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config =
+        ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(file_schema(table));
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}

@@ -21,6 +21,8 @@ pub enum Error {
     Write(#[from] testlake_schemas::files::WriteError),
     #[error("object store: {0}")]
     Store(Box<object_store::Error>),
+    #[error("reading the commit log: {0}")]
+    Log(#[from] testlake_schemas::commits::LogReadError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,6 +12,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use testlake_schemas::commits::CommittedFiles;
+
 use crate::trends::materialize_date;
 use crate::{Error, Result};
 
@@ -56,13 +58,19 @@ pub async fn scan_results(lake: &Lake) -> Result<BTreeMap<NaiveDate, DateVersion
     Ok(versions)
 }
 
-/// Recomputes `dates`, logging each as completed or failed. Returns the dates that succeeded.
-pub async fn recompute(lake: &Lake, dates: &BTreeSet<NaiveDate>) -> Result<Vec<NaiveDate>> {
+/// Recomputes `dates` from their committed files, logging each as completed or failed.
+/// Returns the dates that succeeded.
+pub async fn recompute(
+    lake: &Lake,
+    dates: &BTreeSet<NaiveDate>,
+    committed: &mut CommittedFiles,
+) -> Result<Vec<NaiveDate>> {
+    committed.refresh(lake).await?;
     let ctx = crate::catalog::lake_session(lake)?;
     let mut done = Vec::new();
     for &date in dates {
         let started = std::time::Instant::now();
-        match materialize_date(&ctx, lake, date).await {
+        match materialize_date(&ctx, lake, date, &committed.results_for(date)).await {
             Ok(rows) => {
                 info!(%date, ?rows, elapsed_ms = started.elapsed().as_millis() as u64, "trends recomputed");
                 done.push(date);
@@ -73,10 +81,12 @@ pub async fn recompute(lake: &Lake, dates: &BTreeSet<NaiveDate>) -> Result<Vec<N
     Ok(done)
 }
 
-/// Recomputes every date that has results, once.
+/// Recomputes every date that has committed results, once.
 pub async fn run_once(lake: &Lake) -> Result<Vec<NaiveDate>> {
-    let dates: BTreeSet<NaiveDate> = scan_results(lake).await?.into_keys().collect();
-    recompute(lake, &dates).await
+    let mut committed = CommittedFiles::default();
+    committed.refresh(lake).await?;
+    let dates: BTreeSet<NaiveDate> = committed.dates().into_iter().collect();
+    recompute(lake, &dates, &mut committed).await
 }
 
 /// Runs until `shutdown`: recomputes dates named by `landed` notices, and every `interval` the
@@ -89,6 +99,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut computed_versions: BTreeMap<NaiveDate, DateVersion> = BTreeMap::new();
+    let mut committed = CommittedFiles::default();
     let mut dirty: BTreeSet<NaiveDate> = BTreeSet::new();
     let mut periodic = tokio::time::interval(config.interval);
     let mut debounce = tokio::time::interval(config.debounce);
@@ -109,7 +120,7 @@ pub async fn run(
                 let dates = std::mem::take(&mut dirty);
                 // Version read before computing: a file landing meanwhile makes the date dirty again.
                 let versions = scan_results(&lake).await?;
-                for date in recompute(&lake, &dates).await? {
+                for date in recompute(&lake, &dates, &mut committed).await? {
                     computed_versions.insert(date, versions.get(&date).copied().unwrap_or_default());
                     notify(&computed, date);
                 }
@@ -124,7 +135,7 @@ pub async fn run(
                 if !changed.is_empty() {
                     info!(dates = changed.len(), "periodic cycle found changed dates");
                 }
-                for date in recompute(&lake, &changed).await? {
+                for date in recompute(&lake, &changed, &mut committed).await? {
                     computed_versions.insert(date, versions[&date]);
                     notify(&computed, date);
                 }

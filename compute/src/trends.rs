@@ -2,7 +2,9 @@
 //! (repository, branch, suite), with every number the brief defines.
 //!
 //! A date partition of both tables depends only on the same date of `results`, so a date is the
-//! unit of recompute: it is rebuilt whole and replaced by one atomic put of its single file.
+//! unit of recompute: it is rebuilt whole, from the files the ingest commit log says are
+//! committed (never from a folder listing, which can hold a crashed flush's files until
+//! recovery), and replaced by one atomic put of its single file.
 //!
 //! Definitions (see the README's "Numbers" section):
 //! - `runs` counts every execution (all attempts); `failed` counts `failed` and `error`.
@@ -24,7 +26,7 @@ use testlake_schemas::paths::computed_file_path;
 use testlake_schemas::tables::trends_schema;
 use testlake_schemas::{Lake, Table};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// The bucket width of a trends table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,16 +53,15 @@ impl Interval {
     }
 }
 
-/// The SQL that computes one date partition of a trends table from `results`.
-pub fn trends_sql(interval: Interval, date: NaiveDate) -> String {
+/// The SQL that computes a trends table from `table`, a set of `results` files.
+pub fn trends_sql(interval: Interval, table: &str) -> String {
     let unit = interval.unit();
-    let date = date.format("%Y-%m-%d");
     format!(
         "WITH r AS (
             SELECT date_trunc('{unit}', finished_at) AS bucket_start, repository, branch, suite, test_id,
                    commit_sha, status,
                    CASE WHEN status <> 'skipped' THEN duration_ms END AS d
-            FROM results WHERE date = '{date}'
+            FROM {table}
         ),
         flaky AS (
             SELECT bucket_start, repository, branch, suite, count(DISTINCT test_id) AS flaky_tests
@@ -112,38 +113,40 @@ fn conform(batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// Computes one date of one trends table.
-pub async fn compute_date(ctx: &SessionContext, interval: Interval, date: NaiveDate) -> Result<RecordBatch> {
-    let batches = ctx.sql(&trends_sql(interval, date)).await?.collect().await?;
+/// The table name under which one date's committed `results` files are registered.
+const DATE_FILES: &str = "results_of_date";
+
+/// Computes one trends table from the given `results` files (paths relative to the lake root).
+pub async fn compute_files(
+    ctx: &SessionContext,
+    lake: &Lake,
+    files: &[String],
+    interval: Interval,
+) -> Result<RecordBatch> {
+    if files.is_empty() {
+        return Ok(RecordBatch::new_empty(trends_schema()));
+    }
+    crate::catalog::register_files(ctx, lake, DATE_FILES, Table::Results, files)?;
+    let batches = ctx.sql(&trends_sql(interval, DATE_FILES)).await?.collect().await?;
     let conformed = batches.iter().map(conform).collect::<Result<Vec<_>>>()?;
     Ok(concat_batches(&trends_schema(), &conformed)?)
 }
 
-/// Recomputes one date of both trends tables and replaces their files. Returns rows written per
-/// interval.
-pub async fn materialize_date(ctx: &SessionContext, lake: &Lake, date: NaiveDate) -> Result<Vec<(Interval, usize)>> {
+/// Recomputes one date of both trends tables from that date's committed `results` files and
+/// replaces their files. Returns rows written per interval.
+pub async fn materialize_date(
+    ctx: &SessionContext,
+    lake: &Lake,
+    date: NaiveDate,
+    files: &[String],
+) -> Result<Vec<(Interval, usize)>> {
     let mut written = Vec::new();
     for interval in Interval::ALL {
-        let batch = compute_date(ctx, interval, date).await?;
+        let batch = compute_files(ctx, lake, files, interval).await?;
         let path = computed_file_path(interval.table(), date);
         let bytes = encode_parquet(&batch, &path)?;
         put_overwrite(lake, &path, bytes).await?;
         written.push((interval, batch.num_rows()));
     }
     Ok(written)
-}
-
-/// Dates that have `results` partitions, from the lake's folder listing.
-pub async fn result_dates(lake: &Lake) -> Result<Vec<NaiveDate>> {
-    let prefix = lake.path(Table::Results.name());
-    let listing = lake.store().list_with_delimiter(Some(&prefix)).await.map_err(|e| Error::Store(Box::new(e)))?;
-    let mut dates: Vec<NaiveDate> = listing
-        .common_prefixes
-        .iter()
-        .filter_map(|p| p.filename())
-        .filter_map(|name| name.parse::<testlake_schemas::DatePartition>().ok())
-        .map(|d| d.0)
-        .collect();
-    dates.sort();
-    Ok(dates)
 }

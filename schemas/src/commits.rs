@@ -112,3 +112,77 @@ mod tests {
         assert_eq!(parse_entry_name("00000000000000000007.json"), None);
     }
 }
+
+/// The data files of committed log entries, for readers that must see only committed data
+/// (compute). Read incrementally: decided entries never change, so each is read once.
+#[derive(Debug, Default)]
+pub struct CommittedFiles {
+    /// Outcome objects already read.
+    read: std::collections::HashSet<String>,
+    /// Committed `results` files by date.
+    results: std::collections::BTreeMap<NaiveDate, std::collections::BTreeSet<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogReadError {
+    #[error("object store error at {path}: {source}")]
+    Store { path: String, source: Box<object_store::Error> },
+    #[error("log entry {path} is not valid JSON: {source}")]
+    Corrupt { path: String, source: serde_json::Error },
+}
+
+async fn read_entry<T: serde::de::DeserializeOwned>(lake: &crate::Lake, path: &str) -> Result<T, LogReadError> {
+    let store = |source| LogReadError::Store { path: path.to_owned(), source: Box::new(source) };
+    let bytes = lake
+        .store()
+        .get_opts(&lake.path(path), Default::default())
+        .await
+        .map_err(store)?
+        .bytes()
+        .await
+        .map_err(store)?;
+    serde_json::from_slice(&bytes).map_err(|source| LogReadError::Corrupt { path: path.to_owned(), source })
+}
+
+impl CommittedFiles {
+    /// Reads the entries decided since the last refresh, across every topic and partition.
+    pub async fn refresh(&mut self, lake: &crate::Lake) -> Result<(), LogReadError> {
+        use futures::TryStreamExt;
+        let listed: Vec<_> = lake
+            .store()
+            .list(Some(&lake.path("_log")))
+            .try_collect()
+            .await
+            .map_err(|e| LogReadError::Store { path: "_log".into(), source: Box::new(e) })?;
+        for object in listed {
+            let Some(path) = lake.relative(&object.location) else { continue };
+            if !path.ends_with(EntryObject::Outcome.suffix()) || self.read.contains(&path) {
+                continue;
+            }
+            let outcome: OutcomeRecord = read_entry(lake, &path).await?;
+            if outcome.outcome == Outcome::Committed {
+                let intent_path = format!(
+                    "{}{}",
+                    &path[..path.len() - EntryObject::Outcome.suffix().len()],
+                    EntryObject::Intent.suffix()
+                );
+                let intent: Intent = read_entry(lake, &intent_path).await?;
+                for file in intent.files.into_iter().filter(|f| f.table == crate::Table::Results.name()) {
+                    self.results.entry(file.date).or_default().insert(file.path);
+                }
+            }
+            self.read.insert(path);
+        }
+        Ok(())
+    }
+
+    /// Committed `results` files of one date, relative to the lake root.
+    pub fn results_for(&self, date: NaiveDate) -> Vec<String> {
+        self.results.get(&date).map(|files| files.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Dates that have committed `results` files.
+    pub fn dates(&self) -> Vec<NaiveDate> {
+        self.results.keys().copied().collect()
+    }
+}
