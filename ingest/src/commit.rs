@@ -20,7 +20,8 @@ use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use testlake_schemas::Lake;
 use testlake_schemas::commits::{
-    EntryFile, EntryObject, Intent, Outcome, OutcomeRecord, entry_path, log_dir, parse_entry_name,
+    EntryFile, EntryObject, Intent, LogReadError, Outcome, OutcomeRecord, entry_path, log_dir, parse_entry_name,
+    read_entry,
 };
 use testlake_schemas::files::{Created, WriteError, put_create};
 use tracing::{info, warn};
@@ -76,10 +77,10 @@ async fn create(lake: &Lake, path: &str, body: Vec<u8>) -> Result<bool> {
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(lake: &Lake, path: &str) -> Result<T> {
-    let bytes = async { lake.store().get_opts(&lake.path(path), Default::default()).await?.bytes().await }
-        .await
-        .map_err(|e| CommitError::store(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|source| CommitError::Corrupt { path: path.to_owned(), source })
+    read_entry(lake, path).await.map_err(|e| match e {
+        LogReadError::Store { path, source } => CommitError::Store { path, source },
+        LogReadError::Corrupt { path, source } => CommitError::Corrupt { path, source },
+    })
 }
 
 async fn delete_files(lake: &Lake, files: &[EntryFile]) -> Result<()> {

@@ -131,7 +131,8 @@ pub enum LogReadError {
     Corrupt { path: String, source: serde_json::Error },
 }
 
-async fn read_entry<T: serde::de::DeserializeOwned>(lake: &crate::Lake, path: &str) -> Result<T, LogReadError> {
+/// Reads one log object (`path` relative to the lake root).
+pub async fn read_entry<T: serde::de::DeserializeOwned>(lake: &crate::Lake, path: &str) -> Result<T, LogReadError> {
     let store = |source| LogReadError::Store { path: path.to_owned(), source: Box::new(source) };
     let bytes = lake
         .store()

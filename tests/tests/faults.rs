@@ -2,32 +2,18 @@
 //! Every fault is retried with backoff; the Kafka offset is never committed ahead of what the
 //! commit log says is durable; the lake ends with every event exactly once.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::local::LocalFileSystem;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use testlake_ingest::commit::PartitionLog;
 use testlake_ingest::{FlushPolicy, Ingest, IngestConfig, IngestMetrics};
 use testlake_schemas::Lake;
 use testlake_tests::faulty_store::{Faults, FaultyStore};
-use testlake_tests::{Broker, Storage, assert_exactly_once, landed_ids, produce_fleet, unique_topic};
+use testlake_tests::{
+    Broker, Storage, assert_exactly_once, committed_offsets, landed_ids, produce_fleet, unique_topic,
+};
 use tokio_util::sync::CancellationToken;
-
-fn committed(consumer: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let offsets = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    offsets
-        .elements()
-        .iter()
-        .filter_map(|e| if let Offset::Offset(o) = e.offset() { Some((e.partition(), o)) } else { None })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_are_retried_and_offsets_never_run_ahead_of_durable_data() {
@@ -60,12 +46,10 @@ async fn faults_are_retried_and_offsets_never_run_ahead_of_durable_data() {
 
     // Sample the invariant while ingest works: Kafka's committed offset (read first) never
     // exceeds the durable offset of the commit log (read after; it only grows).
-    let observer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", &group).create().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut samples = 0;
     loop {
-        let kafka = committed(&observer, &topic, 3);
+        let kafka = committed_offsets(&brokers, &group, &topic, 3);
         for (&partition, &offset) in &kafka {
             let durable = PartitionLog::durable_offset(&plain_lake, &topic, partition).await.unwrap();
             assert!(

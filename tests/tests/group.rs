@@ -7,10 +7,9 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use testlake_tests::{
-    Broker, IngestRun, Produced, Storage, assert_exactly_once, landed_ids, produce_fleet, signal, unique_topic,
+    Broker, IngestRun, Produced, Storage, assert_exactly_once, committed_offsets, landed_ids, produce_fleet, signal,
+    unique_topic,
 };
 
 const TERM: i32 = 15;
@@ -37,22 +36,6 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
         assert!(Instant::now() < deadline, "ingest did not stop within {timeout:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The group's committed offset of each partition, read with the group's id without joining.
-fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let offsets = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    offsets
-        .elements()
-        .iter()
-        .map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { -1 }))
-        .collect()
 }
 
 /// Lag zero: the committed offset of every partition is one past the last offset produced to it
@@ -140,7 +123,7 @@ async fn join_and_leave_once() -> Result<(), String> {
     for (name, child) in [("a", &mut a), ("b", &mut b), ("c", &mut c)] {
         assert!(wait_exit(child, Duration::from_secs(30)).success(), "{name} stopped cleanly");
     }
-    assert_lag_zero(&produced, &committed(&brokers, &group, &topic, 6));
+    assert_lag_zero(&produced, &committed_offsets(&brokers, &group, &topic, 6));
     Ok(())
 }
 
