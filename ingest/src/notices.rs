@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, ClientContext};
 use testlake_schemas::Landed;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,21 @@ impl Publisher {
     }
 }
 
+/// Logs when the subscription is live: notices published from then on are seen.
+struct FollowContext;
+
+impl ClientContext for FollowContext {}
+
+impl ConsumerContext for FollowContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let topics: Vec<String> =
+                tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
+            tracing::info!(?topics, "following landed notices");
+        }
+    }
+}
+
 /// Subscribes to the notice topic from its end (a fresh, private group) and forwards every
 /// notice to the returned channel until `shutdown`.
 pub fn subscribe(
@@ -45,13 +60,13 @@ pub fn subscribe(
     topic: &str,
     shutdown: CancellationToken,
 ) -> rdkafka::error::KafkaResult<broadcast::Receiver<Landed>> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let consumer: StreamConsumer<FollowContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("testlake-notices-{}", uuid::Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest")
         .set("topic.metadata.refresh.interval.ms", "5000")
-        .create()?;
+        .create_with_context(FollowContext)?;
     consumer.subscribe(&[topic])?;
     let (tx, rx) = broadcast::channel(4096);
     tokio::spawn(async move {

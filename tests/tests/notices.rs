@@ -29,16 +29,22 @@ async fn compute_follows_landed_notices_from_another_process() {
     let lake_dir = dir.path().join("lake");
     let lake = Lake::open(lake_dir.to_str().unwrap()).unwrap();
 
+    let compute_log = dir.path().join("compute.log");
     let mut compute = Command::new(testlake_binary())
         .args(["compute", "--brokers", &brokers, "--landed-topic", &landed_topic, "--compute-interval", "1h"])
         .args(["--lake", lake_dir.to_str().unwrap()])
         .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(if std::env::var_os("TESTLAKE_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .stderr(std::fs::File::create(&compute_log).unwrap())
         .spawn()
         .unwrap();
-    // The compute process subscribes from the notice topic's end: let it join first.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The compute process follows the notice topic from its end: wait until it does.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&compute_log).unwrap_or_default().contains("following landed notices") {
+        assert!(Instant::now() < deadline, "compute never subscribed to the notices");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let ingest_run = IngestRun {
         brokers: &brokers,
