@@ -13,7 +13,7 @@ pub enum LakeError {
     BadLocation { input: String, message: String },
     #[error("cannot create the lake folder {path}: {source}")]
     CreateDir { path: String, source: std::io::Error },
-    #[error("no object store for {url}: {source}")]
+    #[error("no object store for {url}: {source} (s3:// needs a build with `--features s3`)")]
     Store { url: String, source: Box<object_store::Error> },
 }
 
@@ -26,8 +26,9 @@ pub struct Lake {
 }
 
 impl Lake {
-    /// Opens a lake from a URL (`file:///var/lib/testlake`, `s3://bucket/prefix`, `memory:///`) or a
-    /// plain filesystem path, which is made absolute and created if missing.
+    /// Opens a lake from a URL (`file:///var/lib/testlake`, `memory:///`, and `s3://bucket/prefix`
+    /// in builds with the `s3` feature) or a plain filesystem path, which is made absolute and
+    /// created if missing.
     pub fn open(location: &str) -> Result<Self, LakeError> {
         let bad = |message: String| LakeError::BadLocation { input: location.to_owned(), message };
         let mut url = match Url::parse(location) {
@@ -45,7 +46,9 @@ impl Lake {
             std::fs::create_dir_all(&dir)
                 .map_err(|source| LakeError::CreateDir { path: dir.display().to_string(), source })?;
         }
-        let (store, prefix) = object_store::parse_url(&url)
+        // Store settings (credentials, region, endpoint) come from the environment, e.g.
+        // AWS_ACCESS_KEY_ID, AWS_REGION, AWS_ENDPOINT for an S3-compatible store.
+        let (store, prefix) = object_store::parse_url_opts(&url, std::env::vars())
             .map_err(|e| LakeError::Store { url: url.to_string(), source: Box::new(e) })?;
         Ok(Self { url, store: Arc::from(store), prefix })
     }
@@ -119,5 +122,20 @@ mod tests {
     #[test]
     fn bad_locations_are_errors() {
         assert!(Lake::open("nosuchscheme://x/y").is_err());
+    }
+
+    #[cfg(not(feature = "s3"))]
+    #[test]
+    fn s3_without_the_feature_says_how_to_get_it() {
+        let err = Lake::open("s3://bucket/lake").unwrap_err().to_string();
+        assert!(err.contains("--features s3"), "{err}");
+    }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn s3_urls_open_without_connecting() {
+        let lake = Lake::open("s3://bucket/some/lake").unwrap();
+        assert_eq!(lake.table_url(crate::Table::Results).as_str(), "s3://bucket/some/lake/results/");
+        assert_eq!(lake.store_url().as_str(), "s3://bucket/");
     }
 }
