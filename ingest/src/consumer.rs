@@ -6,9 +6,12 @@
 //! [`crate::commit`].
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -80,6 +83,8 @@ impl IngestConfig {
 #[derive(Default)]
 struct GroupContext {
     revoked: Mutex<BTreeSet<i32>>,
+    /// Set with `revoked`, so the loop checks for revocations without taking the lock.
+    any_revoked: AtomicBool,
 }
 
 impl ClientContext for GroupContext {}
@@ -89,6 +94,7 @@ impl ConsumerContext for GroupContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             let mut revoked = self.revoked.lock().expect("revoked lock");
             revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+            self.any_revoked.store(true, Ordering::Release);
             info!(partitions = ?revoked, "partitions revoked");
         }
     }
@@ -103,9 +109,30 @@ impl ConsumerContext for GroupContext {
 
 /// A partition this member owns: its recovered log, its buffer, and the next offset it accepts.
 struct Owned {
-    log: PartitionLog,
+    /// `None` while a flush of this partition is in flight (it holds the log meanwhile).
+    log: Option<PartitionLog>,
+    /// Which recovery of the partition this is; a flush started by an earlier one is stale.
+    generation: u64,
     buffer: PartitionBuffer,
     cursor: Cursor,
+}
+
+/// What a flush task hands back to the loop.
+struct FlushDone {
+    partition: i32,
+    generation: u64,
+    log: PartitionLog,
+    flush: FlushSummary,
+    outcome: Result<(Vec<EntryFile>, usize), CommitError>,
+}
+
+/// The bookkeeping of a flush, without its batches.
+struct FlushSummary {
+    first_offset: i64,
+    last_offset: i64,
+    next_offset: i64,
+    valid: usize,
+    rejected: usize,
 }
 
 pub struct Ingest {
@@ -118,8 +145,11 @@ pub struct Ingest {
     recoveries: u64,
     landed: Option<broadcast::Sender<Landed>>,
     metrics: Arc<IngestMetrics>,
-    crash: Crasher,
+    crash: Arc<Crasher>,
     publisher: Option<crate::notices::Publisher>,
+    /// Flushes encoding and uploading on other threads while the loop keeps consuming; at most
+    /// one per partition, so a partition's log entries stay in order.
+    in_flight: FuturesUnordered<tokio::task::JoinHandle<FlushDone>>,
 }
 
 impl Ingest {
@@ -163,8 +193,9 @@ impl Ingest {
             recoveries: 0,
             landed,
             metrics,
-            crash,
+            crash: Arc::new(crash),
             publisher,
+            in_flight: FuturesUnordered::new(),
         })
     }
 
@@ -191,6 +222,9 @@ impl Ingest {
                         Err(e) => warn!(error = %e, "kafka consumer error"),
                     }
                 }
+                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.finish_flush(done.expect("flush tasks do not panic"))?;
+                }
                 _ = tick.tick() => {
                     self.drop_revoked();
                     let due: Vec<i32> = self.owned.keys().copied().collect();
@@ -200,14 +234,17 @@ impl Ingest {
                 }
             }
         }
+        // Drain: finish what is in flight, flush what is left, finish that too.
+        self.wait_in_flight().await?;
         let partitions: Vec<i32> = self.owned.keys().copied().collect();
         for &partition in &partitions {
-            self.flush(partition, CommitMode::Async).await?;
+            self.start_flush(partition)?;
         }
+        self.wait_in_flight().await?;
         // Leave the hint where the log says the lake ends, synchronously, before leaving the group.
         let mut offsets = TopicPartitionList::new();
         for (&partition, owned) in &self.owned {
-            if let Some(resume) = owned.log.resume_offset() {
+            if let Some(resume) = owned.log.as_ref().and_then(PartitionLog::resume_offset) {
                 offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(resume))?;
             }
         }
@@ -233,7 +270,8 @@ impl Ingest {
             .await;
             let position = log.resume_offset();
             let buffer = PartitionBuffer::new(Arc::clone(&self.topic), partition);
-            self.owned.insert(partition, Owned { log, buffer, cursor: Cursor::at(position) });
+            let owned = Owned { log: Some(log), generation: self.recoveries, buffer, cursor: Cursor::at(position) };
+            self.owned.insert(partition, owned);
             if let Some(resume) = position
                 && resume != offset
             {
@@ -267,7 +305,11 @@ impl Ingest {
     }
 
     fn drop_revoked(&mut self) {
-        let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().expect("revoked lock"));
+        let context = self.consumer.context();
+        if !context.any_revoked.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let revoked = std::mem::take(&mut *context.revoked.lock().expect("revoked lock"));
         for partition in revoked {
             if let Some(owned) = self.owned.remove(&partition) {
                 info!(partition, rows = owned.buffer.rows(), "dropped the state of a revoked partition");
@@ -279,51 +321,116 @@ impl Ingest {
         let Some(owned) = self.owned.get(&partition) else { return Ok(()) };
         let b = &owned.buffer;
         if self.config.flush.should_flush(b.rows(), b.bytes(), b.age(Instant::now())) {
-            self.flush(partition, CommitMode::Async).await?;
+            self.start_flush(partition)?;
+        }
+        // Cheap per message: the budget is looked at only when this one buffer could matter.
+        let bytes = self.owned.get(&partition).map_or(0, |o| o.buffer.bytes());
+        if bytes.saturating_mul(self.owned.len()) < self.config.flush.max_total_bytes {
+            return Ok(());
         }
         let sizes = self.owned.iter().map(|(&p, o)| (p, o.buffer.bytes()));
         if let Some(largest) = self.config.flush.over_budget(sizes) {
             debug!(partition = largest, "buffers over the memory budget: flushing the largest early");
-            self.flush(largest, CommitMode::Async).await?;
+            if !self.start_flush(largest)? {
+                // Its previous flush is still in flight: stop consuming until one completes.
+                if let Some(done) = self.in_flight.next().await {
+                    self.finish_flush(done.expect("flush tasks do not panic"))?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Makes the partition's buffer durable through its commit log, then commits the Kafka offset
-    /// and announces what landed. A fenced flush drops the partition's state: the next message
-    /// recovers it from the log.
-    async fn flush(&mut self, partition: i32, mode: CommitMode) -> Result<()> {
-        let Some(owned) = self.owned.get_mut(&partition) else { return Ok(()) };
-        let Some(flush) = owned.buffer.take(owned.log.next_seq())? else { return Ok(()) };
-        let staged = stage(&flush)?;
-        let mut backoff = Duration::from_millis(50);
-        let entries = loop {
-            match owned.log.commit(flush.first_offset, flush.next_offset(), staged.clone(), &self.crash).await {
-                Ok(entries) => break entries,
-                Err(e @ CommitError::Fenced { .. }) => {
-                    warn!(partition, error = %e, "fenced: another member owns this partition now");
-                    self.owned.remove(&partition);
-                    return Ok(());
-                }
+    /// Starts flushing the partition's buffer on another task, unless one is in flight already
+    /// (returns whether it started one). The task makes the files durable through the
+    /// partition's commit log, retrying faults; [`Self::finish_flush`] then commits the Kafka
+    /// offset and announces what landed.
+    fn start_flush(&mut self, partition: i32) -> Result<bool> {
+        let Some(owned) = self.owned.get_mut(&partition) else { return Ok(false) };
+        let Some(next_seq) = owned.log.as_ref().map(PartitionLog::next_seq) else { return Ok(false) };
+        let Some(flush) = owned.buffer.take(next_seq)? else { return Ok(false) };
+        let mut log = owned.log.take().expect("checked above");
+        let generation = owned.generation;
+        let (crash, metrics) = (Arc::clone(&self.crash), Arc::clone(&self.metrics));
+        self.in_flight.push(tokio::spawn(async move {
+            let summary = FlushSummary {
+                first_offset: flush.first_offset,
+                last_offset: flush.last_offset,
+                next_offset: flush.next_offset(),
+                valid: flush.valid,
+                rejected: flush.rejected,
+            };
+            let staged = match tokio::task::spawn_blocking(move || stage(&flush)).await.expect("staging does not panic")
+            {
+                Ok(staged) => staged,
                 Err(e) => {
-                    self.metrics.flush_failed();
-                    warn!(partition, error = %e, ?backoff, "flush failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let outcome = Err(CommitError::Write(match e {
+                        Error::Write(w) => w,
+                        other => WriteError::Arrow {
+                            path: format!("partition {partition}"),
+                            source: arrow::error::ArrowError::ExternalError(Box::new(other)),
+                        },
+                    }));
+                    return FlushDone { partition, generation, log, flush: summary, outcome };
                 }
+            };
+            let bytes: usize = staged.iter().map(|f| f.bytes.len()).sum();
+            let mut backoff = Duration::from_millis(50);
+            let outcome = loop {
+                match log.commit(summary.first_offset, summary.next_offset, staged.clone(), &crash).await {
+                    Ok(entries) => break Ok((entries, bytes)),
+                    Err(e @ CommitError::Fenced { .. }) => break Err(e),
+                    Err(e) => {
+                        metrics.flush_failed();
+                        warn!(partition, error = %e, ?backoff, "flush failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            FlushDone { partition, generation, log, flush: summary, outcome }
+        }));
+        Ok(true)
+    }
+
+    async fn wait_in_flight(&mut self) -> Result<()> {
+        while let Some(done) = self.in_flight.next().await {
+            self.finish_flush(done.expect("flush tasks do not panic"))?;
+        }
+        Ok(())
+    }
+
+    /// Takes a finished flush back: commits the Kafka offset (a hint) and announces what landed,
+    /// or drops the partition's state when the flush was fenced. A flush whose partition was
+    /// revoked (or recovered again) meanwhile is only logged: the log holds what it did.
+    fn finish_flush(&mut self, done: FlushDone) -> Result<()> {
+        let FlushDone { partition, generation, log, flush, outcome } = done;
+        let current = self.owned.get_mut(&partition).filter(|o| o.generation == generation && o.log.is_none());
+        let (entries, bytes) = match outcome {
+            Ok(committed) => committed,
+            Err(e @ CommitError::Fenced { .. }) => {
+                warn!(partition, error = %e, "fenced: another member owns this partition now");
+                if current.is_some() {
+                    self.owned.remove(&partition);
+                }
+                return Ok(());
             }
+            Err(e) => return Err(e.into()),
         };
+        let Some(owned) = current else {
+            info!(partition, next_offset = flush.next_offset, "a flush finished after its partition was revoked");
+            return Ok(());
+        };
+        owned.log = Some(log);
         let mut offsets = TopicPartitionList::new();
-        offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(flush.next_offset()))?;
-        if let Err(e) = self.consumer.commit(&offsets, mode) {
+        offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(flush.next_offset))?;
+        if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
             // The commit log holds the truth; a failed hint only costs a seek on the next start.
-            warn!(partition, offset = flush.next_offset(), error = %e, "kafka offset commit failed");
+            warn!(partition, offset = flush.next_offset, error = %e, "kafka offset commit failed");
         }
         self.crash.reached(CrashPoint::AfterKafkaCommit);
         self.metrics.flushed();
-        for file in &staged {
-            self.metrics.file_written(file.bytes.len());
-        }
+        self.metrics.files_written(entries.len(), bytes);
         info!(
             partition,
             first_offset = flush.first_offset,

@@ -33,8 +33,8 @@ impl IngestMetrics {
         self.rejected.fetch_add(1, Relaxed);
     }
 
-    pub fn file_written(&self, bytes: usize) {
-        self.files.fetch_add(1, Relaxed);
+    pub fn files_written(&self, files: usize, bytes: usize) {
+        self.files.fetch_add(files as u64, Relaxed);
         self.bytes.fetch_add(bytes as u64, Relaxed);
     }
 
