@@ -193,10 +193,37 @@ pub struct IngestRun<'a> {
     pub log: Option<&'a std::path::Path>,
 }
 
+/// A child process that is killed when the guard drops, so a failing test leaves no process
+/// behind.
+pub struct Running(pub Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 impl IngestRun<'_> {
-    /// Starts the process. A member that dies is noticed by the group after 3 s.
-    pub fn spawn(&self) -> Child {
-        self.command().spawn().expect("spawn testlake ingest")
+    /// Starts the process (killed when the guard drops). A member that dies is noticed by the
+    /// group after 3 s.
+    pub fn spawn(&self) -> Running {
+        Running(self.command().spawn().expect("spawn testlake ingest"))
     }
 
     /// The command line of the process, to add arguments to before spawning.

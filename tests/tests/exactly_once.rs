@@ -7,7 +7,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use testlake_tests::{
-    Broker, IngestRun, Produced, Storage, assert_exactly_once, landed_ids, produce_fleet, unique_topic,
+    Broker, IngestRun, Produced, Running, Storage, assert_exactly_once, landed_ids, produce_fleet, unique_topic,
 };
 
 struct Setup {
@@ -30,7 +30,7 @@ async fn setup(seed: u64) -> Setup {
 
 /// Runs `testlake ingest`. Each run flushes at a different row count, so a range re-consumed
 /// after a crash is cut into differently named files: only the protocol prevents duplicates.
-fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize) -> Child {
+fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize) -> Running {
     let brokers = s.broker.bootstrap();
     IngestRun {
         brokers: &brokers,

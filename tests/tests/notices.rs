@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use testlake_schemas::Lake;
-use testlake_tests::{Broker, IngestRun, produce_fleet, signal, testlake_binary, unique_topic};
+use testlake_tests::{Broker, IngestRun, Running, produce_fleet, signal, testlake_binary, unique_topic};
 
 async fn trend_runs(lake: &Lake) -> i64 {
     let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
@@ -38,6 +38,7 @@ async fn compute_follows_landed_notices_from_another_process() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&compute_log).unwrap())
         .spawn()
+        .map(Running)
         .unwrap();
     // The compute process follows the notice topic from its end: wait until it does.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -56,7 +57,7 @@ async fn compute_follows_landed_notices_from_another_process() {
         crash_at: None,
         log: None,
     };
-    let mut ingest = ingest_run.command().args(["--landed-topic", &landed_topic]).spawn().unwrap();
+    let mut ingest = Running(ingest_run.command().args(["--landed-topic", &landed_topic]).spawn().unwrap());
     let produced = produce_fleet(&brokers, &topic, 41, 6).await;
 
     let deadline = Instant::now() + Duration::from_secs(60);
