@@ -375,17 +375,12 @@ impl Ingest {
                 }
             };
             let bytes: usize = staged.iter().map(|f| f.bytes.len()).sum();
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = Backoff::default();
             let outcome = loop {
                 match log.commit(summary.first_offset, summary.next_offset, staged.clone(), &crash).await {
                     Ok(entries) => break Ok((entries, bytes)),
                     Err(e @ CommitError::Fenced { .. }) => break Err(e),
-                    Err(e) => {
-                        metrics.flush_failed();
-                        warn!(partition, error = %e, ?backoff, "flush failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
+                    Err(e) => backoff.failed(partition, "flush", &e, &metrics).await,
                 }
             };
             FlushDone { partition, generation, log, flush: summary, outcome }
@@ -493,22 +488,36 @@ fn landed_notice(entry: EntryFile) -> Landed {
     }
 }
 
+/// Capped exponential backoff between retries of an object-store operation.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(50))
+    }
+}
+
+impl Backoff {
+    /// Counts and logs a failure of `what`, then waits before the next attempt.
+    async fn failed(&mut self, partition: i32, what: &str, error: &CommitError, metrics: &IngestMetrics) {
+        metrics.flush_failed();
+        warn!(partition, error = %error, backoff = ?self.0, "failed to {what}; retrying");
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Retries an object-store operation with capped exponential backoff until it succeeds.
 async fn retry<T, F, Fut>(what: &str, partition: i32, metrics: &IngestMetrics, mut op: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CommitError>>,
 {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::default();
     loop {
         match op().await {
             Ok(value) => return value,
-            Err(e) => {
-                metrics.flush_failed();
-                warn!(partition, error = %e, ?backoff, "failed to {what}; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            Err(e) => backoff.failed(partition, what, &e, metrics).await,
         }
     }
 }
