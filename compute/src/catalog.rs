@@ -8,7 +8,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::Result;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use testlake_schemas::tables::{rejected_schema, results_schema, trends_schema};
+use testlake_schemas::tables::{flaky_scores_schema, rejected_schema, results_schema, trends_schema};
 use testlake_schemas::{Lake, Table};
 
 /// The schema of each table's files (without the hive partition columns).
@@ -17,6 +17,7 @@ pub fn file_schema(table: Table) -> SchemaRef {
         Table::Results => results_schema(),
         Table::Rejected => rejected_schema(),
         Table::TrendsHourly | Table::TrendsDaily => trends_schema(),
+        Table::FlakyScores => flaky_scores_schema(),
     }
 }
 

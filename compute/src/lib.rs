@@ -4,8 +4,10 @@
 //! SQL that turns one date of `results` into the same date of `trends_hourly` and `trends_daily`,
 //! and writes it back as one file per date partition. [`schedule`] decides which dates to
 //! recompute: those named by landed-partition notices, and those a periodic scan finds changed.
+//! [`flaky`] scores every test's flakiness over a window into `flaky_scores`.
 
 pub mod catalog;
+pub mod flaky;
 pub mod schedule;
 pub mod trends;
 

@@ -1,6 +1,10 @@
 //! When trends are recomputed: the dates named by landed-partition notices (debounced), plus a
 //! periodic cycle that finds dates whose `results` files changed since they were last computed,
 //! so a compute process that missed notices (or runs alone) still converges.
+//!
+//! Flaky scores follow: whenever a date inside today's scoring window was recomputed, today's
+//! `flaky_scores` snapshot is refreshed, at most once per `flaky_refresh`. When the UTC day turns,
+//! the previous day's snapshot is computed one last time, as of the end of that day.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -14,6 +18,7 @@ use tracing::{info, warn};
 
 use testlake_schemas::commits::CommittedFiles;
 
+use crate::flaky::{FlakyConfig, materialize_scores, window_dates};
 use crate::trends::materialize_date;
 use crate::{Error, Result};
 
@@ -23,11 +28,20 @@ pub struct ComputeConfig {
     pub interval: Duration,
     /// How long notices are gathered before their dates are recomputed together.
     pub debounce: Duration,
+    /// The shortest time between two refreshes of today's flaky scores.
+    pub flaky_refresh: Duration,
+    /// The definitions' thresholds.
+    pub flaky: FlakyConfig,
 }
 
 impl Default for ComputeConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(30), debounce: Duration::from_millis(200) }
+        Self {
+            interval: Duration::from_secs(30),
+            debounce: Duration::from_millis(200),
+            flaky_refresh: Duration::from_secs(30),
+            flaky: FlakyConfig::default(),
+        }
     }
 }
 
@@ -81,12 +95,84 @@ pub async fn recompute(
     Ok(done)
 }
 
-/// Recomputes every date that has committed results, once.
-pub async fn run_once(lake: &Lake) -> Result<Vec<NaiveDate>> {
+/// Recomputes the flaky-scores snapshot of `date` from the committed files of its window.
+pub async fn recompute_flaky(
+    lake: &Lake,
+    date: NaiveDate,
+    committed: &mut CommittedFiles,
+    config: &FlakyConfig,
+) -> Result<()> {
+    committed.refresh(lake).await?;
+    let now = Utc::now();
+    let files: Vec<String> = window_dates(crate::flaky::as_of(date, now), config)
+        .into_iter()
+        .flat_map(|d| committed.results_for(d))
+        .collect();
+    let ctx = crate::catalog::lake_session(lake)?;
+    let started = std::time::Instant::now();
+    match materialize_scores(&ctx, lake, &files, date, now, config).await {
+        Ok(batch) => {
+            info!(%date, tests = batch.num_rows(), elapsed_ms = started.elapsed().as_millis() as u64, "flaky scores recomputed");
+            Ok(())
+        }
+        Err(e) => {
+            warn!(%date, error = %e, "flaky scores recompute failed");
+            Err(e)
+        }
+    }
+}
+
+/// Recomputes every date that has committed results, and today's flaky scores, once.
+pub async fn run_once(lake: &Lake, config: &ComputeConfig) -> Result<Vec<NaiveDate>> {
     let mut committed = CommittedFiles::default();
     committed.refresh(lake).await?;
     let dates: BTreeSet<NaiveDate> = committed.dates().into_iter().collect();
-    recompute(lake, &dates, &mut committed).await
+    let done = recompute(lake, &dates, &mut committed).await?;
+    recompute_flaky(lake, Utc::now().date_naive(), &mut committed, &config.flaky).await?;
+    Ok(done)
+}
+
+/// When today's flaky scores are due: after dates inside its window changed, at most once per
+/// `refresh`, and at the turn of the day.
+#[derive(Debug)]
+struct FlakyRefresh {
+    dirty: bool,
+    last: Option<(NaiveDate, tokio::time::Instant)>,
+}
+
+impl FlakyRefresh {
+    fn touched(&mut self, dates: &[NaiveDate], config: &FlakyConfig) {
+        let window = window_dates(Utc::now(), config);
+        if dates.iter().any(|d| window.contains(d)) {
+            self.dirty = true;
+        }
+    }
+
+    async fn run_if_due(
+        &mut self,
+        lake: &Lake,
+        committed: &mut CommittedFiles,
+        config: &ComputeConfig,
+        computed: &Option<broadcast::Sender<Landed>>,
+    ) {
+        let today = Utc::now().date_naive();
+        if let Some((date, _)) = self.last.filter(|(date, _)| *date < today) {
+            // The day is over: its snapshot becomes final, as of the end of that day.
+            if recompute_flaky(lake, date, committed, &config.flaky).await.is_ok() {
+                notify(computed, &[Table::FlakyScores], date);
+            }
+            self.dirty = true;
+        }
+        let due = self.last.is_none_or(|(_, at)| at.elapsed() >= config.flaky_refresh);
+        if self.dirty && due {
+            self.dirty = false;
+            self.last = Some((today, tokio::time::Instant::now()));
+            match recompute_flaky(lake, today, committed, &config.flaky).await {
+                Ok(()) => notify(computed, &[Table::FlakyScores], today),
+                Err(_) => self.dirty = true,
+            }
+        }
+    }
 }
 
 /// Runs until `shutdown`: recomputes dates named by `landed` notices, and every `interval` the
@@ -103,6 +189,8 @@ pub async fn run(
     let mut dirty: BTreeSet<NaiveDate> = BTreeSet::new();
     let mut periodic = tokio::time::interval(config.interval);
     let mut debounce = tokio::time::interval(config.debounce);
+    let mut flaky_tick = tokio::time::interval(config.flaky_refresh);
+    let mut flaky = FlakyRefresh { dirty: true, last: None };
     info!(interval = ?config.interval, "compute started");
     loop {
         tokio::select! {
@@ -120,11 +208,15 @@ pub async fn run(
                 let dates = std::mem::take(&mut dirty);
                 // Version read before computing: a file landing meanwhile makes the date dirty again.
                 let versions = scan_results(&lake).await?;
-                for date in recompute(&lake, &dates, &mut committed).await? {
+                let done = recompute(&lake, &dates, &mut committed).await?;
+                for &date in &done {
                     computed_versions.insert(date, versions.get(&date).copied().unwrap_or_default());
-                    notify(&computed, date);
+                    notify(&computed, &[Table::TrendsHourly, Table::TrendsDaily], date);
                 }
+                flaky.touched(&done, &config.flaky);
+                flaky.run_if_due(&lake, &mut committed, &config, &computed).await;
             }
+            _ = flaky_tick.tick() => flaky.run_if_due(&lake, &mut committed, &config, &computed).await,
             _ = periodic.tick() => {
                 let versions = scan_results(&lake).await?;
                 let changed: BTreeSet<NaiveDate> = versions
@@ -135,10 +227,12 @@ pub async fn run(
                 if !changed.is_empty() {
                     info!(dates = changed.len(), "periodic cycle found changed dates");
                 }
-                for date in recompute(&lake, &changed, &mut committed).await? {
+                let done = recompute(&lake, &changed, &mut committed).await?;
+                for &date in &done {
                     computed_versions.insert(date, versions[&date]);
-                    notify(&computed, date);
+                    notify(&computed, &[Table::TrendsHourly, Table::TrendsDaily], date);
                 }
+                flaky.touched(&done, &config.flaky);
             }
         }
     }
@@ -153,10 +247,10 @@ async fn recv(landed: &mut Option<broadcast::Receiver<Landed>>) -> Result<Landed
     }
 }
 
-fn notify(computed: &Option<broadcast::Sender<Landed>>, date: NaiveDate) {
+fn notify(computed: &Option<broadcast::Sender<Landed>>, tables: &[Table], date: NaiveDate) {
     if let Some(tx) = computed {
         let partition = testlake_schemas::HourPartition { date, hour: 0 };
-        for table in [Table::TrendsHourly, Table::TrendsDaily] {
+        for &table in tables {
             let path = testlake_schemas::paths::computed_file_path(table, date);
             let _ = tx.send(Landed::new(table, partition, vec![path], 0));
         }

@@ -78,7 +78,7 @@ async fn trends_count_committed_files_only() {
     let listed = ctx.sql("SELECT count(*) FROM results").await.unwrap().collect().await.unwrap();
     assert_eq!(arrow::util::pretty::pretty_format_batches(&listed).unwrap().to_string().matches("17").count(), 1);
 
-    let dates = testlake_compute::run_once(&lake).await.unwrap();
+    let dates = testlake_compute::run_once(&lake, &Default::default()).await.unwrap();
     assert_eq!(dates.len(), 1);
     let ctx = testlake_compute::catalog::lake_session(&lake).unwrap();
     let batches = ctx.sql("SELECT sum(runs) AS runs FROM trends_daily").await.unwrap().collect().await.unwrap();

@@ -1,6 +1,7 @@
 //! A synthetic CI fleet: repositories with suites of tests that are stable, flaky (fail at random
 //! and usually pass on retry), broken (pass until a commit breaks them, then always fail) or
-//! skipped, run by CI pipelines on `main` and feature branches, with realistic durations.
+//! skipped, run by CI pipelines on `main` and feature branches, with realistic durations. Now and
+//! then a run is an outage (the runners' infrastructure fails and takes every test down with it).
 //!
 //! Deterministic for a seed, so tests can regenerate what was produced.
 
@@ -25,6 +26,8 @@ pub struct FleetConfig {
     pub skipped_share: f64,
     /// Attempts a failing test gets inside one run (1 = no retries).
     pub max_attempts: u32,
+    /// Share of runs that are outages: every test that runs fails with an infrastructure error.
+    pub outage_share: f64,
     pub seed: u64,
 }
 
@@ -38,6 +41,7 @@ impl Default for FleetConfig {
             broken_share: 0.03,
             skipped_share: 0.03,
             max_attempts: 3,
+            outage_share: 0.02,
             seed: 42,
         }
     }
@@ -50,9 +54,9 @@ pub enum Behaviour {
     Flaky {
         fail_probability: f64,
     },
-    /// Fails on every run from the `from_run`-th run of its repository on.
+    /// A regression: fails on every run of the `from_commit`-th commit of its repository and later.
     Broken {
-        from_run: u64,
+        from_commit: u64,
     },
     Skipped,
 }
@@ -97,7 +101,7 @@ impl Fleet {
                     let behaviour = if roll < config.flaky_share {
                         Behaviour::Flaky { fail_probability: rng.random_range(0.1..0.4) }
                     } else if roll < config.flaky_share + config.broken_share {
-                        Behaviour::Broken { from_run: rng.random_range(3..40) }
+                        Behaviour::Broken { from_commit: rng.random_range(2..20) }
                     } else if roll < config.flaky_share + config.broken_share + config.skipped_share {
                         Behaviour::Skipped
                     } else {
@@ -130,8 +134,10 @@ impl Fleet {
             *n
         };
         let branch = if self.rng.random_bool(0.75) { "main".to_owned() } else { format!("feature-{}", run_no % 5) };
-        // Every commit is run twice on average, so same-commit reruns happen as in real CI.
-        let commit_sha = format!("{:040x}", (run_no / 2).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.config.seed);
+        // Every commit is run twice, so same-commit reruns happen as in real CI.
+        let commit = run_no / 2;
+        let commit_sha = format!("{:040x}", commit.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.config.seed);
+        let outage = self.rng.random_bool(self.config.outage_share.clamp(0.0, 1.0));
         let run_id = format!("{repository}#{run_no}");
         let mut events = Vec::new();
         let mut clock = at;
@@ -139,9 +145,10 @@ impl Fleet {
         for spec in specs {
             for attempt in 1..=self.config.max_attempts.max(1) {
                 let status = match spec.behaviour {
-                    Behaviour::Stable => Status::Passed,
                     Behaviour::Skipped => Status::Skipped,
-                    Behaviour::Broken { from_run } if run_no >= from_run => Status::Failed,
+                    _ if outage => Status::Error,
+                    Behaviour::Stable => Status::Passed,
+                    Behaviour::Broken { from_commit } if commit >= from_commit => Status::Failed,
                     Behaviour::Broken { .. } => Status::Passed,
                     Behaviour::Flaky { fail_probability } => {
                         if !self.rng.random_bool(fail_probability) {
@@ -177,7 +184,13 @@ impl Fleet {
                     finished_at: clock,
                     ci_provider: Some("github-actions".into()),
                     host: Some(format!("runner-{:03}", self.rng.random_range(0..200))),
-                    failure_message: status.is_failure().then(|| format!("AssertionError in {}", spec.test_id)),
+                    failure_message: status.is_failure().then(|| {
+                        if outage {
+                            "infrastructure: runner lost connection".to_owned()
+                        } else {
+                            format!("AssertionError in {}", spec.test_id)
+                        }
+                    }),
                     tags: [("os".to_owned(), "linux".to_owned())].into(),
                 });
                 if !status.is_failure() {

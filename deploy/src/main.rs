@@ -9,6 +9,7 @@ use testlake::fleet::FleetConfig;
 use testlake::produce::{ProduceConfig, Source, produce};
 use testlake::stack::{Stack, StackConfig};
 use testlake_compute::ComputeConfig;
+use testlake_compute::flaky::FlakyConfig;
 use testlake_ingest::{FlushPolicy, Ingest, IngestConfig};
 use testlake_query::{AppState, ServeConfig};
 use testlake_schemas::Lake;
@@ -180,6 +181,21 @@ struct ComputeArgs {
     /// How often compute scans the lake for dates whose results changed.
     #[arg(long, env = "TESTLAKE_COMPUTE_INTERVAL", default_value = "30s")]
     compute_interval: humantime::Duration,
+    /// The shortest time between two refreshes of today's flaky scores.
+    #[arg(long, env = "TESTLAKE_FLAKY_REFRESH", default_value = "30s")]
+    flaky_refresh: humantime::Duration,
+    /// How far back flaky scores look.
+    #[arg(long, env = "TESTLAKE_FLAKY_WINDOW", default_value = "30days")]
+    flaky_window: humantime::Duration,
+    /// A flip that lifts the weighted flip rate above this marks a flake (with enough executions).
+    #[arg(long, env = "TESTLAKE_FLIP_THRESHOLD", default_value_t = FlakyConfig::default().flip_threshold)]
+    flip_threshold: f64,
+    /// Executions a test needs before its weighted flip rate can call it flaky.
+    #[arg(long, env = "TESTLAKE_FLAKY_MIN_EXECUTIONS", default_value_t = FlakyConfig::default().min_executions)]
+    flaky_min_executions: u64,
+    /// A run in which at least this share of tests failed is an outage, left out of flaky scores.
+    #[arg(long, env = "TESTLAKE_OUTAGE_SHARE", default_value_t = FlakyConfig::default().outage_failure_share)]
+    outage_share: f64,
 }
 
 #[derive(Args)]
@@ -213,7 +229,18 @@ impl IngestArgs {
 
 impl ComputeArgs {
     fn config(&self) -> ComputeConfig {
-        ComputeConfig { interval: *self.compute_interval, ..ComputeConfig::default() }
+        ComputeConfig {
+            interval: *self.compute_interval,
+            flaky_refresh: *self.flaky_refresh,
+            flaky: FlakyConfig {
+                window: chrono::Duration::from_std(*self.flaky_window).unwrap_or(chrono::Duration::days(30)),
+                flip_threshold: self.flip_threshold,
+                min_executions: self.flaky_min_executions,
+                outage_failure_share: self.outage_share,
+                ..FlakyConfig::default()
+            },
+            ..ComputeConfig::default()
+        }
     }
 }
 
@@ -261,7 +288,7 @@ async fn main() -> Result<()> {
         Command::Compute { lake, notices, compute, once } => {
             let lake = Lake::open(&lake.lake)?;
             if once {
-                let dates = testlake_compute::run_once(&lake).await?;
+                let dates = testlake_compute::run_once(&lake, &compute.config()).await?;
                 info!(dates = dates.len(), "computed");
             } else {
                 let landed = match &notices.brokers {

@@ -5,6 +5,7 @@
 //! rejected/date=2026-11-27/hour=04/ci-events_p00003_o...parquet     (ingest time, not event time)
 //! trends_hourly/date=2026-11-27/data.parquet
 //! trends_daily/date=2026-11-27/data.parquet
+//! flaky_scores/date=2026-11-27/data.parquet      (scores as of that date)
 //! ```
 //! Every type here prints and parses, and the two are inverse.
 
@@ -24,10 +25,13 @@ pub enum Table {
     TrendsHourly,
     /// Daily trend buckets, partitioned by date.
     TrendsDaily,
+    /// Flaky scores per (repository, test_id), one snapshot per `as_of` date.
+    FlakyScores,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Results, Table::Rejected, Table::TrendsHourly, Table::TrendsDaily];
+    pub const ALL: [Table; 5] =
+        [Table::Results, Table::Rejected, Table::TrendsHourly, Table::TrendsDaily, Table::FlakyScores];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +39,7 @@ impl Table {
             Self::Rejected => "rejected",
             Self::TrendsHourly => "trends_hourly",
             Self::TrendsDaily => "trends_daily",
+            Self::FlakyScores => "flaky_scores",
         }
     }
 
@@ -42,7 +47,7 @@ impl Table {
     pub fn partition_columns(self) -> &'static [&'static str] {
         match self {
             Self::Results | Self::Rejected => &["date", "hour"],
-            Self::TrendsHourly | Self::TrendsDaily => &["date"],
+            Self::TrendsHourly | Self::TrendsDaily | Self::FlakyScores => &["date"],
         }
     }
 }

@@ -119,6 +119,36 @@ static TRENDS: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(fields))
 });
 
+static FLAKY_SCORES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let int = |name| Field::new(name, DataType::Int64, false);
+    Arc::new(Schema::new(vec![
+        Field::new("as_of", timestamp_type(), false),
+        Field::new("window_start", timestamp_type(), false),
+        Field::new("definition_version", DataType::Int32, false),
+        Field::new("repository", DataType::Utf8, false),
+        Field::new("test_id", DataType::Utf8, false),
+        Field::new("suite", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("score", DataType::Float64, false),
+        int("executions"),
+        int("failures"),
+        Field::new("failure_rate", DataType::Float64, false),
+        int("same_commit_flakes"),
+        int("flips"),
+        Field::new("flip_rate", DataType::Float64, true),
+        Field::new("ewma_flip_rate", DataType::Float64, false),
+        Field::new("first_seen", timestamp_type(), false),
+        Field::new("last_seen", timestamp_type(), false),
+        Field::new("last_flake_at", timestamp_type(), true),
+        int("outage_executions"),
+    ]))
+});
+
+/// Schema of `flaky_scores` (hive column `date`, the day of `as_of`, comes from the path).
+pub fn flaky_scores_schema() -> SchemaRef {
+    Arc::clone(&FLAKY_SCORES)
+}
+
 /// Schema of the `results` table as stored in each file (hive columns `date`, `hour` come from the path).
 pub fn results_schema() -> SchemaRef {
     Arc::clone(&RESULTS)

@@ -113,6 +113,79 @@ pub fn summary(events: &[TestEvent], repository: Option<&str>) -> Summary {
     }
 }
 
+/// The numbers of a flaky score (the state is checked against the fleet's ground truth instead).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FlakyNumbers {
+    pub executions: i64,
+    pub failures: i64,
+    pub same_commit_flakes: i64,
+    pub flips: i64,
+    pub ewma_flip_rate: f64,
+    pub outage_executions: i64,
+    pub first_seen: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// Flaky-score numbers per (repository, test_id) over `[from, to)`: skipped executions out,
+/// executions of runs in which at least `outage_share` of the tests never passed set aside.
+pub fn flaky_numbers(
+    events: &[TestEvent],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    outage_share: f64,
+) -> BTreeMap<(String, String), FlakyNumbers> {
+    let mut es: Vec<&TestEvent> =
+        events.iter().filter(|e| e.status != Status::Skipped && e.finished_at >= from && e.finished_at < to).collect();
+    // Per run, per test: did any attempt pass?
+    let mut runs: BTreeMap<(&str, &str), BTreeMap<&str, bool>> = BTreeMap::new();
+    for e in &es {
+        *runs.entry((&e.repository, &e.run_id)).or_default().entry(&e.test_id).or_default() |= !e.status.is_failure();
+    }
+    let outages: BTreeSet<(&str, &str)> = runs
+        .iter()
+        .filter(|(_, tests)| {
+            let failed = tests.values().filter(|passed| !**passed).count();
+            failed as f64 >= outage_share * tests.len() as f64
+        })
+        .map(|(run, _)| *run)
+        .collect();
+    es.sort_by_key(|e| (e.finished_at, e.attempt, e.event_id));
+    let mut out: BTreeMap<(String, String), FlakyNumbers> = BTreeMap::new();
+    let mut previous: BTreeMap<(String, String), bool> = BTreeMap::new();
+    // Per test: the commits it passed on, and those it failed on.
+    type Commits<'a> = (BTreeSet<&'a str>, BTreeSet<&'a str>);
+    let mut commits: BTreeMap<(String, String), Commits> = BTreeMap::new();
+    for e in es {
+        let key = (e.repository.clone(), e.test_id.clone());
+        let n = out.entry(key.clone()).or_default();
+        if outages.contains(&(e.repository.as_str(), e.run_id.as_str())) {
+            n.outage_executions += 1;
+            continue;
+        }
+        let failed = e.status.is_failure();
+        n.executions += 1;
+        n.failures += i64::from(failed);
+        n.first_seen = n.first_seen.or(Some(e.finished_at));
+        n.last_seen = Some(e.finished_at);
+        if let Some(before) = previous.insert(key.clone(), failed) {
+            let flip = before != failed;
+            n.flips += i64::from(flip);
+            n.ewma_flip_rate = 0.9 * n.ewma_flip_rate + if flip { 0.1 } else { 0.0 };
+        }
+        let (passed_on, failed_on) = commits.entry(key).or_default();
+        if failed {
+            failed_on.insert(&e.commit_sha)
+        } else {
+            passed_on.insert(&e.commit_sha)
+        };
+    }
+    for (key, (passed_on, failed_on)) in commits {
+        out.get_mut(&key).expect("counted").same_commit_flakes = passed_on.intersection(&failed_on).count() as i64;
+    }
+    out.retain(|_, n| n.executions > 0);
+    out
+}
+
 /// Whether two optional floats agree to a relative 1e-9.
 pub fn close(a: Option<f64>, b: Option<f64>) -> bool {
     match (a, b) {

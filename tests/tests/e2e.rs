@@ -172,7 +172,12 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
     let config = StackConfig {
         lake: lake_dir.path().to_str().unwrap().to_owned(),
         ingest,
-        compute: ComputeConfig { interval: Duration::from_secs(2), debounce: Duration::from_millis(100) },
+        compute: ComputeConfig {
+            interval: Duration::from_secs(2),
+            debounce: Duration::from_millis(100),
+            flaky_refresh: Duration::from_millis(500),
+            ..ComputeConfig::default()
+        },
         serve: ServeConfig { listen: "127.0.0.1:0".parse().unwrap() },
     };
     let shutdown = CancellationToken::new();
