@@ -46,10 +46,12 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Serve the HTTP API.
+    /// Serve the HTTP API (with --brokers: cached, invalidated and pushed by landed notices).
     Serve {
         #[command(flatten)]
         lake: LakeArgs,
+        #[command(flatten)]
+        notices: NoticeArgs,
         #[command(flatten)]
         serve: ServeArgs,
     },
@@ -203,6 +205,21 @@ struct ServeArgs {
     /// Address the HTTP API listens on.
     #[arg(long, env = "TESTLAKE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Memory budget of cached answers, in bytes.
+    #[arg(long, env = "TESTLAKE_CACHE_BYTES", default_value_t = 256 << 20)]
+    cache_bytes: u64,
+    /// Push an alert when a repository's pass rate today drops below this (0: no alerts).
+    #[arg(long, env = "TESTLAKE_ALERT_PASS_RATE", default_value_t = 0.8)]
+    alert_pass_rate: f64,
+}
+
+impl ServeArgs {
+    fn config(&self) -> ServeConfig {
+        let mut config = ServeConfig::new(self.listen);
+        config.cache_bytes = self.cache_bytes;
+        config.alerts.pass_rate_below = Some(self.alert_pass_rate).filter(|r| *r > 0.0);
+        config
+    }
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -298,19 +315,42 @@ async fn main() -> Result<()> {
                     }
                     _ => None,
                 };
-                testlake_compute::run(lake, compute.config(), landed, None, shutdown).await?;
+                // What compute rewrites is announced on the same topic, for query services.
+                let computed = notices.brokers.as_deref().filter(|_| !notices.landed_topic.is_empty()).map(|brokers| {
+                    let publisher = testlake_ingest::notices::Publisher::new(brokers, &notices.landed_topic)?;
+                    let (tx, mut rx) = tokio::sync::broadcast::channel::<testlake_schemas::Landed>(1024);
+                    tokio::spawn(async move {
+                        while let Ok(notice) = rx.recv().await {
+                            publisher.publish(&notice);
+                        }
+                    });
+                    anyhow::Ok(tx)
+                });
+                testlake_compute::run(lake, compute.config(), landed, computed.transpose()?, shutdown).await?;
             }
         }
-        Command::Serve { lake, serve } => {
-            let state = std::sync::Arc::new(AppState { lake: Lake::open(&lake.lake)?, metrics: Vec::new() });
-            testlake_query::serve(ServeConfig { listen: serve.listen }, state, shutdown, None).await?;
+        Command::Serve { lake, notices, serve } => {
+            let mut config = serve.config();
+            let landed = match &notices.brokers {
+                Some(brokers) if !notices.landed_topic.is_empty() => {
+                    testlake::kafka::ensure_topic(brokers, &notices.landed_topic, 1).await?;
+                    Some(testlake_ingest::notices::subscribe(brokers, &notices.landed_topic, shutdown.clone())?)
+                }
+                _ => {
+                    tracing::warn!("no --brokers: nothing tells the service what landed, so it caches nothing");
+                    config.cache_bytes = 0;
+                    None
+                }
+            };
+            let state = std::sync::Arc::new(AppState::new(Lake::open(&lake.lake)?, &config));
+            testlake_query::serve(config, state, landed, shutdown, None).await?;
         }
         Command::All { kafka, lake, ingest, compute, serve, fleet_rate } => {
             let config = StackConfig {
                 lake: lake.lake,
                 ingest: ingest.config(&kafka),
                 compute: compute.config(),
-                serve: ServeConfig { listen: serve.listen },
+                serve: serve.config(),
             };
             if fleet_rate > 0 {
                 // The fleet's topic must exist before the consumer subscribes to it.

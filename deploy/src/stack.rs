@@ -41,21 +41,21 @@ impl Stack {
         let token = shutdown.clone();
         tasks.spawn(async move { ingest.run(token).await.context("ingest") });
 
-        let (lake2, rx, token) = (lake.clone(), landed.subscribe(), shutdown.clone());
+        // Compute's own notices go on the same channel: the query service hears both.
+        let (lake2, rx, computed, token) = (lake.clone(), landed.subscribe(), landed.clone(), shutdown.clone());
         tasks.spawn(async move {
-            testlake_compute::run(lake2, config.compute, Some(rx), None, token).await.context("compute")
+            testlake_compute::run(lake2, config.compute, Some(rx), Some(computed), token).await.context("compute")
         });
 
         let render_metrics = Arc::clone(&metrics);
-        let state = Arc::new(AppState {
-            lake: lake.clone(),
-            metrics: vec![Arc::new(move |out: &mut String| render_metrics.render(out))],
-        });
+        let mut state = AppState::new(lake.clone(), &config.serve);
+        state.metrics.push(Arc::new(move |out: &mut String| render_metrics.render(out)));
+        let state = Arc::new(state);
         let (bound_tx, bound_rx) = oneshot::channel();
-        let token = shutdown.clone();
-        tasks.spawn(
-            async move { testlake_query::serve(config.serve, state, token, Some(bound_tx)).await.context("serve") },
-        );
+        let (token, notices) = (shutdown.clone(), landed.subscribe());
+        tasks.spawn(async move {
+            testlake_query::serve(config.serve, state, Some(notices), token, Some(bound_tx)).await.context("serve")
+        });
         let addr = bound_rx.await.context("the query service did not start")?;
         Ok(Self { addr, lake, metrics, tasks, shutdown })
     }

@@ -13,6 +13,11 @@ pub enum ApiError {
     DataFusion(#[from] DataFusionError),
     #[error("encoding the answer failed: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A failure of a load that several requests waited for.
+    #[error("{0}")]
+    Shared(std::sync::Arc<ApiError>),
+    #[error("reading the commit log: {0}")]
+    Log(#[from] testlake_schemas::commits::LogReadError),
 }
 
 impl ApiError {
@@ -20,7 +25,8 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::DataFusion(e) => datafusion_status(e),
-            Self::Arrow(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Arrow(_) | Self::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Shared(e) => e.status(),
         }
     }
 }

@@ -1,20 +1,32 @@
 //! The query service: an axum router answering dashboards from the lake's materialized tables.
 //!
-//! [`params`] parses and validates requests; [`api`] turns them into DataFusion plans over the
-//! tables registered by [`testlake_compute::catalog`]; [`error`] maps every failure to a status.
+//! [`params`] and [`render`] parse requests and shape answers; [`api`] turns requests into
+//! DataFusion plans over the tables registered by [`testlake_compute::catalog`]; answers are kept
+//! in the [`cache`], which [`live`] invalidates from landed notices and pushes to dashboards;
+//! [`error`] maps every failure to a status.
 
 pub mod api;
+pub mod cache;
 pub mod error;
+pub mod live;
 pub mod params;
+pub mod render;
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::routing::get;
-use testlake_schemas::Lake;
+use testlake_schemas::commits::CommittedFiles;
+use testlake_schemas::{Lake, Landed};
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use crate::cache::AnswerCache;
+use crate::live::{AlertConfig, LiveEvent};
 
 /// Appends Prometheus text for one component (the ingest's counters in all-in-one mode).
 pub type MetricsRenderer = Arc<dyn Fn(&mut String) + Send + Sync>;
@@ -24,11 +36,39 @@ pub struct AppState {
     pub lake: Lake,
     /// Extra Prometheus text appended to `/metrics`.
     pub metrics: Vec<MetricsRenderer>,
+    pub cache: AnswerCache,
+    /// Which `results` files are committed (history reads only those).
+    pub committed: tokio::sync::Mutex<CommittedFiles>,
+    /// Events for connected dashboards.
+    pub live: broadcast::Sender<LiveEvent>,
+    pub alerts: AlertConfig,
+}
+
+impl AppState {
+    pub fn new(lake: Lake, config: &ServeConfig) -> Self {
+        Self {
+            lake,
+            metrics: Vec::new(),
+            cache: AnswerCache::new(config.cache_bytes),
+            committed: Default::default(),
+            live: broadcast::channel(1024).0,
+            alerts: config.alerts.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// The memory budget of cached answers, in bytes.
+    pub cache_bytes: u64,
+    pub alerts: AlertConfig,
+}
+
+impl ServeConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self { listen, cache_bytes: 256 << 20, alerts: AlertConfig::default() }
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -37,6 +77,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/trends", get(api::trends))
         .route("/api/v1/dashboard", get(api::dashboard))
+        .route("/api/v1/flaky", get(api::flaky))
+        .route("/api/v1/tests/history", get(api::history))
+        .route("/api/v1/events", get(live::events))
         .with_state(state)
 }
 
@@ -45,19 +88,72 @@ async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>
     for render in &state.metrics {
         render(&mut out);
     }
+    let stats = &state.cache.stats;
+    let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    };
+    counter(
+        &mut out,
+        "testlake_query_cache_hits_total",
+        "Answers served from the cache.",
+        stats.hits.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "testlake_query_cache_misses_total",
+        "Answers loaded from the lake.",
+        stats.misses.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "testlake_query_cache_evictions_total",
+        "Answers evicted to stay within the memory budget.",
+        stats.evictions.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "testlake_query_cache_stale_total",
+        "Cached answers found stale at read time (a load raced a notice) and reloaded.",
+        stats.stale.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "testlake_query_cache_invalidated_answers_total",
+        "Cached answers removed by landed notices.",
+        stats.invalidated_answers.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP testlake_query_cache_invalidations_total Landed notices applied, by table (the reason).\n\
+         # TYPE testlake_query_cache_invalidations_total counter"
+    );
+    for (table, n) in stats.invalidations.lock().expect("stats lock").iter() {
+        let _ = writeln!(out, "testlake_query_cache_invalidations_total{{reason=\"{table}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP testlake_query_cache_bytes Bytes of cached answers.\n# TYPE testlake_query_cache_bytes gauge\n\
+         testlake_query_cache_bytes {}",
+        state.cache.weighted_size()
+    );
     out
 }
 
-/// Binds `listen` and serves until `shutdown`. Returns the bound address through `bound`.
+/// Binds `listen` and serves until `shutdown`, applying `notices` to the cache and pushing them
+/// to dashboards. Returns the bound address through `bound`.
 pub async fn serve(
     config: ServeConfig,
     state: Arc<AppState>,
+    notices: Option<broadcast::Receiver<Landed>>,
     shutdown: CancellationToken,
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
+    if let Some(notices) = notices {
+        live::follow(Arc::clone(&state), notices, shutdown.clone());
+    }
     if let Some(bound) = bound {
         let _ = bound.send(addr);
     }

@@ -37,10 +37,31 @@ pub fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     Err(ApiError::BadRequest(format!("`{name}` must be RFC 3339 or YYYY-MM-DD, got {value:?}")))
 }
 
+/// The end of the UTC hour `t` falls in.
+pub fn end_of_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    let hour = Duration::hours(1);
+    DateTime::from_timestamp_micros(t.timestamp_micros() - t.timestamp_micros().rem_euclid(3_600_000_000)).unwrap_or(t)
+        + hour
+}
+
 impl Filters {
-    /// The requested range; defaults to the last seven days up to now.
+    /// A canonical text of the filters and range, for cache keys.
+    pub fn key(&self, range: Range) -> String {
+        format!(
+            "{}|{}|{:?}|{:?}|{:?}",
+            range.from.timestamp_micros(),
+            range.to.timestamp_micros(),
+            self.repository,
+            self.branch,
+            self.suite
+        )
+    }
+
+    /// The requested range; defaults to the last seven days: `to` is the end of the current UTC
+    /// hour (so the range includes the hour in progress, and stays the same — and cacheable —
+    /// until the hour ends), `from` seven days before it.
     pub fn range(&self, now: DateTime<Utc>) -> Result<Range, ApiError> {
-        let to = self.to.as_deref().map(|v| parse_time("to", v)).transpose()?.unwrap_or(now);
+        let to = self.to.as_deref().map(|v| parse_time("to", v)).transpose()?.unwrap_or_else(|| end_of_hour(now));
         let from = self
             .from
             .as_deref()
@@ -74,7 +95,10 @@ mod tests {
     fn ranges_default_and_validate() {
         let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
         let r = Filters::default().range(now).unwrap();
-        assert_eq!((r.from, r.to), (now - Duration::days(7), now));
+        let end = Utc.with_ymd_and_hms(2026, 11, 27, 13, 0, 0).unwrap();
+        assert_eq!((r.from, r.to), (end - Duration::days(7), end));
+        let later = Filters::default().range(now + Duration::minutes(59)).unwrap();
+        assert_eq!(later, r, "the default range stays put within the hour");
         let f = Filters {
             from: Some("2026-11-01".into()),
             to: Some("2026-11-02T06:00:00+02:00".into()),

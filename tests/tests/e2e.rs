@@ -178,7 +178,7 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
             flaky_refresh: Duration::from_millis(500),
             ..ComputeConfig::default()
         },
-        serve: ServeConfig { listen: "127.0.0.1:0".parse().unwrap() },
+        serve: ServeConfig::new("127.0.0.1:0".parse().unwrap()),
     };
     let shutdown = CancellationToken::new();
     let stack = Stack::start(config, shutdown.clone()).await.unwrap();

@@ -1,0 +1,215 @@
+//! Answers cached as Arrow batches, weighed by their bytes, invalidated precisely.
+//!
+//! Every cached [`Answer`] knows what it was computed from (its [`Coverage`]: tables and dates)
+//! and the invalidation epoch at which its load *started*. A landed notice bumps the epoch,
+//! is logged, and removes the cached answers it covers. A load that was already running when the
+//! notice arrived may still insert its (possibly stale) answer afterwards; the next read finds a
+//! logged notice newer than the answer's epoch that covers it, and reloads. So a stale answer is
+//! never served after the notice that made it stale has been seen by a later request.
+//!
+//! Concurrent misses of one key are coalesced by moka: one load runs, the others wait for it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use chrono::NaiveDate;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use serde_json::{Map, Value};
+use testlake_schemas::{Landed, Table};
+
+use crate::error::ApiError;
+
+/// What an answer was computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Coverage {
+    pub tables: Vec<Table>,
+    /// The date partitions read; `None` when any date may matter (e.g. "the latest snapshot").
+    pub dates: Option<RangeInclusive<NaiveDate>>,
+}
+
+impl Coverage {
+    pub fn covers(&self, table: &str, date: NaiveDate) -> bool {
+        self.tables.iter().any(|t| t.name() == table) && self.dates.as_ref().is_none_or(|d| d.contains(&date))
+    }
+}
+
+/// What a loader returns: metadata for the JSON head, and the rows.
+pub struct Loaded {
+    pub head: Map<String, Value>,
+    pub batch: RecordBatch,
+    /// A one-row answer rendered as a JSON object (the dashboard summary), not a list of rows.
+    pub object: bool,
+}
+
+/// A cached answer.
+pub struct Answer {
+    pub head: Map<String, Value>,
+    pub batch: RecordBatch,
+    pub object: bool,
+    /// A hash of the content: answers with equal content have equal versions (and ETags).
+    pub version: u64,
+    pub bytes: usize,
+    epoch: u64,
+    coverage: Coverage,
+    /// The default rendering (JSON, first page), made once.
+    pub default_json: OnceLock<Bytes>,
+}
+
+impl Answer {
+    fn new(loaded: Loaded, epoch: u64, coverage: Coverage) -> Result<Self, ApiError> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        serde_json::to_string(&loaded.head).expect("json").hash(&mut hasher);
+        crate::render::arrow_ipc(&loaded.batch)?.hash(&mut hasher);
+        let bytes = loaded.batch.get_array_memory_size() + 256;
+        Ok(Self {
+            head: loaded.head,
+            batch: loaded.batch,
+            object: loaded.object,
+            version: hasher.finish(),
+            bytes,
+            epoch,
+            coverage,
+            default_json: OnceLock::new(),
+        })
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub evictions: AtomicU64,
+    /// Answers found stale at read time (a load raced a notice).
+    pub stale: AtomicU64,
+    /// Notices seen, by table.
+    pub invalidations: Mutex<BTreeMap<String, u64>>,
+    /// Cached answers removed by notices.
+    pub invalidated_answers: AtomicU64,
+}
+
+/// A recent notice: its epoch, and the (table, date) it covers, or `None` for everything.
+type Logged = (u64, Option<(String, NaiveDate)>);
+
+/// How many notices the log keeps; an answer older than the log is treated as stale.
+const LOG_LEN: usize = 16_384;
+
+pub struct AnswerCache {
+    cache: Cache<String, Arc<Answer>>,
+    epoch: AtomicU64,
+    log: Mutex<VecDeque<Logged>>,
+    pub stats: Arc<CacheStats>,
+}
+
+impl AnswerCache {
+    /// A cache holding at most `budget_bytes` of answers.
+    pub fn new(budget_bytes: u64) -> Self {
+        let stats = Arc::new(CacheStats::default());
+        let listener_stats = Arc::clone(&stats);
+        let cache = Cache::builder()
+            .max_capacity(budget_bytes)
+            .weigher(|_: &String, a: &Arc<Answer>| u32::try_from(a.bytes).unwrap_or(u32::MAX))
+            .support_invalidation_closures()
+            .eviction_listener(move |_, _, cause| {
+                if matches!(cause, RemovalCause::Size) {
+                    listener_stats.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        Self { cache, epoch: AtomicU64::new(0), log: Mutex::new(VecDeque::new()), stats }
+    }
+
+    /// The cached answer for `key`, loading it on a miss. Returns the answer and whether it was a hit.
+    pub async fn get<F, Fut>(&self, key: &str, coverage: &Coverage, load: F) -> Result<(Arc<Answer>, bool), ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Loaded, ApiError>>,
+    {
+        for _ in 0..3 {
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            let entry = self
+                .cache
+                .entry_by_ref(key)
+                .or_try_insert_with(async { Ok(Arc::new(Answer::new(load().await?, epoch, coverage.clone())?)) })
+                .await
+                .map_err(ApiError::Shared)?;
+            let answer = entry.value();
+            if entry.is_fresh() {
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                return Ok((Arc::clone(answer), false));
+            }
+            if !self.is_stale(answer) {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok((Arc::clone(answer), true));
+            }
+            self.stats.stale.fetch_add(1, Ordering::Relaxed);
+            self.cache.invalidate(key).await;
+        }
+        // Notices keep arriving faster than the answer loads: answer uncached from a fresh load.
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        Ok((Arc::new(Answer::new(load().await?, epoch, coverage.clone())?), false))
+    }
+
+    fn is_stale(&self, answer: &Answer) -> bool {
+        let log = self.log.lock().expect("log lock");
+        if log.front().is_some_and(|(oldest, _)| *oldest > answer.epoch + 1) && log.len() >= LOG_LEN {
+            return true; // the notices since this answer's load are no longer all known
+        }
+        log.iter()
+            .rev()
+            .take_while(|(e, _)| *e > answer.epoch)
+            .any(|(_, p)| p.as_ref().is_none_or(|(t, d)| answer.coverage.covers(t, *d)))
+    }
+
+    fn log(&self, partition: Option<(String, NaiveDate)>) {
+        let mut log = self.log.lock().expect("log lock");
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        log.push_back((epoch, partition));
+        while log.len() > LOG_LEN {
+            log.pop_front();
+        }
+    }
+
+    /// Removes every cached answer: for when notices were missed.
+    pub fn invalidate_all(&self, reason: &str) {
+        self.log(None);
+        *self.stats.invalidations.lock().expect("stats lock").entry(reason.to_owned()).or_default() += 1;
+        self.stats.invalidated_answers.fetch_add(self.cache.entry_count(), Ordering::Relaxed);
+        self.cache.invalidate_all();
+    }
+
+    /// Removes every cached answer the notice covers, and makes any load racing it stale.
+    pub fn invalidate(&self, notice: &Landed) {
+        self.log(Some((notice.table.clone(), notice.date)));
+        *self.stats.invalidations.lock().expect("stats lock").entry(notice.table.clone()).or_default() += 1;
+        let (table, date) = (notice.table.clone(), notice.date);
+        let covered = self.cache.iter().filter(|(_, a)| a.coverage.covers(&table, date)).count() as u64;
+        self.stats.invalidated_answers.fetch_add(covered, Ordering::Relaxed);
+        // Entries inserted from now on carry a newer epoch, or are caught by `is_stale`.
+        let _ = self.cache.invalidate_entries_if(move |_, a| a.coverage.covers(&table, date));
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    /// Applies pending maintenance (tests use it to observe evictions and sizes).
+    pub async fn sync(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

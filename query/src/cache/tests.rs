@@ -1,0 +1,141 @@
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use arrow::array::{AsArray, Int64Array};
+use arrow::datatypes::Int64Type;
+use testlake_schemas::HourPartition;
+
+use super::*;
+
+fn day(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
+}
+
+fn coverage(table: Table, from: u32, to: u32) -> Coverage {
+    Coverage { tables: vec![table], dates: Some(day(from)..=day(to)) }
+}
+
+fn notice(table: Table, d: u32) -> Landed {
+    Landed::new(table, HourPartition { date: day(d), hour: 0 }, vec![], 1)
+}
+
+/// A loader that counts its calls and answers the call number, after `delay`.
+struct Source {
+    loads: AtomicUsize,
+    delay: Duration,
+}
+
+impl Source {
+    fn new(delay: Duration) -> Self {
+        Self { loads: AtomicUsize::new(0), delay }
+    }
+
+    async fn load(&self) -> Result<Loaded, ApiError> {
+        let n = self.loads.fetch_add(1, Ordering::SeqCst) as i64 + 1;
+        tokio::time::sleep(self.delay).await;
+        let batch = RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![n; 100])) as _)])?;
+        Ok(Loaded { head: Map::new(), batch, object: false })
+    }
+
+    fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+}
+
+fn value(a: &Answer) -> i64 {
+    a.batch.column(0).as_primitive::<Int64Type>().value(0)
+}
+
+#[tokio::test]
+async fn a_second_read_is_a_hit() {
+    let (cache, source) = (AnswerCache::new(1 << 20), Source::new(Duration::ZERO));
+    let c = coverage(Table::TrendsHourly, 1, 7);
+    let (a, hit) = cache.get("k", &c, || source.load()).await.unwrap();
+    assert!(!hit);
+    let (b, hit) = cache.get("k", &c, || source.load()).await.unwrap();
+    assert!(hit);
+    assert_eq!((value(&a), value(&b), source.loads()), (1, 1, 1));
+    assert_eq!(a.version, b.version);
+}
+
+#[tokio::test]
+async fn a_notice_invalidates_exactly_the_answers_covering_it() {
+    let (cache, source) = (AnswerCache::new(1 << 20), Source::new(Duration::ZERO));
+    let week1 = coverage(Table::TrendsHourly, 1, 7);
+    let week2 = coverage(Table::TrendsHourly, 8, 14);
+    let daily = coverage(Table::TrendsDaily, 1, 7);
+    for (key, c) in [("week1", &week1), ("week2", &week2), ("daily", &daily)] {
+        cache.get(key, c, || source.load()).await.unwrap();
+    }
+    assert_eq!(source.loads(), 3);
+    cache.invalidate(&notice(Table::TrendsHourly, 3));
+    let (_, hit1) = cache.get("week1", &week1, || source.load()).await.unwrap();
+    let (_, hit2) = cache.get("week2", &week2, || source.load()).await.unwrap();
+    let (_, hit3) = cache.get("daily", &daily, || source.load()).await.unwrap();
+    assert_eq!((hit1, hit2, hit3), (false, true, true), "only the hourly answer covering day 3 reloads");
+    assert_eq!(source.loads(), 4);
+    assert_eq!(cache.stats.invalidated_answers.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_notice_racing_a_load_never_lets_the_stale_answer_be_served_after_it() {
+    let cache = Arc::new(AnswerCache::new(1 << 20));
+    let source = Arc::new(Source::new(Duration::from_millis(200)));
+    let c = coverage(Table::TrendsDaily, 1, 7);
+    let loading = {
+        let (cache, source, c) = (Arc::clone(&cache), Arc::clone(&source), c.clone());
+        tokio::spawn(async move { value(&cache.get("k", &c, || source.load()).await.unwrap().0) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The data changes while the first load reads: its answer is stale when it lands.
+    cache.invalidate(&notice(Table::TrendsDaily, 2));
+    assert_eq!(loading.await.unwrap(), 1);
+    let (after, hit) = cache.get("k", &c, || source.load()).await.unwrap();
+    assert!(!hit);
+    assert_eq!(value(&after), 2, "the read after the notice reloads");
+    assert_eq!(cache.stats.stale.load(Ordering::Relaxed), 1);
+    let (again, hit) = cache.get("k", &c, || source.load()).await.unwrap();
+    assert!(hit && value(&again) == 2);
+}
+
+#[tokio::test]
+async fn concurrent_misses_of_one_key_load_once() {
+    let cache = Arc::new(AnswerCache::new(1 << 20));
+    let source = Arc::new(Source::new(Duration::from_millis(100)));
+    let c = coverage(Table::TrendsDaily, 1, 7);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (cache, source, c) = (Arc::clone(&cache), Arc::clone(&source), c.clone());
+            tokio::spawn(async move { value(&cache.get("k", &c, || source.load()).await.unwrap().0) })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 1);
+    }
+    assert_eq!(source.loads(), 1);
+}
+
+#[tokio::test]
+async fn the_budget_bounds_the_cached_bytes() {
+    let source = Source::new(Duration::ZERO);
+    let one = source.load().await.unwrap().batch.get_array_memory_size() as u64 + 256;
+    let cache = AnswerCache::new(one * 3);
+    let c = coverage(Table::TrendsDaily, 1, 7);
+    for i in 0..20 {
+        cache.get(&format!("k{i}"), &c, || source.load()).await.unwrap();
+    }
+    cache.sync().await;
+    assert!(cache.weighted_size() <= one * 3, "{} > {}", cache.weighted_size(), one * 3);
+    assert!(cache.entry_count() <= 3);
+    assert!(cache.stats.evictions.load(Ordering::Relaxed) >= 17);
+}
+
+#[tokio::test]
+async fn missing_notices_drop_everything() {
+    let (cache, source) = (AnswerCache::new(1 << 20), Source::new(Duration::ZERO));
+    let c = coverage(Table::FlakyScores, 1, 1);
+    cache.get("k", &c, || source.load()).await.unwrap();
+    cache.invalidate_all("missed_notices");
+    let (_, hit) = cache.get("k", &c, || source.load()).await.unwrap();
+    assert!(!hit);
+}
