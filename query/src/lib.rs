@@ -42,6 +42,8 @@ pub struct AppState {
     /// Events for connected dashboards.
     pub live: broadcast::Sender<LiveEvent>,
     pub alerts: AlertConfig,
+    /// Cancelled when the service stops: ends the event streams so shutdown need not wait for them.
+    pub stopping: CancellationToken,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             committed: Default::default(),
             live: broadcast::channel(1024).0,
             alerts: config.alerts.clone(),
+            stopping: CancellationToken::new(),
         }
     }
 }
@@ -89,39 +92,24 @@ async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>
         render(&mut out);
     }
     let stats = &state.cache.stats;
-    let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-    };
-    counter(
-        &mut out,
-        "testlake_query_cache_hits_total",
-        "Answers served from the cache.",
-        stats.hits.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "testlake_query_cache_misses_total",
-        "Answers loaded from the lake.",
-        stats.misses.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "testlake_query_cache_evictions_total",
-        "Answers evicted to stay within the memory budget.",
-        stats.evictions.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "testlake_query_cache_stale_total",
-        "Cached answers found stale at read time (a load raced a notice) and reloaded.",
-        stats.stale.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut out,
-        "testlake_query_cache_invalidated_answers_total",
-        "Cached answers removed by landed notices.",
-        stats.invalidated_answers.load(Ordering::Relaxed),
-    );
+    let counters = [
+        ("testlake_query_cache_hits_total", "Answers served from the cache.", &stats.hits),
+        ("testlake_query_cache_misses_total", "Answers loaded from the lake.", &stats.misses),
+        ("testlake_query_cache_evictions_total", "Answers evicted to stay within the memory budget.", &stats.evictions),
+        (
+            "testlake_query_cache_stale_total",
+            "Cached answers found stale at read time (a load raced a notice) and reloaded.",
+            &stats.stale,
+        ),
+        (
+            "testlake_query_cache_invalidated_answers_total",
+            "Cached answers removed by landed notices.",
+            &stats.invalidated_answers,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+    }
     let _ = writeln!(
         out,
         "# HELP testlake_query_cache_invalidations_total Landed notices applied, by table (the reason).\n\
@@ -154,6 +142,12 @@ pub async fn serve(
     if let Some(notices) = notices {
         live::follow(Arc::clone(&state), notices, shutdown.clone());
     }
+    let stopping = state.stopping.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        stopping.cancel();
+    });
     if let Some(bound) = bound {
         let _ = bound.send(addr);
     }

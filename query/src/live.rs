@@ -173,5 +173,9 @@ pub async fn events(
             return Some((Ok(event), (rx, tables, repository)));
         }
     });
-    Sse::new(futures::StreamExt::chain(ready, updates)).keep_alive(KeepAlive::default())
+    let stream = futures::StreamExt::take_until(
+        futures::StreamExt::chain(ready, updates),
+        state.stopping.clone().cancelled_owned(),
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }

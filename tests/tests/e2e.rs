@@ -296,10 +296,124 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
         assert!(matches!(p95, (Some(a), Some(b)) if (a - b).abs() <= bound) || p95 == (None, None), "{row}");
     }
 
+    // Pages of a stable order: page 2 of 10 is rows 10..20 of the whole list.
+    let all: Value = get("/api/v1/trends", vec![]).await.unwrap().json().await.unwrap();
+    let page: Value =
+        get("/api/v1/trends", vec![("page", "2".into()), ("size", "10".into())]).await.unwrap().json().await.unwrap();
+    assert_eq!(page["total"].as_u64(), Some(hourly.len() as u64));
+    assert_eq!(page["rows"].as_array().unwrap()[..], all["rows"].as_array().unwrap()[10..20]);
+    assert_eq!(page["next_page"], 3);
+
+    // ETag and If-None-Match: an unchanged answer is a 304 from the cache.
+    let first = get("/api/v1/dashboard", vec![]).await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let again =
+        http.get(format!("{base}/api/v1/dashboard")).query(&range).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(again.headers()["x-cache"], "hit");
+    assert_eq!(again.headers()["cache-control"], "no-cache");
+
+    // CSV and Arrow IPC carry the same rows.
+    let csv = get("/api/v1/trends", vec![("interval", "daily".into()), ("format", "csv".into())]).await.unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    assert!(csv.starts_with("bucket_start,repository,branch,suite,runs,"), "{csv}");
+    assert_eq!(csv.lines().count(), daily.len() + 1);
+    let ipc = http
+        .get(format!("{base}/api/v1/trends"))
+        .query(&range)
+        .query(&[("interval", "daily")])
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).unwrap();
+    let runs: i64 = reader
+        .map(|b| b.unwrap().column_by_name("runs").unwrap().as_primitive::<Int64Type>().iter().flatten().sum::<i64>())
+        .sum();
+    assert_eq!(runs, valid);
+
+    // Flaky scores: every test's numbers equal the model's over the snapshot's window.
+    let scored_events = events.iter().filter(|e| e.status != testlake_schemas::Status::Skipped).count() as i64;
+    let today = Utc::now().date_naive().format("%Y-%m-%d");
+    wait_for("flaky scores to cover every event", Duration::from_secs(60), || {
+        let lake = lake.clone();
+        let sql = format!(
+            "SELECT CAST(sum(executions + outage_executions) AS BIGINT) FROM flaky_scores WHERE date = '{today}'"
+        );
+        async move { count(&lake, &sql).await == scored_events }
+    })
+    .await;
+    let flaky: Value = http
+        .get(format!("{base}/api/v1/flaky"))
+        .query(&[("state", "all"), ("size", "100000")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(flaky["definition_version"], 1);
+    let as_of: DateTime<Utc> = flaky["as_of"].as_str().unwrap().parse().unwrap();
+    let expected = model::flaky_numbers(&events, as_of - TimeDelta::days(30), as_of, 0.8);
+    let rows = flaky["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), expected.len(), "one score per test");
+    for row in rows {
+        let key = (row["repository"].as_str().unwrap().to_owned(), row["test_id"].as_str().unwrap().to_owned());
+        let want = &expected[&key];
+        let got = [
+            &row["executions"],
+            &row["failures"],
+            &row["same_commit_flakes"],
+            &row["flips"],
+            &row["outage_executions"],
+        ]
+        .map(|v| v.as_i64().unwrap());
+        assert_eq!(
+            got,
+            [want.executions, want.failures, want.same_commit_flakes, want.flips, want.outage_executions],
+            "{row}"
+        );
+    }
+    let flaky_only: Value = http.get(format!("{base}/api/v1/flaky")).send().await.unwrap().json().await.unwrap();
+    let scores: Vec<f64> =
+        flaky_only["rows"].as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert!(!scores.is_empty(), "the fleet has flaky tests: {flaky_only}");
+    assert!(flaky_only["rows"].as_array().unwrap().iter().all(|r| r["state"] == "flaky"));
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked by score: {scores:?}");
+
+    // Drill-down: one test's executions, newest first, exactly the produced ones.
+    let (repository, test_id) = expected.keys().next().unwrap().clone();
+    let history: Value = get(
+        "/api/v1/tests/history",
+        vec![("repository", repository.clone()), ("test_id", test_id.clone()), ("size", "100000".into())],
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let mut want: Vec<&TestEvent> =
+        events.iter().filter(|e| e.repository == repository && e.test_id == test_id).collect();
+    want.sort_by_key(|e| std::cmp::Reverse((e.finished_at, e.attempt)));
+    let got: Vec<&str> = history["rows"].as_array().unwrap().iter().map(|r| r["event_id"].as_str().unwrap()).collect();
+    let want: Vec<String> = want.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(got, want, "history of {test_id}");
+    let missing = http.get(format!("{base}/api/v1/tests/history")).send().await.unwrap();
+    assert_eq!(missing.status(), 400);
+
     // Bad requests are 400s with a message.
     for (path, extra) in [
         ("/api/v1/trends", vec![("interval", "weekly".to_owned())]),
         ("/api/v1/dashboard", vec![("from", "yesterday".to_owned())]),
+        ("/api/v1/dashboard", vec![("format", "xml".to_owned())]),
+        ("/api/v1/trends", vec![("page", "0".to_owned())]),
+        ("/api/v1/flaky", vec![("state", "sometimes".to_owned())]),
+        ("/api/v1/flaky", vec![("sort", "name; DROP TABLE".to_owned())]),
+        ("/api/v1/flaky", vec![("min_executions", "-1".to_owned())]),
     ] {
         let response = http.get(format!("{base}{path}")).query(&extra).send().await.unwrap();
         assert_eq!(response.status(), 400, "{path} {extra:?}");
