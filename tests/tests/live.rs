@@ -88,9 +88,10 @@ async fn dashboards_are_pushed_fresh_numbers_and_alerts() {
         assert_eq!(got["passed"].as_i64(), Some(want.passed));
         assert_eq!(got["failed"].as_i64(), Some(want.failed));
         assert!(model::close(got["pass_rate"].as_f64(), want.pass_rate));
-        // Nothing changed since: the next read is a hit with the same numbers.
-        let (again, cache) = dashboard().await;
-        assert_eq!((again["runs"].as_i64(), cache.as_str()), (Some(want.runs), "hit"));
+        // Later notices of the same landing (another partition's flush, a second recompute) may
+        // invalidate it again, but never back to older numbers.
+        let (again, _) = dashboard().await;
+        assert_eq!(again["runs"].as_i64(), Some(want.runs));
     }
     println!("produce → pushed update → fresh dashboard: {latencies:?}");
 
