@@ -99,13 +99,22 @@ async fn load(addr: std::net::SocketAddr, paths: &[String], seconds: u64) -> Loa
     let elapsed = started.elapsed();
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    Load { requests: latencies.len(), per_second: latencies.len() as f64 / elapsed.as_secs_f64(), p50: at(0.5), p99: at(0.99) }
+    Load {
+        requests: latencies.len(),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+    }
 }
 
 /// A lake of `days` days of fleet results with its trends materialized. Returns the event count.
 async fn build_lake(lake: &Lake, days: i64) -> usize {
-    let mut fleet =
-        Fleet::new(FleetConfig { repositories: 4, suites_per_repository: 5, tests_per_suite: 20, ..Default::default() });
+    let mut fleet = Fleet::new(FleetConfig {
+        repositories: 4,
+        suites_per_repository: 5,
+        tests_per_suite: 20,
+        ..Default::default()
+    });
     let end = Utc::now();
     let start = end - chrono::Duration::days(days);
     let mut by_date: std::collections::BTreeMap<chrono::NaiveDate, Vec<TestEvent>> = Default::default();
@@ -121,7 +130,8 @@ async fn build_lake(lake: &Lake, days: i64) -> usize {
     for (date, es) in &by_date {
         let mut builder = ResultsBuilder::default();
         for (offset, e) in es.iter().enumerate() {
-            builder.append(e, Lineage { topic: "bench", partition: 0, offset: offset as i64, ingested_at: e.finished_at });
+            builder
+                .append(e, Lineage { topic: "bench", partition: 0, offset: offset as i64, ingested_at: e.finished_at });
         }
         let path = format!("results/date={date}/hour=00/bench.parquet");
         let batch = builder.finish().expect("batch");

@@ -23,21 +23,21 @@ use crate::error::ApiError;
 use crate::params::{Filters, Range};
 use crate::render::{View, respond};
 
-fn ts(t: DateTime<Utc>) -> Expr {
+pub(crate) fn ts(t: DateTime<Utc>) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into())))
 }
 
-fn date_text(d: NaiveDate) -> String {
+pub(crate) fn date_text(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
 /// The date partitions a range touches.
-fn dates(range: Range) -> std::ops::RangeInclusive<NaiveDate> {
+pub(crate) fn dates(range: Range) -> std::ops::RangeInclusive<NaiveDate> {
     let last = (range.to - chrono::Duration::microseconds(1)).date_naive();
     range.from.date_naive()..=last.max(range.from.date_naive())
 }
 
-async fn collect(df: DataFrame) -> Result<RecordBatch, ApiError> {
+pub(crate) async fn collect(df: DataFrame) -> Result<RecordBatch, ApiError> {
     let schema = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await?;
     Ok(concat_batches(&schema, &batches)?)
@@ -45,7 +45,12 @@ async fn collect(df: DataFrame) -> Result<RecordBatch, ApiError> {
 
 /// Rows of a trends table whose bucket starts in the range and that match the filters. The
 /// `date` partition column prunes files before any is opened.
-async fn filtered(ctx: &SessionContext, table: Table, range: Range, filters: &Filters) -> Result<DataFrame, ApiError> {
+pub(crate) async fn filtered(
+    ctx: &SessionContext,
+    table: Table,
+    range: Range,
+    filters: &Filters,
+) -> Result<DataFrame, ApiError> {
     let days = dates(range);
     let mut df = ctx
         .table(table.name())
@@ -58,7 +63,7 @@ async fn filtered(ctx: &SessionContext, table: Table, range: Range, filters: &Fi
     Ok(df)
 }
 
-fn head(range: Range, filters: &Filters) -> Map<String, Value> {
+pub(crate) fn head(range: Range, filters: &Filters) -> Map<String, Value> {
     let Value::Object(head) = json!({
         "from": range.from,
         "to": range.to,
@@ -93,7 +98,7 @@ pub async fn trends(
     let shape = q.view.shape(&headers)?;
     let range = q.filters.range(Utc::now())?;
     let key = format!("trends|{interval:?}|{}", q.filters.key(range));
-    let coverage = Coverage { tables: vec![interval.table()], dates: Some(dates(range)) };
+    let coverage = Coverage::of(interval.table(), Some(dates(range)));
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
@@ -132,7 +137,7 @@ pub async fn dashboard(
     let shape = q.view.shape(&headers)?;
     let range = q.filters.range(Utc::now())?;
     let key = format!("dashboard|{}", q.filters.key(range));
-    let coverage = Coverage { tables: vec![Table::TrendsHourly], dates: Some(dates(range)) };
+    let coverage = Coverage::of(Table::TrendsHourly, Some(dates(range)));
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
@@ -199,17 +204,12 @@ pub async fn flaky(
         })?,
     };
     let key = format!("flaky|{:?}|{:?}|{:?}|{wanted}|{min_executions}|{sort}", q.repository, q.suite, q.test_id);
-    let coverage = Coverage { tables: vec![Table::FlakyScores], dates: None };
+    let coverage = Coverage::of(Table::FlakyScores, None);
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
             let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
-            let latest = collect(ctx.sql("SELECT max(date) AS d FROM flaky_scores").await?).await?;
-            let latest = latest
-                .column(0)
-                .as_string_opt::<i32>()
-                .filter(|a| a.len() == 1 && !a.is_null(0))
-                .map(|a| a.value(0).to_owned());
+            let latest = crate::insights::latest_snapshot(&ctx).await?;
             let schema = testlake_schemas::tables::flaky_scores_schema();
             let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             let mut df =
@@ -249,6 +249,30 @@ pub async fn flaky(
     respond(&answer, shape, &headers, hit)
 }
 
+/// Registers `name` as the committed `results` files of the dates `range` touches (never a
+/// folder listing, which may hold a crashed flush's files until recovery).
+pub(crate) async fn register_committed(
+    state: &AppState,
+    ctx: &SessionContext,
+    name: &str,
+    range: Range,
+) -> Result<(), ApiError> {
+    let files: Vec<String> = {
+        let mut committed = state.committed.lock().await;
+        committed.refresh(&state.lake).await?;
+        let days = dates(range);
+        days.start().iter_days().take_while(|d| d <= days.end()).flat_map(|d| committed.results_for(d)).collect()
+    };
+    if files.is_empty() {
+        let empty =
+            datafusion::datasource::MemTable::try_new(testlake_schemas::tables::results_schema(), vec![vec![]])?;
+        ctx.register_table(name, Arc::new(empty))?;
+    } else {
+        testlake_compute::catalog::register_files(ctx, &state.lake, name, Table::Results, &files)?;
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
 pub struct HistoryQuery {
     pub repository: Option<String>,
@@ -280,36 +304,12 @@ pub async fn history(
     };
     let range = filters.range(Utc::now())?;
     let key = format!("history|{test_id:?}|{}", filters.key(range));
-    let coverage = Coverage { tables: vec![Table::Results], dates: Some(dates(range)) };
+    let coverage = Coverage::of(Table::Results, Some(dates(range)));
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
-            let files: Vec<String> = {
-                let mut committed = state.committed.lock().await;
-                committed.refresh(&state.lake).await?;
-                let days = dates(range);
-                days.start()
-                    .iter_days()
-                    .take_while(|d| d <= days.end())
-                    .flat_map(|d| committed.results_for(d))
-                    .collect()
-            };
             let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
-            if files.is_empty() {
-                let empty = datafusion::datasource::MemTable::try_new(
-                    testlake_schemas::tables::results_schema(),
-                    vec![vec![]],
-                )?;
-                ctx.register_table("committed_results", Arc::new(empty))?;
-            } else {
-                testlake_compute::catalog::register_files(
-                    &ctx,
-                    &state.lake,
-                    "committed_results",
-                    Table::Results,
-                    &files,
-                )?;
-            }
+            register_committed(&state, &ctx, "committed_results", range).await?;
             let mut df = ctx
                 .table("committed_results")
                 .await?

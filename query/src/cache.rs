@@ -26,17 +26,27 @@ use testlake_schemas::{Landed, Table};
 
 use crate::error::ApiError;
 
-/// What an answer was computed from.
-#[derive(Debug, Clone, PartialEq)]
+/// What an answer was computed from: tables, each with the date partitions read (`None` when
+/// any date may matter, e.g. "the latest snapshot").
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Coverage {
-    pub tables: Vec<Table>,
-    /// The date partitions read; `None` when any date may matter (e.g. "the latest snapshot").
-    pub dates: Option<RangeInclusive<NaiveDate>>,
+    pub parts: Vec<(Table, Option<RangeInclusive<NaiveDate>>)>,
 }
 
 impl Coverage {
+    /// `table` over the `dates` partitions.
+    pub fn of(table: Table, dates: Option<RangeInclusive<NaiveDate>>) -> Self {
+        Self { parts: vec![(table, dates)] }
+    }
+
+    /// Also `table` over `dates`.
+    pub fn and(mut self, table: Table, dates: Option<RangeInclusive<NaiveDate>>) -> Self {
+        self.parts.push((table, dates));
+        self
+    }
+
     pub fn covers(&self, table: &str, date: NaiveDate) -> bool {
-        self.tables.iter().any(|t| t.name() == table) && self.dates.as_ref().is_none_or(|d| d.contains(&date))
+        self.parts.iter().any(|(t, d)| t.name() == table && d.as_ref().is_none_or(|d| d.contains(&date)))
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cache;
 pub mod error;
+pub mod insights;
 pub mod live;
 pub mod params;
 pub mod render;
@@ -82,6 +83,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/dashboard", get(api::dashboard))
         .route("/api/v1/flaky", get(api::flaky))
         .route("/api/v1/tests/history", get(api::history))
+        .route("/api/v1/health", get(insights::health))
+        .route("/api/v1/compare", get(insights::compare))
         .route("/api/v1/events", get(live::events))
         .with_state(state)
 }

@@ -385,6 +385,51 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
     assert!(flaky_only["rows"].as_array().unwrap().iter().all(|r| r["state"] == "flaky"));
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked by score: {scores:?}");
 
+    // Health score per repository from the documented formula, over the model's pass rate and
+    // the snapshot's states.
+    let health: Value = get("/api/v1/health", vec![]).await.unwrap().json().await.unwrap();
+    let health_rows = health["rows"].as_array().unwrap();
+    assert_eq!(health_rows.len(), 3, "{health}");
+    for row in health_rows {
+        let repository = row["repository"].as_str().unwrap();
+        let states: Vec<&str> =
+            rows.iter().filter(|r| r["repository"] == repository).map(|r| r["state"].as_str().unwrap()).collect();
+        let share = |s: &str| states.iter().filter(|x| **x == s).count() as f64 / states.len() as f64;
+        let pass_rate = model::summary(&events, Some(repository)).pass_rate.unwrap();
+        let want = 100.0 * (0.5 * pass_rate + 0.3 * (1.0 - share("flaky")) + 0.2 * (1.0 - share("broken")));
+        assert!(model::close(row["health"].as_f64(), Some(want)), "{row} vs {want}");
+        assert_eq!(row["tests"].as_u64(), Some(states.len() as u64));
+    }
+
+    // This day against the day before.
+    let compare: Value =
+        http.get(format!("{base}/api/v1/compare")).query(&[("days", "1")]).send().await.unwrap().json().await.unwrap();
+    let midnight = Utc::now().date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let (today_events, yesterday_events): (Vec<TestEvent>, Vec<TestEvent>) = events
+        .iter()
+        .filter(|e| e.finished_at >= midnight - TimeDelta::days(1))
+        .cloned()
+        .partition(|e| e.finished_at >= midnight);
+    for (period, es) in [("current", &today_events), ("previous", &yesterday_events)] {
+        let want = model::summary(es, None);
+        assert_eq!(compare[format!("{period}_runs")].as_i64(), Some(want.runs), "{period}: {compare}");
+        assert_eq!(compare[format!("{period}_failed")].as_i64(), Some(want.failed), "{period}: {compare}");
+        assert!(model::close(compare[format!("{period}_pass_rate")].as_f64(), want.pass_rate), "{compare}");
+    }
+    let failing = |es: &[TestEvent]| -> BTreeSet<(String, String)> {
+        es.iter().filter(|e| e.status.is_failure()).map(|e| (e.repository.clone(), e.test_id.clone())).collect()
+    };
+    let ran_before: BTreeSet<(String, String)> = yesterday_events
+        .iter()
+        .filter(|e| e.status != testlake_schemas::Status::Skipped)
+        .map(|e| (e.repository.clone(), e.test_id.clone()))
+        .collect();
+    let failed_before = failing(&yesterday_events);
+    let new_failures =
+        failing(&today_events).into_iter().filter(|t| ran_before.contains(t) && !failed_before.contains(t)).count();
+    assert_eq!(compare["new_failures"].as_u64(), Some(new_failures as u64), "{compare}");
+    assert_eq!(compare["newly_flaky"], Value::Null, "no snapshot of yesterday was computed: {compare}");
+
     // Drill-down: one test's executions, newest first, exactly the produced ones.
     let (repository, test_id) = expected.keys().next().unwrap().clone();
     let history: Value = get(

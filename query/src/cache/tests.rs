@@ -12,7 +12,7 @@ fn day(d: u32) -> NaiveDate {
 }
 
 fn coverage(table: Table, from: u32, to: u32) -> Coverage {
-    Coverage { tables: vec![table], dates: Some(day(from)..=day(to)) }
+    Coverage::of(table, Some(day(from)..=day(to)))
 }
 
 fn notice(table: Table, d: u32) -> Landed {
@@ -63,7 +63,7 @@ async fn a_notice_invalidates_exactly_the_answers_covering_it() {
     let (cache, source) = (AnswerCache::new(1 << 20), Source::new(Duration::ZERO));
     let week1 = coverage(Table::TrendsHourly, 1, 7);
     let week2 = coverage(Table::TrendsHourly, 8, 14);
-    let daily = coverage(Table::TrendsDaily, 1, 7);
+    let daily = coverage(Table::TrendsDaily, 1, 7).and(Table::FlakyScores, None);
     for (key, c) in [("week1", &week1), ("week2", &week2), ("daily", &daily)] {
         cache.get(key, c, || source.load()).await.unwrap();
     }
@@ -75,6 +75,9 @@ async fn a_notice_invalidates_exactly_the_answers_covering_it() {
     assert_eq!((hit1, hit2, hit3), (false, true, true), "only the hourly answer covering day 3 reloads");
     assert_eq!(source.loads(), 4);
     assert_eq!(cache.stats.invalidated_answers.load(Ordering::Relaxed), 1);
+    cache.invalidate(&notice(Table::FlakyScores, 28));
+    let (_, hit) = cache.get("daily", &daily, || source.load()).await.unwrap();
+    assert!(!hit, "a table covered at any date");
 }
 
 #[tokio::test]
