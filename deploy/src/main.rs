@@ -71,6 +71,23 @@ enum Command {
         #[arg(long, env = "TESTLAKE_FLEET_RATE", default_value_t = 0)]
         fleet_rate: u64,
     },
+    /// Run one read-only SQL statement over the lake's tables (the same tables and rules as
+    /// `POST /api/v1/sql`). Reads the statement from stdin when none is given.
+    Sql {
+        #[command(flatten)]
+        lake: LakeArgs,
+        /// The statement, e.g. "SELECT repository, count(*) FROM results GROUP BY 1".
+        statement: Option<String>,
+        /// table (aligned text), csv or json (one object per line).
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 10_000)]
+        max_rows: usize,
+        /// Stop the statement after this long.
+        #[arg(long, default_value = "5min")]
+        timeout: humantime::Duration,
+    },
     /// Convert JUnit XML reports into events (every retry attempt its own event) and produce them.
     Junit {
         #[command(flatten)]
@@ -377,6 +394,36 @@ async fn main() -> Result<()> {
                 });
             }
             stack.wait().await?;
+        }
+        Command::Sql { lake, statement, format, max_rows, timeout } => {
+            let statement = match statement {
+                Some(s) => s,
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            let lake = Lake::open(&lake.lake)?;
+            let limits = testlake_query::sql::SqlLimits { timeout: *timeout, max_rows, ..Default::default() };
+            let mut committed = Default::default();
+            let ctx = testlake_query::sql::session(&lake, &mut committed, &limits)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let answer =
+                testlake_query::sql::run(&ctx, &statement, &limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let stdout = std::io::stdout();
+            match format.as_str() {
+                "table" => println!("{}", arrow::util::pretty::pretty_format_batches(&[answer.batch])?),
+                "csv" => {
+                    arrow::csv::WriterBuilder::new().with_header(true).build(stdout.lock()).write(&answer.batch)?
+                }
+                "json" => {
+                    let mut writer = arrow::json::LineDelimitedWriter::new(stdout.lock());
+                    writer.write(&answer.batch)?;
+                    writer.finish()?;
+                }
+                other => anyhow::bail!("--format must be table, csv or json, got {other:?}"),
+            }
+            if answer.truncated {
+                eprintln!("(truncated at {max_rows} rows; raise --max-rows for more)");
+            }
         }
         Command::Junit { kafka, files, repository, branch, commit, run_id, job_id, dry_run } => {
             let mut context = testlake::junit::context_from_env(|name| std::env::var(name).ok());

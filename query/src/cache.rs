@@ -73,6 +73,11 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// An answer that is not cached (a SQL statement's).
+    pub fn uncached(loaded: Loaded) -> Result<Self, ApiError> {
+        Self::new(loaded, 0, Coverage::default())
+    }
+
     fn new(loaded: Loaded, epoch: u64, coverage: Coverage) -> Result<Self, ApiError> {
         let mut hasher = std::hash::DefaultHasher::new();
         serde_json::to_string(&loaded.head).expect("json").hash(&mut hasher);

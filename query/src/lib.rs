@@ -12,6 +12,7 @@ pub mod insights;
 pub mod live;
 pub mod params;
 pub mod render;
+pub mod sql;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ pub struct AppState {
     /// Events for connected dashboards.
     pub live: broadcast::Sender<LiveEvent>,
     pub alerts: AlertConfig,
+    pub sql_limits: sql::SqlLimits,
     /// Cancelled when the service stops: ends the event streams so shutdown need not wait for them.
     pub stopping: CancellationToken,
 }
@@ -56,6 +58,7 @@ impl AppState {
             committed: Default::default(),
             live: broadcast::channel(1024).0,
             alerts: config.alerts.clone(),
+            sql_limits: config.sql_limits.clone(),
             stopping: CancellationToken::new(),
         }
     }
@@ -67,11 +70,12 @@ pub struct ServeConfig {
     /// The memory budget of cached answers, in bytes.
     pub cache_bytes: u64,
     pub alerts: AlertConfig,
+    pub sql_limits: sql::SqlLimits,
 }
 
 impl ServeConfig {
     pub fn new(listen: SocketAddr) -> Self {
-        Self { listen, cache_bytes: 256 << 20, alerts: AlertConfig::default() }
+        Self { listen, cache_bytes: 256 << 20, alerts: AlertConfig::default(), sql_limits: Default::default() }
     }
 }
 
@@ -86,6 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/health", get(insights::health))
         .route("/api/v1/compare", get(insights::compare))
         .route("/api/v1/events", get(live::events))
+        .route("/api/v1/sql", axum::routing::post(sql::endpoint))
         .with_state(state)
 }
 

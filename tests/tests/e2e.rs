@@ -450,6 +450,55 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
     let missing = http.get(format!("{base}/api/v1/tests/history")).send().await.unwrap();
     assert_eq!(missing.status(), 400);
 
+    // Read-only SQL over the same tables, over HTTP and from the command line.
+    let sql = |body: Value| http.post(format!("{base}/api/v1/sql")).json(&body).send();
+    let answer: Value = sql(json!({"sql": "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM results"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["rows"][0]["n"].as_i64(), Some(valid), "{answer}");
+    assert_eq!(answer["rows"][0]["ids"].as_i64(), Some(valid), "{answer}");
+    assert_eq!(answer["truncated"], false);
+    let by_date: Value = sql(json!({
+        "sql": "SELECT date, count(*) AS n FROM results GROUP BY date ORDER BY date", "max_rows": 1
+    }))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let first_date = events.iter().map(|e| e.finished_at.date_naive()).min().unwrap();
+    let on_first = events.iter().filter(|e| e.finished_at.date_naive() == first_date).count() as i64;
+    assert_eq!(by_date["rows"][0]["date"], first_date.to_string(), "{by_date}");
+    assert_eq!(by_date["rows"][0]["n"].as_i64(), Some(on_first), "{by_date}");
+    assert_eq!((by_date["rows"].as_array().unwrap().len(), &by_date["truncated"]), (1, &json!(true)));
+    for statement in ["DROP VIEW results", "COPY (SELECT 1) TO '/tmp/testlake-e2e-copy.csv'", "SELECT * FROM nowhere"] {
+        let response = sql(json!({ "sql": statement })).await.unwrap();
+        assert_eq!(response.status(), 400, "{statement}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+    let text = http
+        .post(format!("{base}/api/v1/sql?format=csv"))
+        .header("content-type", "text/plain")
+        .body("SELECT count(*) AS n FROM rejected")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, format!("n\n{bad_sent}\n"));
+    let cli = std::process::Command::new(testlake_tests::testlake_binary())
+        .args(["sql", "--lake", lake_dir.path().to_str().unwrap(), "--format", "csv"])
+        .arg("SELECT count(*) AS n FROM results")
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert_eq!(String::from_utf8_lossy(&cli.stdout), format!("n\n{valid}\n"));
+
     // Bad requests are 400s with a message.
     for (path, extra) in [
         ("/api/v1/trends", vec![("interval", "weekly".to_owned())]),

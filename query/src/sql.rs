@@ -1,0 +1,161 @@
+//! Read-only SQL over the lake's tables, for `POST /api/v1/sql` and `testlake sql`.
+//!
+//! What keeps it read-only and inside the lake:
+//! - DataFusion's `SQLOptions` refuse any plan with DDL (`CREATE [EXTERNAL] TABLE`, views, …),
+//!   DML (`INSERT`, `COPY … TO`) or statements (`SET`, transactions); only queries run.
+//! - The session knows only the lake's tables; URL tables (`SELECT * FROM '/etc/passwd'`) are off
+//!   (DataFusion's default) and no file-reading table function is registered.
+//! - Every statement runs under a memory pool of `memory_bytes` and a `timeout`, and returns at
+//!   most `max_rows` rows (the answer says whether it was truncated).
+//!
+//! `results` is a view over the *committed* `results` files only (never a folder listing, which
+//! may show a crashed flush's files until recovery), with `date` and `hour` derived from
+//! `finished_at` exactly as the partition folders are named.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use testlake_schemas::commits::CommittedFiles;
+use testlake_schemas::{Lake, Table};
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlLimits {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub max_rows: usize,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(30), memory_bytes: 512 << 20, max_rows: 10_000 }
+    }
+}
+
+/// The name the committed `results` files are registered under, behind the `results` view.
+const COMMITTED: &str = "committed_results_files";
+
+/// A session with every lake table under its name, memory-limited.
+pub async fn session(
+    lake: &Lake,
+    committed: &mut CommittedFiles,
+    limits: &SqlLimits,
+) -> Result<SessionContext, ApiError> {
+    let runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory_bytes, 1.0).build_arc()?;
+    let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.register_object_store(&lake.store_url(), Arc::clone(lake.store()));
+    for table in Table::ALL.into_iter().filter(|t| *t != Table::Results) {
+        testlake_compute::catalog::register(&ctx, lake, table)?;
+    }
+    committed.refresh(lake).await?;
+    let files: Vec<String> = committed.dates().into_iter().flat_map(|d| committed.results_for(d)).collect();
+    if files.is_empty() {
+        let empty =
+            datafusion::datasource::MemTable::try_new(testlake_schemas::tables::results_schema(), vec![vec![]])?;
+        ctx.register_table(COMMITTED, Arc::new(empty))?;
+    } else {
+        testlake_compute::catalog::register_files(&ctx, lake, COMMITTED, Table::Results, &files)?;
+    }
+    ctx.sql(&format!(
+        "CREATE VIEW results AS SELECT *, to_char(finished_at, '%Y-%m-%d') AS date, to_char(finished_at, '%H') AS hour
+         FROM {COMMITTED}"
+    ))
+    .await?;
+    Ok(ctx)
+}
+
+/// The answer of one statement: at most `max_rows` rows, and whether more were cut off.
+pub struct SqlAnswer {
+    pub batch: RecordBatch,
+    pub truncated: bool,
+}
+
+/// Runs one read-only statement. Bad SQL, a refused statement or an exceeded limit is a
+/// `BadRequest` carrying DataFusion's message.
+pub async fn run(ctx: &SessionContext, sql: &str, limits: &SqlLimits) -> Result<SqlAnswer, ApiError> {
+    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let bad = |e: datafusion::error::DataFusionError| ApiError::BadRequest(e.to_string());
+    let (ctx, sql, limits) = (ctx.clone(), sql.to_owned(), limits.clone());
+    let timeout = limits.timeout;
+    // On its own task, so the timeout fires even while the plan is busy; aborting it stops the
+    // plan at its next yield (between batches).
+    let mut work = tokio::spawn(async move {
+        let sql = sql.as_str();
+        let df = ctx.sql_with_options(sql, options).await.map_err(bad)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches =
+            df.limit(0, Some(limits.max_rows + 1)).map_err(bad)?.collect().await.map_err(|e| match e.find_root() {
+                datafusion::error::DataFusionError::ResourcesExhausted(_) => {
+                    ApiError::BadRequest(format!("the statement exceeded its memory limit: {e}"))
+                }
+                _ => ApiError::from(e),
+            })?;
+        let batch = concat_batches(&schema, &batches)?;
+        let truncated = batch.num_rows() > limits.max_rows;
+        Ok(SqlAnswer { batch: batch.slice(0, batch.num_rows().min(limits.max_rows)), truncated })
+    });
+    match tokio::time::timeout(timeout, &mut work).await {
+        Ok(done) => done.map_err(|e| ApiError::BadRequest(format!("the statement failed: {e}")))?,
+        Err(_) => {
+            work.abort();
+            Err(ApiError::BadRequest(format!("the statement ran longer than {timeout:?} and was stopped")))
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct SqlRequest {
+    pub sql: String,
+    /// At most this many rows (default and upper bound: the service's `max_rows`).
+    pub max_rows: Option<usize>,
+}
+
+/// `POST /api/v1/sql`: a JSON body `{"sql": "…", "max_rows": n}` or the statement as plain text.
+/// The answer is shown like any other (`format=` or `Accept`): JSON carries `truncated`.
+pub async fn endpoint(
+    axum::extract::State(state): axum::extract::State<Arc<crate::AppState>>,
+    axum::extract::Query(view): axum::extract::Query<crate::render::View>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    let shape = view.shape(&headers)?;
+    let json_body = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let request = if json_body {
+        serde_json::from_slice::<SqlRequest>(&body)
+            .map_err(|e| ApiError::BadRequest(format!("the body must be {{\"sql\": \"…\"}}: {e}")))?
+    } else {
+        let sql = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("the body must be UTF-8".into()))?;
+        SqlRequest { sql: sql.to_owned(), max_rows: None }
+    };
+    if request.sql.trim().is_empty() {
+        return Err(ApiError::BadRequest("no SQL statement in the body".into()));
+    }
+    let mut limits = state.sql_limits.clone();
+    limits.max_rows = request.max_rows.unwrap_or(limits.max_rows).min(limits.max_rows);
+    let ctx = {
+        let mut committed = state.committed.lock().await;
+        session(&state.lake, &mut committed, &limits).await?
+    };
+    let answer = run(&ctx, &request.sql, &limits).await?;
+    let serde_json::Value::Object(head) = serde_json::json!({
+        "truncated": answer.truncated,
+        "max_rows": limits.max_rows,
+    }) else {
+        unreachable!()
+    };
+    let answer = crate::cache::Answer::uncached(crate::cache::Loaded { head, batch: answer.batch, object: false })?;
+    let shape = crate::render::Shape { page: 1, size: limits.max_rows.max(1), ..shape };
+    crate::render::respond(&answer, shape, &headers, false)
+}
+
+#[cfg(test)]
+mod tests;
