@@ -228,6 +228,9 @@ struct ServeArgs {
     /// Push an alert when a repository's pass rate today drops below this (0: no alerts).
     #[arg(long, env = "TESTLAKE_ALERT_PASS_RATE", default_value_t = 0.8)]
     alert_pass_rate: f64,
+    /// Require this bearer token on /api/* (probes stay open). Prefer the environment variable.
+    #[arg(long, env = "TESTLAKE_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -235,6 +238,7 @@ impl ServeArgs {
         let mut config = ServeConfig::new(self.listen);
         config.cache_bytes = self.cache_bytes;
         config.alerts.pass_rate_below = Some(self.alert_pass_rate).filter(|r| *r > 0.0);
+        config.auth_token = self.api_token.clone().filter(|t| !t.is_empty());
         config
     }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cache;
 pub mod error;
+pub mod http;
 pub mod insights;
 pub mod live;
 pub mod params;
@@ -45,6 +46,9 @@ pub struct AppState {
     pub live: broadcast::Sender<LiveEvent>,
     pub alerts: AlertConfig,
     pub sql_limits: sql::SqlLimits,
+    /// With a token, `/api/*` requires it.
+    pub auth_token: Option<String>,
+    pub requests: http::RequestMetrics,
     /// Cancelled when the service stops: ends the event streams so shutdown need not wait for them.
     pub stopping: CancellationToken,
 }
@@ -59,6 +63,8 @@ impl AppState {
             live: broadcast::channel(1024).0,
             alerts: config.alerts.clone(),
             sql_limits: config.sql_limits.clone(),
+            auth_token: config.auth_token.clone(),
+            requests: Default::default(),
             stopping: CancellationToken::new(),
         }
     }
@@ -71,17 +77,26 @@ pub struct ServeConfig {
     pub cache_bytes: u64,
     pub alerts: AlertConfig,
     pub sql_limits: sql::SqlLimits,
+    /// Bearer token required by `/api/*` (`None`: open).
+    pub auth_token: Option<String>,
 }
 
 impl ServeConfig {
     pub fn new(listen: SocketAddr) -> Self {
-        Self { listen, cache_bytes: 256 << 20, alerts: AlertConfig::default(), sql_limits: Default::default() }
+        Self {
+            listen,
+            cache_bytes: 256 << 20,
+            alerts: AlertConfig::default(),
+            sql_limits: Default::default(),
+            auth_token: None,
+        }
     }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/readyz", get(http::readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/trends", get(api::trends))
         .route("/api/v1/dashboard", get(api::dashboard))
@@ -91,6 +106,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/compare", get(insights::compare))
         .route("/api/v1/events", get(live::events))
         .route("/api/v1/sql", axum::routing::post(sql::endpoint))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), http::authorize))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), http::measure))
         .with_state(state)
 }
 
@@ -99,6 +116,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>
     for render in &state.metrics {
         render(&mut out);
     }
+    state.requests.render(&mut out);
     let stats = &state.cache.stats;
     let counters = [
         ("testlake_query_cache_hits_total", "Answers served from the cache.", &stats.hits),

@@ -1,0 +1,139 @@
+//! What wraps every request: optional bearer-token auth for `/api/*`, and request metrics
+//! (counts by route and status, latency histograms by route) for `/metrics`. Probes —
+//! `/healthz`, `/readyz`, `/metrics` — are never behind the token.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Request counters and latency histograms.
+#[derive(Default)]
+pub struct RequestMetrics {
+    by_status: Mutex<BTreeMap<(String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl RequestMetrics {
+    fn observe(&self, route: &str, status: u16, seconds: f64) {
+        *self.by_status.lock().expect("metrics lock").entry((route.to_owned(), status)).or_default() += 1;
+        let mut latency = self.latency.lock().expect("metrics lock");
+        let h = latency.entry(route.to_owned()).or_default();
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            h.counts[i] += 1;
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+
+    /// Prometheus text.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP testlake_http_requests_total Requests by route and status.\n# TYPE testlake_http_requests_total counter"
+        );
+        for ((route, status), n) in self.by_status.lock().expect("metrics lock").iter() {
+            let _ = writeln!(out, "testlake_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP testlake_http_request_duration_seconds Request latency by route.\n\
+             # TYPE testlake_http_request_duration_seconds histogram"
+        );
+        for (route, h) in self.latency.lock().expect("metrics lock").iter() {
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS.iter().zip(h.counts) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "testlake_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "testlake_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n\
+                 testlake_http_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
+                 testlake_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count, h.sum, h.count
+            );
+        }
+    }
+}
+
+/// Counts the request under its route template (`/api/v1/trends`, never the raw URI, so the
+/// label set stays bounded).
+pub async fn measure(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.requests.observe(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// Whether two byte strings are equal, in time independent of where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// With a configured token, `/api/*` needs `Authorization: Bearer <token>` (or, for clients that
+/// cannot set headers such as a browser's `EventSource`, `access_token=<token>` in the query).
+pub async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(token) = state.auth_token.as_deref() else {
+        return next.run(request).await;
+    };
+    if !request.uri().path().starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let from_header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let from_query = request.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")));
+    let presented = from_header.or(from_query);
+    if presented.is_some_and(|p| same(p.as_bytes(), token.as_bytes())) {
+        return next.run(request).await;
+    }
+    let message = if presented.is_some() { "invalid bearer token" } else { "a bearer token is required" };
+    let mut response = (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": message }))).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"testlake\""));
+    response
+}
+
+/// `GET /readyz`: ready when the lake answers a listing.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    use futures::StreamExt;
+    let root = state.lake.path("");
+    let mut listing = state.lake.store().list(Some(&root));
+    match tokio::time::timeout(std::time::Duration::from_secs(5), listing.next()).await {
+        Ok(None | Some(Ok(_))) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Ok(Some(Err(e))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "unready", "error": e.to_string() })),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "unready", "error": "the lake did not answer within 5 s" })),
+        )
+            .into_response(),
+    }
+}
