@@ -5,8 +5,9 @@ set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*"; }
 
-# C toolchain and zlib for librdkafka's bundled build (rdkafka-sys), curl for rustup.
-packages=(build-essential pkg-config zlib1g-dev curl ca-certificates)
+# C toolchain and zlib for librdkafka's bundled build (rdkafka-sys), curl for rustup; chromium
+# and its WebDriver for the dashboard page's headless-browser test.
+packages=(build-essential pkg-config zlib1g-dev curl ca-certificates chromium chromium-driver)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

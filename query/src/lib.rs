@@ -11,6 +11,8 @@ pub mod error;
 pub mod http;
 pub mod insights;
 pub mod live;
+pub mod openapi;
+pub mod page;
 pub mod params;
 pub mod render;
 pub mod sql;
@@ -93,19 +95,34 @@ impl ServeConfig {
     }
 }
 
+/// The handler serving `path` — every entry of [`openapi::ENDPOINTS`] has one.
+pub fn handler(path: &str) -> Option<axum::routing::MethodRouter<Arc<AppState>>> {
+    Some(match path {
+        "/" => get(page::index),
+        "/healthz" => get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        "/readyz" => get(http::readyz),
+        "/metrics" => get(metrics),
+        "/api/v1/openapi.json" => get(|| async { axum::Json(openapi::document()) }),
+        "/api/v1/trends" => get(api::trends),
+        "/api/v1/dashboard" => get(api::dashboard),
+        "/api/v1/flaky" => get(api::flaky),
+        "/api/v1/tests/history" => get(api::history),
+        "/api/v1/health" => get(insights::health),
+        "/api/v1/compare" => get(insights::compare),
+        "/api/v1/events" => get(live::events),
+        "/api/v1/sql" => axum::routing::post(sql::endpoint),
+        _ => return None,
+    })
+}
+
+/// The service: exactly the documented endpoints.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
-        .route("/readyz", get(http::readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/trends", get(api::trends))
-        .route("/api/v1/dashboard", get(api::dashboard))
-        .route("/api/v1/flaky", get(api::flaky))
-        .route("/api/v1/tests/history", get(api::history))
-        .route("/api/v1/health", get(insights::health))
-        .route("/api/v1/compare", get(insights::compare))
-        .route("/api/v1/events", get(live::events))
-        .route("/api/v1/sql", axum::routing::post(sql::endpoint))
+    let mut router = Router::new();
+    for endpoint in openapi::ENDPOINTS {
+        let handler = handler(endpoint.path).unwrap_or_else(|| panic!("no handler for documented {}", endpoint.path));
+        router = router.route(endpoint.path, handler);
+    }
+    router
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), http::authorize))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), http::measure))
         .with_state(state)
