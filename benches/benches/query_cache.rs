@@ -136,7 +136,15 @@ async fn build_lake(lake: &Lake, days: i64) -> usize {
         let path = format!("results/date={date}/hour=00/bench.parquet");
         let batch = builder.finish().expect("batch");
         put_create(lake, &path, encode_parquet(&batch, &path).expect("encode")).await.expect("put");
-        testlake_compute::trends::materialize_date(&ctx, lake, *date, &[path]).await.expect("trends");
+        testlake_compute::trends::materialize_date(
+            &ctx,
+            lake,
+            *date,
+            &[path],
+            &testlake_compute::trends::Interval::ALL,
+        )
+        .await
+        .expect("trends");
         events += es.len();
     }
     events

@@ -8,10 +8,12 @@
 
 pub mod catalog;
 pub mod flaky;
+pub mod lease;
+pub mod metrics;
 pub mod schedule;
 pub mod trends;
 
-pub use schedule::{ComputeConfig, run, run_once};
+pub use schedule::{ComputeConfig, Scheduler, run, run_once};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,45 +1,78 @@
-//! When trends are recomputed: the dates named by landed-partition notices (debounced), plus a
-//! periodic cycle that finds dates whose `results` files changed since they were last computed,
-//! so a compute process that missed notices (or runs alone) still converges.
+//! When compute recomputes what.
 //!
-//! Flaky scores follow: whenever a date inside today's scoring window was recomputed, today's
-//! `flaky_scores` snapshot is refreshed, at most once per `flaky_refresh`. When the UTC day turns,
-//! the previous day's snapshot is computed one last time, as of the end of that day.
+//! - **Notices first.** Dates named by landed `results` notices are recomputed (both trends
+//!   tables) once the notices have settled for `debounce` — whatever their age, so late data for
+//!   an old hour lands in its trends too.
+//! - **A periodic cycle** (`enabled`, every `interval`, after `startup_delay`) catches what
+//!   notices missed: it lists `results`, and recomputes `trends_hourly` for dates within
+//!   `hourly_lookback` and `trends_daily` for dates within `daily_lookback` whose files changed
+//!   since this process last computed them — at most `batch_size` dates per cycle, the rest in the
+//!   next. Every task is logged as completed, skipped (unchanged, or another process holds its
+//!   lease) or failed, and each cycle logs its totals. Shutdown waits for a running cycle.
+//! - **Flaky scores** follow: after a date inside today's scoring window changed, today's
+//!   snapshot is refreshed at most once per `flaky_refresh`; when the UTC day turns, the previous
+//!   day's snapshot is computed one last time, as of the end of that day.
+//! - **Leases** ([`crate::lease`]): every task holds the lease of its partition, so several
+//!   compute processes never recompute the same partition at once.
+//!
+//! A date is the unit of recompute: both trends tables' date partitions depend only on the same
+//! date of `results` (exact percentiles need the whole day), so landing one hour costs one day's
+//! recompute, never the lake's.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt;
+use testlake_schemas::commits::CommittedFiles;
 use testlake_schemas::{Lake, Landed, Table};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use testlake_schemas::commits::CommittedFiles;
-
 use crate::flaky::{FlakyConfig, materialize_scores, window_dates};
-use crate::trends::materialize_date;
+use crate::lease::Leases;
+use crate::metrics::{ComputeMetrics, TaskOutcome};
+use crate::trends::{Interval, materialize_date};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct ComputeConfig {
-    /// How often the periodic cycle scans the lake for changed dates.
+    /// Whether the periodic cycle runs at all (notices drive recompute either way).
+    pub enabled: bool,
+    /// How often the periodic cycle runs.
     pub interval: Duration,
-    /// How long notices are gathered before their dates are recomputed together.
-    pub debounce: Duration,
+    /// How far back the cycle checks `trends_hourly` dates.
+    pub hourly_lookback: Duration,
+    /// How far back the cycle checks `trends_daily` dates.
+    pub daily_lookback: Duration,
     /// The shortest time between two refreshes of today's flaky scores.
     pub flaky_refresh: Duration,
-    /// The definitions' thresholds.
+    /// At most this many dates recomputed per cycle.
+    pub batch_size: usize,
+    /// How long after start the first cycle runs.
+    pub startup_delay: Duration,
+    /// How long notices are gathered before their dates are recomputed together.
+    pub debounce: Duration,
+    /// How long a partition's lease lasts unless released.
+    pub lease_ttl: Duration,
+    /// The flaky definitions' thresholds.
     pub flaky: FlakyConfig,
 }
 
 impl Default for ComputeConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             interval: Duration::from_secs(30),
-            debounce: Duration::from_millis(200),
+            hourly_lookback: Duration::from_secs(2 * 86_400),
+            daily_lookback: Duration::from_secs(7 * 86_400),
             flaky_refresh: Duration::from_secs(30),
+            batch_size: 64,
+            startup_delay: Duration::ZERO,
+            debounce: Duration::from_millis(200),
+            lease_ttl: Duration::from_secs(300),
             flaky: FlakyConfig::default(),
         }
     }
@@ -72,126 +105,307 @@ pub async fn scan_results(lake: &Lake) -> Result<BTreeMap<NaiveDate, DateVersion
     Ok(versions)
 }
 
-/// Recomputes `dates` from their committed files, logging each as completed or failed.
-/// Returns the dates that succeeded.
-pub async fn recompute(
-    lake: &Lake,
-    dates: &BTreeSet<NaiveDate>,
-    committed: &mut CommittedFiles,
-) -> Result<Vec<NaiveDate>> {
-    committed.refresh(lake).await?;
-    let ctx = crate::catalog::lake_session(lake)?;
-    let mut done = Vec::new();
-    for &date in dates {
-        let started = std::time::Instant::now();
-        match materialize_date(&ctx, lake, date, &committed.results_for(date)).await {
-            Ok(rows) => {
-                info!(%date, ?rows, elapsed_ms = started.elapsed().as_millis() as u64, "trends recomputed");
-                done.push(date);
-            }
-            Err(e) => warn!(%date, error = %e, "trends recompute failed"),
-        }
-    }
-    Ok(done)
+/// Counts of a batch of tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub completed: usize,
+    pub skipped: usize,
+    pub failed: usize,
 }
 
-/// Recomputes the flaky-scores snapshot of `date` from the committed files of its window.
-pub async fn recompute_flaky(
-    lake: &Lake,
-    date: NaiveDate,
-    committed: &mut CommittedFiles,
-    config: &FlakyConfig,
-) -> Result<()> {
-    committed.refresh(lake).await?;
-    let now = Utc::now();
-    let files: Vec<String> = window_dates(crate::flaky::as_of(date, now), config)
-        .into_iter()
-        .flat_map(|d| committed.results_for(d))
-        .collect();
-    let ctx = crate::catalog::lake_session(lake)?;
-    let started = std::time::Instant::now();
-    match materialize_scores(&ctx, lake, &files, date, now, config).await {
-        Ok(batch) => {
-            info!(%date, tests = batch.num_rows(), elapsed_ms = started.elapsed().as_millis() as u64, "flaky scores recomputed");
-            Ok(())
-        }
-        Err(e) => {
-            warn!(%date, error = %e, "flaky scores recompute failed");
-            Err(e)
+impl Tally {
+    fn add(&mut self, outcome: TaskOutcome) {
+        match outcome {
+            TaskOutcome::Completed => self.completed += 1,
+            TaskOutcome::Skipped => self.skipped += 1,
+            TaskOutcome::Failed => self.failed += 1,
         }
     }
+}
+
+/// One compute process's state: what it computed, its leases, its metrics.
+pub struct Scheduler {
+    lake: Lake,
+    config: ComputeConfig,
+    committed: CommittedFiles,
+    computed: BTreeMap<(Interval, NaiveDate), DateVersion>,
+    leases: Leases,
+    metrics: Arc<ComputeMetrics>,
+    announce: Option<broadcast::Sender<Landed>>,
+    flaky_dirty: bool,
+    flaky_last: Option<(NaiveDate, tokio::time::Instant)>,
+}
+
+impl Scheduler {
+    /// `announce` receives a notice for every partition this process rewrites.
+    pub fn new(lake: Lake, config: ComputeConfig, announce: Option<broadcast::Sender<Landed>>) -> Self {
+        let owner = format!("compute-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let leases = Leases::new(lake.clone(), owner, config.lease_ttl);
+        let metrics = Arc::new(ComputeMetrics::new(config.interval));
+        Self {
+            lake,
+            config,
+            committed: CommittedFiles::default(),
+            computed: BTreeMap::new(),
+            leases,
+            metrics,
+            announce,
+            flaky_dirty: true,
+            flaky_last: None,
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<ComputeMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Recomputes `intervals` of `date` under the date's lease.
+    async fn trends_task(&mut self, date: NaiveDate, intervals: &[Interval], version: DateVersion) -> TaskOutcome {
+        let started = Instant::now();
+        let key = format!("trends/{date}");
+        let outcome = match self.leases.try_acquire(&key).await {
+            Ok(None) => {
+                info!(task = "trends", %date, outcome = "skipped", reason = "another process holds the lease");
+                TaskOutcome::Skipped
+            }
+            Err(e) => {
+                warn!(task = "trends", %date, outcome = "failed", error = %e, "could not take the lease");
+                TaskOutcome::Failed
+            }
+            Ok(Some(lease)) => {
+                let result = async {
+                    self.committed.refresh(&self.lake).await?;
+                    let ctx = crate::catalog::lake_session(&self.lake)?;
+                    materialize_date(&ctx, &self.lake, date, &self.committed.results_for(date), intervals).await
+                }
+                .await;
+                if let Err(e) = self.leases.release(&lease).await {
+                    warn!(%date, error = %e, "could not release a lease; it expires by itself");
+                }
+                match result {
+                    Ok(rows) => {
+                        info!(task = "trends", %date, outcome = "completed", owner = self.leases.owner(), ?rows,
+                            elapsed_ms = started.elapsed().as_millis() as u64);
+                        for (interval, n) in rows {
+                            self.metrics.persisted(interval, n);
+                            self.computed.insert((interval, date), version);
+                            self.announce(interval.table(), date);
+                        }
+                        self.touched(date);
+                        TaskOutcome::Completed
+                    }
+                    Err(e) => {
+                        warn!(task = "trends", %date, outcome = "failed", error = %e);
+                        TaskOutcome::Failed
+                    }
+                }
+            }
+        };
+        for interval in intervals {
+            self.metrics.task(interval.table().name(), outcome, started.elapsed());
+        }
+        outcome
+    }
+
+    fn announce(&self, table: Table, date: NaiveDate) {
+        if let Some(tx) = &self.announce {
+            let path = testlake_schemas::paths::computed_file_path(table, date);
+            let _ = tx.send(Landed::new(table, testlake_schemas::HourPartition { date, hour: 0 }, vec![path], 0));
+        }
+    }
+
+    fn touched(&mut self, date: NaiveDate) {
+        if window_dates(Utc::now(), &self.config.flaky).contains(&date) {
+            self.flaky_dirty = true;
+        }
+    }
+
+    /// Recomputes both trends tables of `dates` (named by notices), whatever their age.
+    pub async fn on_notices(&mut self, dates: &BTreeSet<NaiveDate>) -> Result<Tally> {
+        // Versions read before computing: a file landing meanwhile makes the date dirty again.
+        let versions = scan_results(&self.lake).await?;
+        let mut tally = Tally::default();
+        for &date in dates {
+            let version = versions.get(&date).copied().unwrap_or_default();
+            tally.add(self.trends_task(date, &Interval::ALL, version).await);
+        }
+        Ok(tally)
+    }
+
+    /// One periodic cycle: the changed dates within the lookbacks, at most `batch_size` of them,
+    /// then the flaky snapshot if due.
+    pub async fn cycle(&mut self) -> Result<Tally> {
+        let started = Instant::now();
+        let versions = scan_results(&self.lake).await?;
+        let now = Utc::now();
+        let since = |lookback: Duration| (now - chrono::Duration::from_std(lookback).unwrap_or_default()).date_naive();
+        let (hourly_from, daily_from) = (since(self.config.hourly_lookback), since(self.config.daily_lookback));
+        let mut tally = Tally::default();
+        let mut due: Vec<(NaiveDate, Vec<Interval>, DateVersion)> = Vec::new();
+        for (&date, &version) in &versions {
+            let mut intervals = Vec::new();
+            for (interval, from) in [(Interval::Hourly, hourly_from), (Interval::Daily, daily_from)] {
+                if date < from {
+                    continue;
+                }
+                if self.computed.get(&(interval, date)) == Some(&version) {
+                    info!(task = interval.table().name(), %date, outcome = "skipped", reason = "unchanged");
+                    self.metrics.task(interval.table().name(), TaskOutcome::Skipped, Duration::ZERO);
+                    tally.skipped += 1;
+                } else {
+                    intervals.push(interval);
+                }
+            }
+            if !intervals.is_empty() {
+                due.push((date, intervals, version));
+            }
+        }
+        // Newest first: today's numbers matter most.
+        due.reverse();
+        if due.len() > self.config.batch_size {
+            info!(deferred = due.len() - self.config.batch_size, "dates left for the next cycle (batch size)");
+            due.truncate(self.config.batch_size);
+        }
+        for (date, intervals, version) in due {
+            tally.add(self.trends_task(date, &intervals, version).await);
+        }
+        if let Some(outcome) = self.flaky_if_due().await {
+            tally.add(outcome);
+        }
+        self.metrics.cycle(tally.failed, tally.completed + tally.skipped, started.elapsed());
+        info!(
+            completed = tally.completed,
+            skipped = tally.skipped,
+            failed = tally.failed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compute cycle finished"
+        );
+        Ok(tally)
+    }
+
+    /// Recomputes the flaky snapshot of `date` under its lease.
+    pub async fn flaky_task(&mut self, date: NaiveDate) -> TaskOutcome {
+        let started = Instant::now();
+        let outcome = match self.leases.try_acquire(&format!("flaky/{date}")).await {
+            Ok(None) => {
+                info!(task = "flaky_scores", %date, outcome = "skipped", reason = "another process holds the lease");
+                TaskOutcome::Skipped
+            }
+            Err(e) => {
+                warn!(task = "flaky_scores", %date, outcome = "failed", error = %e, "could not take the lease");
+                TaskOutcome::Failed
+            }
+            Ok(Some(lease)) => {
+                let now = Utc::now();
+                let result = async {
+                    self.committed.refresh(&self.lake).await?;
+                    let files: Vec<String> = window_dates(crate::flaky::as_of(date, now), &self.config.flaky)
+                        .into_iter()
+                        .flat_map(|d| self.committed.results_for(d))
+                        .collect();
+                    let ctx = crate::catalog::lake_session(&self.lake)?;
+                    materialize_scores(&ctx, &self.lake, &files, date, now, &self.config.flaky).await
+                }
+                .await;
+                if let Err(e) = self.leases.release(&lease).await {
+                    warn!(%date, error = %e, "could not release a lease; it expires by itself");
+                }
+                match result {
+                    Ok(batch) => {
+                        let flaky = flaky_count(&batch);
+                        if date == Utc::now().date_naive() {
+                            self.metrics.flaky_tests(flaky);
+                        }
+                        info!(task = "flaky_scores", %date, outcome = "completed", tests = batch.num_rows(), flaky,
+                            elapsed_ms = started.elapsed().as_millis() as u64);
+                        self.announce(Table::FlakyScores, date);
+                        TaskOutcome::Completed
+                    }
+                    Err(e) => {
+                        warn!(task = "flaky_scores", %date, outcome = "failed", error = %e);
+                        TaskOutcome::Failed
+                    }
+                }
+            }
+        };
+        self.metrics.task(Table::FlakyScores.name(), outcome, started.elapsed());
+        outcome
+    }
+
+    /// Today's flaky snapshot when due (and yesterday's final one when the day turned).
+    async fn flaky_if_due(&mut self) -> Option<TaskOutcome> {
+        let today = Utc::now().date_naive();
+        if let Some((date, _)) = self.flaky_last.filter(|(date, _)| *date < today) {
+            self.flaky_task(date).await; // the day is over: its snapshot becomes final
+            self.flaky_dirty = true;
+        }
+        let due = self.flaky_last.is_none_or(|(_, at)| at.elapsed() >= self.config.flaky_refresh);
+        if !(self.flaky_dirty && due) {
+            return None;
+        }
+        self.flaky_dirty = false;
+        self.flaky_last = Some((today, tokio::time::Instant::now()));
+        let outcome = self.flaky_task(today).await;
+        if outcome != TaskOutcome::Completed {
+            self.flaky_dirty = true;
+        }
+        Some(outcome)
+    }
+
+    /// Recomputes both trends tables and the flaky snapshot of every date in `[from, to]`,
+    /// reporting progress after each date.
+    pub async fn backfill(
+        &mut self,
+        from: NaiveDate,
+        to: NaiveDate,
+        mut progress: impl FnMut(usize, usize, NaiveDate, &Tally),
+    ) -> Result<Tally> {
+        let versions = scan_results(&self.lake).await?;
+        let dates: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+        let mut tally = Tally::default();
+        for (i, &date) in dates.iter().enumerate() {
+            let version = versions.get(&date).copied().unwrap_or_default();
+            tally.add(self.trends_task(date, &Interval::ALL, version).await);
+            tally.add(self.flaky_task(date).await);
+            progress(i + 1, dates.len(), date, &tally);
+        }
+        Ok(tally)
+    }
+}
+
+fn flaky_count(batch: &arrow::array::RecordBatch) -> u64 {
+    use arrow::array::AsArray;
+    batch
+        .column_by_name("state")
+        .map_or(0, |c| c.as_string::<i32>().iter().filter(|s| *s == Some("flaky")).count() as u64)
 }
 
 /// Recomputes every date that has committed results, and today's flaky scores, once.
-pub async fn run_once(lake: &Lake, config: &ComputeConfig) -> Result<Vec<NaiveDate>> {
-    let mut committed = CommittedFiles::default();
-    committed.refresh(lake).await?;
-    let dates: BTreeSet<NaiveDate> = committed.dates().into_iter().collect();
-    let done = recompute(lake, &dates, &mut committed).await?;
-    recompute_flaky(lake, Utc::now().date_naive(), &mut committed, &config.flaky).await?;
-    Ok(done)
+pub async fn run_once(lake: &Lake, config: &ComputeConfig) -> Result<Tally> {
+    let mut scheduler = Scheduler::new(lake.clone(), config.clone(), None);
+    scheduler.committed.refresh(lake).await?;
+    let dates: BTreeSet<NaiveDate> = scheduler.committed.dates().into_iter().collect();
+    let mut tally = scheduler.on_notices(&dates).await?;
+    tally.add(scheduler.flaky_task(Utc::now().date_naive()).await);
+    Ok(tally)
 }
 
-/// When today's flaky scores are due: after dates inside its window changed, at most once per
-/// `refresh`, and at the turn of the day.
-#[derive(Debug)]
-struct FlakyRefresh {
-    dirty: bool,
-    last: Option<(NaiveDate, tokio::time::Instant)>,
-}
-
-impl FlakyRefresh {
-    fn touched(&mut self, dates: &[NaiveDate], config: &FlakyConfig) {
-        let window = window_dates(Utc::now(), config);
-        if dates.iter().any(|d| window.contains(d)) {
-            self.dirty = true;
-        }
-    }
-
-    async fn run_if_due(
-        &mut self,
-        lake: &Lake,
-        committed: &mut CommittedFiles,
-        config: &ComputeConfig,
-        computed: &Option<broadcast::Sender<Landed>>,
-    ) {
-        let today = Utc::now().date_naive();
-        if let Some((date, _)) = self.last.filter(|(date, _)| *date < today) {
-            // The day is over: its snapshot becomes final, as of the end of that day.
-            if recompute_flaky(lake, date, committed, &config.flaky).await.is_ok() {
-                notify(computed, &[Table::FlakyScores], date);
-            }
-            self.dirty = true;
-        }
-        let due = self.last.is_none_or(|(_, at)| at.elapsed() >= config.flaky_refresh);
-        if self.dirty && due {
-            self.dirty = false;
-            self.last = Some((today, tokio::time::Instant::now()));
-            match recompute_flaky(lake, today, committed, &config.flaky).await {
-                Ok(()) => notify(computed, &[Table::FlakyScores], today),
-                Err(_) => self.dirty = true,
-            }
-        }
-    }
-}
-
-/// Runs until `shutdown`: recomputes dates named by `landed` notices, and every `interval` the
-/// dates whose results changed since they were computed. Sends a notice for each date it rewrote.
+/// Runs until `shutdown`: recomputes dates named by `landed` notices, runs the periodic cycle,
+/// refreshes flaky scores. A cycle that has started finishes before shutdown returns.
 pub async fn run(
-    lake: Lake,
-    config: ComputeConfig,
+    mut scheduler: Scheduler,
     mut landed: Option<broadcast::Receiver<Landed>>,
-    computed: Option<broadcast::Sender<Landed>>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut computed_versions: BTreeMap<NaiveDate, DateVersion> = BTreeMap::new();
-    let mut committed = CommittedFiles::default();
+    let config = scheduler.config.clone();
+    info!(enabled = config.enabled, interval = ?config.interval, hourly_lookback = ?config.hourly_lookback,
+        daily_lookback = ?config.daily_lookback, batch_size = config.batch_size, startup_delay = ?config.startup_delay,
+        flaky_refresh = ?config.flaky_refresh, "compute started");
     let mut dirty: BTreeSet<NaiveDate> = BTreeSet::new();
-    let mut periodic = tokio::time::interval(config.interval);
+    let start = tokio::time::Instant::now() + config.startup_delay;
+    let mut periodic = tokio::time::interval_at(start, config.interval);
     let mut debounce = tokio::time::interval(config.debounce);
-    let mut flaky_tick = tokio::time::interval(config.flaky_refresh);
-    let mut flaky = FlakyRefresh { dirty: true, last: None };
-    info!(interval = ?config.interval, "compute started");
+    let mut flaky_tick = tokio::time::interval_at(start, config.flaky_refresh);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -199,41 +413,23 @@ pub async fn run(
                 Ok(notice) if notice.table == Table::Results.name() => { dirty.insert(notice.date); }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(missed, "missed landed notices; the periodic scan will catch up");
+                    warn!(missed, "missed landed notices; the periodic cycle will catch up");
                     periodic.reset_immediately();
                 }
                 Err(broadcast::error::RecvError::Closed) => landed = None,
             },
             _ = debounce.tick(), if !dirty.is_empty() => {
                 let dates = std::mem::take(&mut dirty);
-                // Version read before computing: a file landing meanwhile makes the date dirty again.
-                let versions = scan_results(&lake).await?;
-                let done = recompute(&lake, &dates, &mut committed).await?;
-                for &date in &done {
-                    computed_versions.insert(date, versions.get(&date).copied().unwrap_or_default());
-                    notify(&computed, &[Table::TrendsHourly, Table::TrendsDaily], date);
-                }
-                flaky.touched(&done, &config.flaky);
-                flaky.run_if_due(&lake, &mut committed, &config, &computed).await;
+                scheduler.on_notices(&dates).await?;
+                scheduler.flaky_if_due().await;
             }
-            _ = flaky_tick.tick() => flaky.run_if_due(&lake, &mut committed, &config, &computed).await,
-            _ = periodic.tick() => {
-                let versions = scan_results(&lake).await?;
-                let changed: BTreeSet<NaiveDate> = versions
-                    .iter()
-                    .filter(|(date, v)| computed_versions.get(date) != Some(v))
-                    .map(|(date, _)| *date)
-                    .collect();
-                if !changed.is_empty() {
-                    info!(dates = changed.len(), "periodic cycle found changed dates");
+            _ = periodic.tick(), if config.enabled => {
+                if let Err(e) = scheduler.cycle().await {
+                    warn!(error = %e, "compute cycle failed");
+                    scheduler.metrics.cycle(1, 0, Duration::ZERO);
                 }
-                let done = recompute(&lake, &changed, &mut committed).await?;
-                for &date in &done {
-                    computed_versions.insert(date, versions[&date]);
-                    notify(&computed, &[Table::TrendsHourly, Table::TrendsDaily], date);
-                }
-                flaky.touched(&done, &config.flaky);
             }
+            _ = flaky_tick.tick() => { scheduler.flaky_if_due().await; }
         }
     }
     info!("compute stopped");
@@ -244,15 +440,5 @@ async fn recv(landed: &mut Option<broadcast::Receiver<Landed>>) -> Result<Landed
     match landed {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-fn notify(computed: &Option<broadcast::Sender<Landed>>, tables: &[Table], date: NaiveDate) {
-    if let Some(tx) = computed {
-        let partition = testlake_schemas::HourPartition { date, hour: 0 };
-        for &table in tables {
-            let path = testlake_schemas::paths::computed_file_path(table, date);
-            let _ = tx.send(Landed::new(table, partition, vec![path], 0));
-        }
     }
 }

@@ -29,7 +29,7 @@ use testlake_schemas::{Lake, Table};
 use crate::Result;
 
 /// The bucket width of a trends table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Interval {
     Hourly,
     Daily,
@@ -132,16 +132,17 @@ pub async fn compute_files(
     Ok(concat_batches(&trends_schema(), &conformed)?)
 }
 
-/// Recomputes one date of both trends tables from that date's committed `results` files and
+/// Recomputes one date of the given trends tables from that date's committed `results` files and
 /// replaces their files. Returns rows written per interval.
 pub async fn materialize_date(
     ctx: &SessionContext,
     lake: &Lake,
     date: NaiveDate,
     files: &[String],
+    intervals: &[Interval],
 ) -> Result<Vec<(Interval, usize)>> {
     let mut written = Vec::new();
-    for interval in Interval::ALL {
+    for &interval in intervals {
         let batch = compute_files(ctx, lake, files, interval).await?;
         let path = computed_file_path(interval.table(), date);
         let bytes = encode_parquet(&batch, &path)?;

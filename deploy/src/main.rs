@@ -23,6 +23,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Consume test events from Kafka into the lake's `results` table.
@@ -45,6 +47,8 @@ enum Command {
         /// Recompute every date once and exit.
         #[arg(long)]
         once: bool,
+        #[command(subcommand)]
+        action: Option<ComputeAction>,
     },
     /// Serve the HTTP API (with --brokers: cached, invalidated and pushed by landed notices).
     Serve {
@@ -195,8 +199,39 @@ struct IngestArgs {
     crash_at: Option<String>,
 }
 
+#[derive(Subcommand)]
+enum ComputeAction {
+    /// Recompute trends and flaky snapshots for every date in [--from, --to], with a progress bar.
+    Backfill {
+        /// First date, YYYY-MM-DD.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last date, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        to: chrono::NaiveDate,
+    },
+}
+
 #[derive(Args)]
 struct ComputeArgs {
+    /// Run the periodic cycle (notices drive recompute either way).
+    #[arg(long, env = "TESTLAKE_COMPUTE_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    compute_enabled: bool,
+    /// How far back the cycle checks hourly trends.
+    #[arg(long, env = "TESTLAKE_HOURLY_LOOKBACK", default_value = "2days")]
+    hourly_lookback: humantime::Duration,
+    /// How far back the cycle checks daily trends.
+    #[arg(long, env = "TESTLAKE_DAILY_LOOKBACK", default_value = "7days")]
+    daily_lookback: humantime::Duration,
+    /// At most this many dates recomputed per cycle.
+    #[arg(long, env = "TESTLAKE_COMPUTE_BATCH_SIZE", default_value_t = 64)]
+    compute_batch_size: usize,
+    /// Wait this long after start before the first cycle.
+    #[arg(long, env = "TESTLAKE_COMPUTE_STARTUP_DELAY", default_value = "0s")]
+    compute_startup_delay: humantime::Duration,
+    /// How long a partition lease lasts unless released (several compute processes).
+    #[arg(long, env = "TESTLAKE_LEASE_TTL", default_value = "5min")]
+    lease_ttl: humantime::Duration,
     /// How often compute scans the lake for dates whose results changed.
     #[arg(long, env = "TESTLAKE_COMPUTE_INTERVAL", default_value = "30s")]
     compute_interval: humantime::Duration,
@@ -268,6 +303,12 @@ impl IngestArgs {
 impl ComputeArgs {
     fn config(&self) -> ComputeConfig {
         ComputeConfig {
+            enabled: self.compute_enabled,
+            hourly_lookback: *self.hourly_lookback,
+            daily_lookback: *self.daily_lookback,
+            batch_size: self.compute_batch_size.max(1),
+            startup_delay: *self.compute_startup_delay,
+            lease_ttl: *self.lease_ttl,
             interval: *self.compute_interval,
             flaky_refresh: *self.flaky_refresh,
             flaky: FlakyConfig {
@@ -323,11 +364,32 @@ async fn main() -> Result<()> {
             }
             ingest.run(shutdown).await?;
         }
-        Command::Compute { lake, notices, compute, once } => {
+        Command::Compute { lake, notices, compute, once, action } => {
             let lake = Lake::open(&lake.lake)?;
-            if once {
-                let dates = testlake_compute::run_once(&lake, &compute.config()).await?;
-                info!(dates = dates.len(), "computed");
+            if let Some(ComputeAction::Backfill { from, to }) = action {
+                anyhow::ensure!(from <= to, "--from ({from}) must not be after --to ({to})");
+                let mut scheduler = testlake_compute::Scheduler::new(lake, compute.config(), None);
+                let tally = scheduler
+                    .backfill(from, to, |done, total, date, tally| {
+                        let width = 30;
+                        let filled = width * done / total.max(1);
+                        eprint!(
+                            "\r[{}{}] {done}/{total} {date}  completed {} skipped {} failed {}",
+                            "#".repeat(filled),
+                            ".".repeat(width - filled),
+                            tally.completed,
+                            tally.skipped,
+                            tally.failed
+                        );
+                    })
+                    .await?;
+                eprintln!();
+                info!(completed = tally.completed, skipped = tally.skipped, failed = tally.failed, "backfill finished");
+                anyhow::ensure!(tally.failed == 0, "{} backfill tasks failed", tally.failed);
+            } else if once {
+                let tally = testlake_compute::run_once(&lake, &compute.config()).await?;
+                info!(completed = tally.completed, skipped = tally.skipped, failed = tally.failed, "computed");
+                anyhow::ensure!(tally.failed == 0, "{} compute tasks failed", tally.failed);
             } else {
                 let landed = match &notices.brokers {
                     Some(brokers) if !notices.landed_topic.is_empty() => {
@@ -347,7 +409,8 @@ async fn main() -> Result<()> {
                     });
                     anyhow::Ok(tx)
                 });
-                testlake_compute::run(lake, compute.config(), landed, computed.transpose()?, shutdown).await?;
+                let scheduler = testlake_compute::Scheduler::new(lake, compute.config(), computed.transpose()?);
+                testlake_compute::run(scheduler, landed, shutdown).await?;
             }
         }
         Command::Serve { lake, notices, serve } => {

@@ -42,14 +42,17 @@ impl Stack {
         tasks.spawn(async move { ingest.run(token).await.context("ingest") });
 
         // Compute's own notices go on the same channel: the query service hears both.
-        let (lake2, rx, computed, token) = (lake.clone(), landed.subscribe(), landed.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            testlake_compute::run(lake2, config.compute, Some(rx), Some(computed), token).await.context("compute")
-        });
+        let scheduler = testlake_compute::Scheduler::new(lake.clone(), config.compute, Some(landed.clone()));
+        let compute_metrics = scheduler.metrics();
+        let (rx, token) = (landed.subscribe(), shutdown.clone());
+        tasks.spawn(async move { testlake_compute::run(scheduler, Some(rx), token).await.context("compute") });
 
         let render_metrics = Arc::clone(&metrics);
         let mut state = AppState::new(lake.clone(), &config.serve);
         state.metrics.push(Arc::new(move |out: &mut String| render_metrics.render(out)));
+        let render_compute = Arc::clone(&compute_metrics);
+        state.metrics.push(Arc::new(move |out: &mut String| render_compute.render(out)));
+        state.health.push(Arc::new(move || ("compute", compute_metrics.health().as_str())));
         let state = Arc::new(state);
         let (bound_tx, bound_rx) = oneshot::channel();
         let (token, notices) = (shutdown.clone(), landed.subscribe());

@@ -36,11 +36,16 @@ use crate::live::{AlertConfig, LiveEvent};
 /// Appends Prometheus text for one component (the ingest's counters in all-in-one mode).
 pub type MetricsRenderer = Arc<dyn Fn(&mut String) + Send + Sync>;
 
+/// A component's health for `/healthz`: its name and `healthy`, `starting`, `degraded` or `unhealthy`.
+pub type HealthCheck = Arc<dyn Fn() -> (&'static str, &'static str) + Send + Sync>;
+
 /// What every handler shares.
 pub struct AppState {
     pub lake: Lake,
     /// Extra Prometheus text appended to `/metrics`.
     pub metrics: Vec<MetricsRenderer>,
+    /// Components whose health `/healthz` reports (compute, in all-in-one mode).
+    pub health: Vec<HealthCheck>,
     pub cache: AnswerCache,
     /// Which `results` files are committed (history reads only those).
     pub committed: tokio::sync::Mutex<CommittedFiles>,
@@ -60,6 +65,7 @@ impl AppState {
         Self {
             lake,
             metrics: Vec::new(),
+            health: Vec::new(),
             cache: AnswerCache::new(config.cache_bytes),
             committed: Default::default(),
             live: broadcast::channel(1024).0,
@@ -99,7 +105,7 @@ impl ServeConfig {
 pub fn handler(path: &str) -> Option<axum::routing::MethodRouter<Arc<AppState>>> {
     Some(match path {
         "/" => get(page::index),
-        "/healthz" => get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        "/healthz" => get(healthz),
         "/readyz" => get(http::readyz),
         "/metrics" => get(metrics),
         "/api/v1/openapi.json" => get(|| async { axum::Json(openapi::document()) }),
@@ -126,6 +132,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), http::authorize))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), http::measure))
         .with_state(state)
+}
+
+/// `GET /healthz`: `ok` unless a component is `degraded` (still 200) or `unhealthy` (503).
+async fn healthz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let components: serde_json::Map<String, serde_json::Value> =
+        state.health.iter().map(|check| check()).map(|(name, status)| (name.to_owned(), status.into())).collect();
+    let has = |s: &str| components.values().any(|v| v == s);
+    let (status, code) = if has("unhealthy") {
+        ("unhealthy", axum::http::StatusCode::SERVICE_UNAVAILABLE)
+    } else if has("degraded") {
+        ("degraded", axum::http::StatusCode::OK)
+    } else {
+        ("ok", axum::http::StatusCode::OK)
+    };
+    (code, axum::Json(serde_json::json!({ "status": status, "components": components }))).into_response()
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> String {
