@@ -173,16 +173,14 @@ impl Scheduler {
                 TaskOutcome::Failed
             }
             Ok(Some(lease)) => {
+                info!(task = "trends", %date, owner = self.leases.owner(), "started");
                 let result = async {
                     self.committed.refresh(&self.lake).await?;
                     let ctx = crate::catalog::lake_session(&self.lake)?;
                     materialize_date(&ctx, &self.lake, date, &self.committed.results_for(date), intervals).await
                 }
                 .await;
-                if let Err(e) = self.leases.release(&lease).await {
-                    warn!(%date, error = %e, "could not release a lease; it expires by itself");
-                }
-                match result {
+                let outcome = match result {
                     Ok(rows) => {
                         info!(task = "trends", %date, outcome = "completed", owner = self.leases.owner(), ?rows,
                             elapsed_ms = started.elapsed().as_millis() as u64);
@@ -195,10 +193,15 @@ impl Scheduler {
                         TaskOutcome::Completed
                     }
                     Err(e) => {
-                        warn!(task = "trends", %date, outcome = "failed", error = %e);
+                        warn!(task = "trends", %date, outcome = "failed", owner = self.leases.owner(), error = %e);
                         TaskOutcome::Failed
                     }
+                };
+                // Released after the outcome is logged: logs never show two holders at once.
+                if let Err(e) = self.leases.release(&lease).await {
+                    warn!(%date, error = %e, "could not release a lease; it expires by itself");
                 }
+                outcome
             }
         };
         for interval in intervals {
@@ -307,10 +310,7 @@ impl Scheduler {
                     materialize_scores(&ctx, &self.lake, &files, date, now, &self.config.flaky).await
                 }
                 .await;
-                if let Err(e) = self.leases.release(&lease).await {
-                    warn!(%date, error = %e, "could not release a lease; it expires by itself");
-                }
-                match result {
+                let outcome = match result {
                     Ok(batch) => {
                         let flaky = flaky_count(&batch);
                         if date == Utc::now().date_naive() {
@@ -325,7 +325,11 @@ impl Scheduler {
                         warn!(task = "flaky_scores", %date, outcome = "failed", error = %e);
                         TaskOutcome::Failed
                     }
+                };
+                if let Err(e) = self.leases.release(&lease).await {
+                    warn!(%date, error = %e, "could not release a lease; it expires by itself");
                 }
+                outcome
             }
         };
         self.metrics.task(Table::FlakyScores.name(), outcome, started.elapsed());

@@ -142,3 +142,96 @@ async fn backfill_recomputes_a_range_with_progress() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("must not be after"));
 }
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// (date, start, end) of every trends task a compute log shows.
+fn task_spans(log: &str) -> Vec<(String, chrono::DateTime<Utc>, chrono::DateTime<Utc>)> {
+    let field = |line: &str, name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches('"').to_owned())
+    };
+    let mut open: BTreeMap<String, chrono::DateTime<Utc>> = BTreeMap::new();
+    let mut spans = Vec::new();
+    for line in log.lines().filter(|l| l.contains("task=\"trends\"")) {
+        let Some(at) = line.split_whitespace().next().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+            continue;
+        };
+        let date = field(line, "date").expect("a date");
+        if line.contains(" started ") || line.ends_with(" started") || line.contains(": started") {
+            open.insert(date, at.to_utc());
+        } else if line.contains("outcome=\"completed\"") || line.contains("outcome=\"failed\"") {
+            let start = open.remove(&date).unwrap_or_else(|| panic!("an end without a start: {line}"));
+            spans.push((date, start, at.to_utc()));
+        }
+    }
+    spans
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_compute_processes_never_recompute_a_partition_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let mut fleet = Fleet::new(FleetConfig { repositories: 1, tests_per_suite: 10, ..FleetConfig::default() });
+    let mut events = events_on(&mut fleet, &[3, 2, 1, 0]);
+    let mut next = land_committed(&lake, "ci", 0, 0, &events).await;
+    let spawn = |name: &str| {
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+        Child(
+            std::process::Command::new(testlake_tests::testlake_binary())
+                .args(["compute", "--lake", dir.path().to_str().unwrap(), "--compute-interval", "150ms"])
+                .args(["--hourly-lookback", "10days", "--daily-lookback", "10days", "--flaky-refresh", "1h"])
+                .env("NO_COLOR", "1")
+                .env("RUST_LOG", "info,datafusion=warn")
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    // Data keeps landing on every date while both run, so both keep finding work.
+    for round in 0..12 {
+        let more = events_on(&mut fleet, &[round % 4]);
+        next = land_committed(&lake, "ci", 0, next, &more).await;
+        events.extend(more);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    let want = runs_by_date(&events);
+    let started = std::time::Instant::now();
+    while daily_runs(&lake).await != want {
+        assert!(started.elapsed() < Duration::from_secs(60), "compute never caught up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop((a, b));
+
+    let logs: Vec<String> =
+        ["a", "b"].iter().map(|n| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap()).collect();
+    let spans: Vec<_> = logs.iter().map(|l| task_spans(l)).collect();
+    assert!(
+        spans.iter().all(|s| !s.is_empty()),
+        "both processes recomputed something: {:?}",
+        spans.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    let mut overlaps = 0;
+    for (date, start, end) in &spans[0] {
+        for (other_date, other_start, other_end) in &spans[1] {
+            if date == other_date && start < other_end && other_start < end {
+                overlaps += 1;
+                eprintln!("overlap on {date}: a {start}..{end}, b {other_start}..{other_end}");
+            }
+        }
+    }
+    assert_eq!(overlaps, 0, "no partition recomputed by both at once");
+    let held = logs.iter().map(|l| l.matches("another process holds the lease").count()).sum::<usize>();
+    println!("tasks: a {}, b {}; skipped because the other held the lease: {held}", spans[0].len(), spans[1].len());
+}
