@@ -4,5 +4,6 @@
 pub mod fleet;
 pub mod junit;
 pub mod kafka;
+pub mod probes;
 pub mod produce;
 pub mod stack;

@@ -229,6 +229,9 @@ struct ComputeArgs {
     /// Wait this long after start before the first cycle.
     #[arg(long, env = "TESTLAKE_COMPUTE_STARTUP_DELAY", default_value = "0s")]
     compute_startup_delay: humantime::Duration,
+    /// Serve /healthz and /metrics of a standalone compute process here.
+    #[arg(long, env = "TESTLAKE_COMPUTE_LISTEN")]
+    compute_listen: Option<SocketAddr>,
     /// How long a partition lease lasts unless released (several compute processes).
     #[arg(long, env = "TESTLAKE_LEASE_TTL", default_value = "5min")]
     lease_ttl: humantime::Duration,
@@ -410,6 +413,9 @@ async fn main() -> Result<()> {
                     anyhow::Ok(tx)
                 });
                 let scheduler = testlake_compute::Scheduler::new(lake, compute.config(), computed.transpose()?);
+                if let Some(listen) = compute.compute_listen {
+                    testlake::probes::serve(listen, scheduler.metrics(), shutdown.clone()).await?;
+                }
                 testlake_compute::run(scheduler, landed, shutdown).await?;
             }
         }

@@ -184,12 +184,18 @@ async fn two_compute_processes_never_recompute_a_partition_at_once() {
     let mut fleet = Fleet::new(FleetConfig { repositories: 1, tests_per_suite: 10, ..FleetConfig::default() });
     let mut events = events_on(&mut fleet, &[3, 2, 1, 0]);
     let mut next = land_committed(&lake, "ci", 0, 0, &events).await;
+    let probe_port = testlake_tests::free_port();
     let spawn = |name: &str| {
         let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
         Child(
             std::process::Command::new(testlake_tests::testlake_binary())
                 .args(["compute", "--lake", dir.path().to_str().unwrap(), "--compute-interval", "150ms"])
                 .args(["--hourly-lookback", "10days", "--daily-lookback", "10days", "--flaky-refresh", "1h"])
+                .args(if name == "a" {
+                    vec!["--compute-listen".to_owned(), format!("127.0.0.1:{probe_port}")]
+                } else {
+                    vec![]
+                })
                 .env("NO_COLOR", "1")
                 .env("RUST_LOG", "info,datafusion=warn")
                 .stderr(log)
@@ -212,6 +218,12 @@ async fn two_compute_processes_never_recompute_a_partition_at_once() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // A standalone compute process reports its health and metrics.
+    let health: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{probe_port}/healthz")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "healthy", "{health}");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{probe_port}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("testlake_compute_cycles_total{status=\"success\"}"), "{metrics}");
     drop((a, b));
 
     let logs: Vec<String> =
