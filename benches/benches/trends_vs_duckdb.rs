@@ -1,0 +1,143 @@
+//! Materializing one day of trends (`trends_hourly` and `trends_daily`: the SQL of
+//! `compute/src/trends.rs`, sorted zstd Parquet out) over N results of that day, against DuckDB
+//! (the Python package) running the equivalent SQL over the same Parquet files with `COPY … TO`
+//! in the same run. Both get two threads. Also checks both wrote the same totals.
+//!
+//! `cargo bench -p testlake-benches --bench trends_vs_duckdb [-- EVENTS]` (default 20,000,000;
+//! installs the `duckdb` Python package with pip when it is missing).
+
+use std::process::Command;
+use std::time::Instant;
+
+use chrono::{Duration, NaiveDate};
+use testlake::fleet::{Fleet, FleetConfig};
+use testlake_benches::report;
+use testlake_compute::trends::{Interval, materialize_date};
+use testlake_schemas::Lake;
+use testlake_schemas::files::{encode_parquet, put_create};
+use testlake_schemas::tables::{Lineage, ResultsBuilder};
+
+const DUCKDB: &str = r#"
+import sys, time, duckdb
+files, out = sys.argv[1], sys.argv[2]
+con = duckdb.connect()
+con.execute("SET threads = 2")
+def trends(unit):
+    return f"""
+    WITH r AS (
+        SELECT date_trunc('{unit}', finished_at) AS bucket_start, repository, branch, suite, test_id, commit_sha, status,
+               CASE WHEN status <> 'skipped' THEN duration_ms END AS d
+        FROM read_parquet('{files}')
+    ),
+    flaky AS (
+        SELECT bucket_start, repository, branch, suite, count(DISTINCT test_id) AS flaky_tests FROM (
+            SELECT bucket_start, repository, branch, suite, test_id, commit_sha FROM r
+            GROUP BY ALL HAVING bool_or(status = 'passed') AND bool_or(status IN ('failed', 'error'))
+        ) GROUP BY ALL
+    ),
+    agg AS (
+        SELECT bucket_start, repository, branch, suite, count(*) AS runs,
+            count(*) FILTER (WHERE status = 'passed') AS passed,
+            count(*) FILTER (WHERE status IN ('failed', 'error')) AS failed,
+            count(*) FILTER (WHERE status = 'skipped') AS skipped,
+            avg(d) AS duration_avg_ms, quantile_cont(d, 0.5) AS duration_p50_ms, quantile_cont(d, 0.9) AS duration_p90_ms,
+            quantile_cont(d, 0.95) AS duration_p95_ms, quantile_cont(d, 0.99) AS duration_p99_ms, max(d) AS duration_max_ms,
+            count(DISTINCT test_id) AS tests
+        FROM r GROUP BY ALL
+    )
+    SELECT a.*, CASE WHEN a.passed + a.failed = 0 THEN NULL ELSE a.passed / (a.passed + a.failed) END AS pass_rate,
+           coalesce(f.flaky_tests, 0) AS flaky_tests
+    FROM agg a LEFT JOIN flaky f USING (bucket_start, repository, branch, suite)
+    ORDER BY bucket_start, repository, branch, suite
+    """
+best = None
+for attempt in range(2):
+    start = time.perf_counter()
+    for unit in ("hour", "day"):
+        con.execute(f"COPY ({trends(unit)}) TO '{out}/{unit}.parquet' (FORMAT parquet, COMPRESSION zstd)")
+    elapsed = time.perf_counter() - start
+    best = elapsed if best is None else min(best, elapsed)
+runs = con.execute(f"SELECT sum(runs) FROM read_parquet('{out}/day.parquet')").fetchone()[0]
+print(f"{best} {runs}")
+"#;
+
+fn ensure_duckdb() {
+    let has = |_: ()| Command::new("python3").args(["-c", "import duckdb"]).status().is_ok_and(|s| s.success());
+    if !has(()) {
+        eprintln!("installing the duckdb Python package (pip)");
+        let ok = Command::new("python3").args(["-m", "pip", "install", "-q", "duckdb"]).status().is_ok_and(|s| s.success());
+        assert!(ok && has(()), "the duckdb Python package is needed: python3 -m pip install duckdb");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let events: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20_000_000);
+    ensure_duckdb();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = Lake::open(dir.path().to_str().expect("utf-8 path")).expect("lake");
+    let date = NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
+    let day_start = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+
+    // One day of results, written in files of about a million rows, never all in memory.
+    let generated = Instant::now();
+    let mut fleet =
+        Fleet::new(FleetConfig { repositories: 8, suites_per_repository: 10, tests_per_suite: 50, ..Default::default() });
+    let per_run = 8 * 10 * 50 / 8;
+    let runs = events / per_run + 1;
+    let step = Duration::microseconds(86_400_000_000 / runs as i64);
+    let (mut files, mut written, mut run) = (Vec::new(), 0usize, 0i64);
+    while written < events {
+        let mut builder = ResultsBuilder::default();
+        while builder.len() < 1_000_000 && written + builder.len() < events {
+            for e in fleet.run(day_start + step * run as i32) {
+                if e.finished_at.date_naive() == date && written + builder.len() < events {
+                    let from = Lineage { topic: "bench", partition: 0, offset: written as i64, ingested_at: e.finished_at };
+                    builder.append(&e, from);
+                }
+            }
+            run += 1;
+        }
+        let rows = builder.len();
+        let path = format!("results/date={date}/hour=00/bench_{:05}.parquet", files.len());
+        let batch = builder.finish().expect("batch");
+        put_create(&lake, &path, encode_parquet(&batch, &path).expect("encode")).await.expect("put");
+        files.push(path);
+        written += rows;
+    }
+    report("results in the day", written as f64, "events");
+    report("files", files.len() as f64, "");
+    report("generating and writing them", generated.elapsed().as_secs_f64(), "s");
+
+    // testlake: both tables of the date, best of two.
+    let mut ours = f64::INFINITY;
+    for _ in 0..2 {
+        let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
+        let started = Instant::now();
+        materialize_date(&ctx, &lake, date, &files, &Interval::ALL).await.expect("materialize");
+        ours = ours.min(started.elapsed().as_secs_f64());
+    }
+    let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
+    let total = ctx.sql("SELECT CAST(sum(runs) AS BIGINT) FROM trends_daily").await.expect("sql").collect().await.expect("collect");
+    let ours_runs = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(total[0].column(0)).value(0);
+    assert_eq!(ours_runs as usize, written, "testlake's daily trends count every result");
+
+    // DuckDB over the same files, in the same run.
+    let out = tempfile::tempdir().expect("tempdir");
+    let glob = format!("{}/results/date={date}/hour=00/*.parquet", dir.path().display());
+    let duck = Command::new("python3")
+        .args(["-c", DUCKDB, &glob, out.path().to_str().expect("utf-8 path")])
+        .output()
+        .expect("python3");
+    assert!(duck.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&duck.stderr));
+    let stdout = String::from_utf8_lossy(&duck.stdout);
+    let mut parts = stdout.split_whitespace();
+    let duck_seconds: f64 = parts.next().and_then(|s| s.parse().ok()).expect("duckdb time");
+    let duck_runs: usize = parts.next().and_then(|s| s.parse::<f64>().ok()).expect("duckdb runs") as usize;
+    assert_eq!(duck_runs, written, "DuckDB's daily trends count every result");
+
+    report("testlake (DataFusion): one day, both tables", ours, "s");
+    report("DuckDB: the same SQL over the same files", duck_seconds, "s");
+    report("ratio testlake / DuckDB", ours / duck_seconds, "x");
+    println!("target: ratio <= 1.0");
+}
