@@ -53,7 +53,12 @@ async fn land_an_hour(lake: &Lake, next: i64, per_day: usize, fleet: &mut Fleet)
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let per_day: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(100_000);
-    let mut fleet = Fleet::new(FleetConfig { repositories: 4, suites_per_repository: 10, tests_per_suite: 25, ..Default::default() });
+    let mut fleet = Fleet::new(FleetConfig {
+        repositories: 4,
+        suites_per_repository: 10,
+        tests_per_suite: 25,
+        ..Default::default()
+    });
 
     let big_dir = tempfile::tempdir().expect("tempdir");
     let built = Instant::now();

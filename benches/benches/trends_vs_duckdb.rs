@@ -65,7 +65,8 @@ fn ensure_duckdb() {
     let has = |_: ()| Command::new("python3").args(["-c", "import duckdb"]).status().is_ok_and(|s| s.success());
     if !has(()) {
         eprintln!("installing the duckdb Python package (pip)");
-        let ok = Command::new("python3").args(["-m", "pip", "install", "-q", "duckdb"]).status().is_ok_and(|s| s.success());
+        let ok =
+            Command::new("python3").args(["-m", "pip", "install", "-q", "duckdb"]).status().is_ok_and(|s| s.success());
         assert!(ok && has(()), "the duckdb Python package is needed: python3 -m pip install duckdb");
     }
 }
@@ -81,8 +82,12 @@ async fn main() {
 
     // One day of results, written in files of about a million rows, never all in memory.
     let generated = Instant::now();
-    let mut fleet =
-        Fleet::new(FleetConfig { repositories: 8, suites_per_repository: 10, tests_per_suite: 50, ..Default::default() });
+    let mut fleet = Fleet::new(FleetConfig {
+        repositories: 8,
+        suites_per_repository: 10,
+        tests_per_suite: 50,
+        ..Default::default()
+    });
     let per_run = 8 * 10 * 50 / 8;
     let runs = events / per_run + 1;
     let step = Duration::microseconds(86_400_000_000 / runs as i64);
@@ -92,7 +97,8 @@ async fn main() {
         while builder.len() < 1_000_000 && written + builder.len() < events {
             for e in fleet.run(day_start + step * run as i32) {
                 if e.finished_at.date_naive() == date && written + builder.len() < events {
-                    let from = Lineage { topic: "bench", partition: 0, offset: written as i64, ingested_at: e.finished_at };
+                    let from =
+                        Lineage { topic: "bench", partition: 0, offset: written as i64, ingested_at: e.finished_at };
                     builder.append(&e, from);
                 }
             }
@@ -118,7 +124,13 @@ async fn main() {
         ours = ours.min(started.elapsed().as_secs_f64());
     }
     let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
-    let total = ctx.sql("SELECT CAST(sum(runs) AS BIGINT) FROM trends_daily").await.expect("sql").collect().await.expect("collect");
+    let total = ctx
+        .sql("SELECT CAST(sum(runs) AS BIGINT) FROM trends_daily")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("collect");
     let ours_runs = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(total[0].column(0)).value(0);
     assert_eq!(ours_runs as usize, written, "testlake's daily trends count every result");
 

@@ -87,7 +87,22 @@ pub struct DateVersion {
 
 /// Lists `results` and returns each date's current version.
 pub async fn scan_results(lake: &Lake) -> Result<BTreeMap<NaiveDate, DateVersion>> {
-    let prefix = lake.path(Table::Results.name());
+    scan(lake, Table::Results.name()).await
+}
+
+/// The versions of just these dates: lists only their folders, so a notice costs what landed,
+/// not the lake.
+pub async fn scan_dates(lake: &Lake, dates: &BTreeSet<NaiveDate>) -> Result<BTreeMap<NaiveDate, DateVersion>> {
+    let mut versions = BTreeMap::new();
+    for &date in dates {
+        let folder = format!("{}/{}", Table::Results.name(), testlake_schemas::DatePartition(date));
+        versions.extend(scan(lake, &folder).await?);
+    }
+    Ok(versions)
+}
+
+async fn scan(lake: &Lake, folder: &str) -> Result<BTreeMap<NaiveDate, DateVersion>> {
+    let prefix = lake.path(folder);
     let objects: Vec<_> =
         lake.store().list(Some(&prefix)).try_collect().await.map_err(|e| Error::Store(Box::new(e)))?;
     let mut versions: BTreeMap<NaiveDate, DateVersion> = BTreeMap::new();
@@ -226,7 +241,7 @@ impl Scheduler {
     /// Recomputes both trends tables of `dates` (named by notices), whatever their age.
     pub async fn on_notices(&mut self, dates: &BTreeSet<NaiveDate>) -> Result<Tally> {
         // Versions read before computing: a file landing meanwhile makes the date dirty again.
-        let versions = scan_results(&self.lake).await?;
+        let versions = scan_dates(&self.lake, dates).await?;
         let mut tally = Tally::default();
         for &date in dates {
             let version = versions.get(&date).copied().unwrap_or_default();
