@@ -7,7 +7,7 @@
 //! in the same process, so it shares the machine's cores with the service: the figures are what
 //! one box does for both sides.
 //!
-//! `cargo bench -p testlake-benches --bench query_cache [-- SECONDS]`
+//! `cargo bench -p testlake-benches --bench query_cache [-- SECONDS [EVENTS]]` (5 s, 20,000,000 results)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use testlake::fleet::{Fleet, FleetConfig};
 use testlake_benches::report;
 use testlake_schemas::files::{encode_parquet, put_create};
 use testlake_schemas::tables::{Lineage, ResultsBuilder};
-use testlake_schemas::{Lake, Landed, TestEvent};
+use testlake_schemas::{Lake, Landed};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -107,47 +107,57 @@ async fn load(addr: std::net::SocketAddr, paths: &[String], seconds: u64) -> Loa
     }
 }
 
-/// A lake of `days` days of fleet results with its trends materialized. Returns the event count.
-async fn build_lake(lake: &Lake, days: i64) -> usize {
+/// A lake of `events` fleet results spread over `days` days, with its trends materialized,
+/// generated one date at a time (never all in memory). Returns the event count.
+async fn build_lake(lake: &Lake, days: i64, events: usize) -> usize {
     let mut fleet = Fleet::new(FleetConfig {
         repositories: 4,
         suites_per_repository: 5,
         tests_per_suite: 20,
         ..Default::default()
     });
-    let end = Utc::now();
-    let start = end - chrono::Duration::days(days);
-    let mut by_date: std::collections::BTreeMap<chrono::NaiveDate, Vec<TestEvent>> = Default::default();
-    let mut at = start;
-    while at < end {
-        for e in fleet.run(at) {
-            by_date.entry(e.finished_at.date_naive()).or_default().push(e);
-        }
-        at += chrono::Duration::minutes(10);
-    }
+    let per_day = events / days as usize;
+    let today = Utc::now().date_naive();
     let ctx = testlake_compute::catalog::lake_session(lake).expect("session");
-    let mut events = 0;
-    for (date, es) in &by_date {
-        let mut builder = ResultsBuilder::default();
-        for (offset, e) in es.iter().enumerate() {
-            builder
-                .append(e, Lineage { topic: "bench", partition: 0, offset: offset as i64, ingested_at: e.finished_at });
+    let mut total = 0;
+    for d in (0..days).rev() {
+        let date = today - chrono::Duration::days(d);
+        let start = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+        let per_run = 5 * 20 * 105 / 100; // one repository's tests, a few retries
+        let step = chrono::Duration::microseconds(86_400_000_000 / (per_day / per_run + 1) as i64);
+        let (mut at, mut rows, mut part) = (start, ResultsBuilder::default(), 0);
+        let mut files = Vec::new();
+        let mut written = 0;
+        while written + rows.len() < per_day && at.date_naive() == date {
+            for e in fleet.run(at) {
+                if e.finished_at.date_naive() == date {
+                    let from =
+                        Lineage { topic: "bench", partition: 0, offset: rows.len() as i64, ingested_at: e.finished_at };
+                    rows.append(&e, from);
+                }
+            }
+            at += step;
+            if rows.len() >= 500_000 {
+                written += rows.len();
+                files.push(write(lake, date, part, &mut rows).await);
+                part += 1;
+            }
         }
-        let path = format!("results/date={date}/hour=00/bench.parquet");
-        let batch = builder.finish().expect("batch");
-        put_create(lake, &path, encode_parquet(&batch, &path).expect("encode")).await.expect("put");
-        testlake_compute::trends::materialize_date(
-            &ctx,
-            lake,
-            *date,
-            &[path],
-            &testlake_compute::trends::Interval::ALL,
-        )
-        .await
-        .expect("trends");
-        events += es.len();
+        written += rows.len();
+        files.push(write(lake, date, part, &mut rows).await);
+        testlake_compute::trends::materialize_date(&ctx, lake, date, &files, &testlake_compute::trends::Interval::ALL)
+            .await
+            .expect("trends");
+        total += written;
     }
-    events
+    total
+}
+
+async fn write(lake: &Lake, date: chrono::NaiveDate, part: usize, rows: &mut ResultsBuilder) -> String {
+    let path = format!("results/date={date}/hour=00/bench_{part:04}.parquet");
+    let batch = std::mem::take(rows).finish().expect("batch");
+    put_create(lake, &path, encode_parquet(&batch, &path).expect("encode")).await.expect("put");
+    path
 }
 
 fn millis(d: Duration) -> f64 {
@@ -156,11 +166,15 @@ fn millis(d: Duration) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let seconds: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5);
+    let mut args = std::env::args().skip(1).filter_map(|a| a.parse::<u64>().ok());
+    let seconds = args.next().unwrap_or(5);
+    let events = args.next().unwrap_or(20_000_000) as usize;
     let dir = tempfile::tempdir().expect("tempdir");
     let lake = Lake::open(dir.path().to_str().expect("utf-8 path")).expect("lake");
-    let events = build_lake(&lake, 30).await;
+    let built = Instant::now();
+    let events = build_lake(&lake, 30, events).await;
     report("lake: results over 30 days", events as f64, "events");
+    report("lake: building it", built.elapsed().as_secs_f64(), "s");
 
     let config = testlake_query::ServeConfig::new("127.0.0.1:0".parse().expect("addr"));
     let state = Arc::new(testlake_query::AppState::new(lake.clone(), &config));

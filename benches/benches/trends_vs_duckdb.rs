@@ -22,6 +22,7 @@ import sys, time, duckdb
 files, out = sys.argv[1], sys.argv[2]
 con = duckdb.connect()
 con.execute("SET threads = 2")
+con.execute("SET enable_progress_bar = false")
 def trends(unit):
     return f"""
     WITH r AS (
@@ -58,7 +59,7 @@ for attempt in range(2):
     elapsed = time.perf_counter() - start
     best = elapsed if best is None else min(best, elapsed)
 runs = con.execute(f"SELECT sum(runs) FROM read_parquet('{out}/day.parquet')").fetchone()[0]
-print(f"{best} {runs}")
+print(f"RESULT {best} {runs}")
 "#;
 
 fn ensure_duckdb() {
@@ -133,6 +134,7 @@ async fn main() {
         .expect("collect");
     let ours_runs = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(total[0].column(0)).value(0);
     assert_eq!(ours_runs as usize, written, "testlake's daily trends count every result");
+    report("testlake (DataFusion): one day, both tables", ours, "s");
 
     // DuckDB over the same files, in the same run.
     let out = tempfile::tempdir().expect("tempdir");
@@ -143,12 +145,13 @@ async fn main() {
         .expect("python3");
     assert!(duck.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&duck.stderr));
     let stdout = String::from_utf8_lossy(&duck.stdout);
-    let mut parts = stdout.split_whitespace();
+    let line =
+        stdout.lines().find(|l| l.starts_with("RESULT ")).unwrap_or_else(|| panic!("no result from DuckDB: {stdout}"));
+    let mut parts = line.split_whitespace().skip(1);
     let duck_seconds: f64 = parts.next().and_then(|s| s.parse().ok()).expect("duckdb time");
     let duck_runs: usize = parts.next().and_then(|s| s.parse::<f64>().ok()).expect("duckdb runs") as usize;
     assert_eq!(duck_runs, written, "DuckDB's daily trends count every result");
 
-    report("testlake (DataFusion): one day, both tables", ours, "s");
     report("DuckDB: the same SQL over the same files", duck_seconds, "s");
     report("ratio testlake / DuckDB", ours / duck_seconds, "x");
     println!("target: ratio <= 1.0");

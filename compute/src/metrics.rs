@@ -1,7 +1,7 @@
 //! What compute reports: Prometheus counters, and the health of its periodic cycle.
 //!
 //! Health, from the last cycles: `healthy` when the last cycle succeeded within the interval (with
-//! a second of slack for the cycle's own run time), `degraded` when the last cycle had failed
+//! five seconds of slack for the cycles' own run time), `degraded` when the last cycle had failed
 //! tasks but something succeeded since, `unhealthy` when no cycle succeeded for twice the
 //! interval. Before the first cycle, `starting`.
 
@@ -119,7 +119,7 @@ impl ComputeMetrics {
     }
 
     fn health_of(&self, s: &State) -> Health {
-        let slack = Duration::from_secs(1);
+        let slack = Duration::from_secs(5);
         let since_success = s.last_success.map_or(self.started.elapsed(), |t| t.elapsed());
         match s.last_cycle {
             None if self.started.elapsed() < 2 * self.interval + slack => Health::Starting,

@@ -175,7 +175,14 @@ impl Scheduler {
     }
 
     /// Recomputes `intervals` of `date` under the date's lease.
-    async fn trends_task(&mut self, date: NaiveDate, intervals: &[Interval], version: DateVersion) -> TaskOutcome {
+    /// `repositories`: whose rows changed, when known (passed on in the notices it sends).
+    async fn trends_task(
+        &mut self,
+        date: NaiveDate,
+        intervals: &[Interval],
+        version: DateVersion,
+        repositories: Option<Vec<String>>,
+    ) -> TaskOutcome {
         let started = Instant::now();
         let key = format!("trends/{date}");
         let outcome = match self.leases.try_acquire(&key).await {
@@ -202,7 +209,7 @@ impl Scheduler {
                         for (interval, n) in rows {
                             self.metrics.persisted(interval, n);
                             self.computed.insert((interval, date), version);
-                            self.announce(interval.table(), date);
+                            self.announce(interval.table(), date, repositories.clone());
                         }
                         self.touched(date);
                         TaskOutcome::Completed
@@ -225,10 +232,12 @@ impl Scheduler {
         outcome
     }
 
-    fn announce(&self, table: Table, date: NaiveDate) {
+    fn announce(&self, table: Table, date: NaiveDate, repositories: Option<Vec<String>>) {
         if let Some(tx) = &self.announce {
             let path = testlake_schemas::paths::computed_file_path(table, date);
-            let _ = tx.send(Landed::new(table, testlake_schemas::HourPartition { date, hour: 0 }, vec![path], 0));
+            let mut notice = Landed::new(table, testlake_schemas::HourPartition { date, hour: 0 }, vec![path], 0);
+            notice.repositories = repositories;
+            let _ = tx.send(notice);
         }
     }
 
@@ -240,12 +249,18 @@ impl Scheduler {
 
     /// Recomputes both trends tables of `dates` (named by notices), whatever their age.
     pub async fn on_notices(&mut self, dates: &BTreeSet<NaiveDate>) -> Result<Tally> {
+        self.on_changes(&dates.iter().map(|d| (*d, None)).collect()).await
+    }
+
+    /// Like [`Self::on_notices`], with the repositories whose rows changed on each date (`None`: any).
+    pub async fn on_changes(&mut self, changes: &BTreeMap<NaiveDate, Option<BTreeSet<String>>>) -> Result<Tally> {
         // Versions read before computing: a file landing meanwhile makes the date dirty again.
-        let versions = scan_dates(&self.lake, dates).await?;
+        let versions = scan_dates(&self.lake, &changes.keys().copied().collect()).await?;
         let mut tally = Tally::default();
-        for &date in dates {
+        for (&date, repositories) in changes {
             let version = versions.get(&date).copied().unwrap_or_default();
-            tally.add(self.trends_task(date, &Interval::ALL, version).await);
+            let repositories = repositories.as_ref().map(|r| r.iter().cloned().collect());
+            tally.add(self.trends_task(date, &Interval::ALL, version, repositories).await);
         }
         Ok(tally)
     }
@@ -285,7 +300,7 @@ impl Scheduler {
             due.truncate(self.config.batch_size);
         }
         for (date, intervals, version) in due {
-            tally.add(self.trends_task(date, &intervals, version).await);
+            tally.add(self.trends_task(date, &intervals, version, None).await);
         }
         if let Some(outcome) = self.flaky_if_due().await {
             tally.add(outcome);
@@ -333,7 +348,7 @@ impl Scheduler {
                         }
                         info!(task = "flaky_scores", %date, outcome = "completed", tests = batch.num_rows(), flaky,
                             elapsed_ms = started.elapsed().as_millis() as u64);
-                        self.announce(Table::FlakyScores, date);
+                        self.announce(Table::FlakyScores, date, None);
                         TaskOutcome::Completed
                     }
                     Err(e) => {
@@ -384,7 +399,7 @@ impl Scheduler {
         let mut tally = Tally::default();
         for (i, &date) in dates.iter().enumerate() {
             let version = versions.get(&date).copied().unwrap_or_default();
-            tally.add(self.trends_task(date, &Interval::ALL, version).await);
+            tally.add(self.trends_task(date, &Interval::ALL, version, None).await);
             tally.add(self.flaky_task(date).await);
             progress(i + 1, dates.len(), date, &tally);
         }
@@ -420,7 +435,8 @@ pub async fn run(
     info!(enabled = config.enabled, interval = ?config.interval, hourly_lookback = ?config.hourly_lookback,
         daily_lookback = ?config.daily_lookback, batch_size = config.batch_size, startup_delay = ?config.startup_delay,
         flaky_refresh = ?config.flaky_refresh, "compute started");
-    let mut dirty: BTreeSet<NaiveDate> = BTreeSet::new();
+    // Dates to recompute, with the repositories that changed on each (`None`: any).
+    let mut dirty: BTreeMap<NaiveDate, Option<BTreeSet<String>>> = BTreeMap::new();
     let start = tokio::time::Instant::now() + config.startup_delay;
     let mut periodic = tokio::time::interval_at(start, config.interval);
     let mut debounce = tokio::time::interval(config.debounce);
@@ -429,7 +445,13 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => break,
             notice = recv(&mut landed) => match notice {
-                Ok(notice) if notice.table == Table::Results.name() => { dirty.insert(notice.date); }
+                Ok(notice) if notice.table == Table::Results.name() => {
+                    let entry = dirty.entry(notice.date).or_insert_with(|| Some(BTreeSet::new()));
+                    match (entry.as_mut(), notice.repositories) {
+                        (Some(known), Some(repositories)) => known.extend(repositories),
+                        _ => *entry = None,
+                    }
+                }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     warn!(missed, "missed landed notices; the periodic cycle will catch up");
@@ -438,8 +460,8 @@ pub async fn run(
                 Err(broadcast::error::RecvError::Closed) => landed = None,
             },
             _ = debounce.tick(), if !dirty.is_empty() => {
-                let dates = std::mem::take(&mut dirty);
-                scheduler.on_notices(&dates).await?;
+                let changes = std::mem::take(&mut dirty);
+                scheduler.on_changes(&changes).await?;
                 scheduler.flaky_if_due().await;
             }
             _ = periodic.tick(), if config.enabled => {

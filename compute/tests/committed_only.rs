@@ -43,6 +43,7 @@ fn staged(path: &DataFilePath, bytes: Bytes, rows: u64) -> StagedFile {
         rows,
         min_time: None,
         max_time: None,
+        repositories: None,
     };
     StagedFile { entry, bytes }
 }

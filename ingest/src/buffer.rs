@@ -20,6 +20,8 @@ struct HourRows {
     rows: ResultsBuilder,
     min_time: Option<DateTime<Utc>>,
     max_time: Option<DateTime<Utc>>,
+    /// Up to `MAX_LISTED_REPOSITORIES + 1` of the rows' repositories (more means "many").
+    repositories: std::collections::BTreeSet<String>,
 }
 
 /// The buffer of one assigned Kafka partition.
@@ -40,6 +42,8 @@ pub struct PendingFile {
     pub batch: RecordBatch,
     pub min_time: Option<DateTime<Utc>>,
     pub max_time: Option<DateTime<Utc>>,
+    /// The rows' repositories; `None` when too many to list.
+    pub repositories: Option<Vec<String>>,
 }
 
 /// Everything a flush of one Kafka partition must make durable before committing `next_offset`.
@@ -108,6 +112,11 @@ impl PartitionBuffer {
                 let hour = self.hours.entry(HourPartition::of(event.finished_at)).or_default();
                 hour.min_time = Some(hour.min_time.map_or(event.finished_at, |t| t.min(event.finished_at)));
                 hour.max_time = Some(hour.max_time.map_or(event.finished_at, |t| t.max(event.finished_at)));
+                if hour.repositories.len() <= testlake_schemas::landed::MAX_LISTED_REPOSITORIES
+                    && !hour.repositories.contains(&event.repository)
+                {
+                    hour.repositories.insert(event.repository.clone());
+                }
                 hour.rows.append(&event, from);
                 Pushed::Accepted
             }
@@ -136,6 +145,8 @@ impl PartitionBuffer {
                 batch: hour.rows.finish()?,
                 min_time: hour.min_time,
                 max_time: hour.max_time,
+                repositories: (hour.repositories.len() <= testlake_schemas::landed::MAX_LISTED_REPOSITORIES)
+                    .then(|| hour.repositories.into_iter().collect()),
             });
         }
         let rejected = self.rejected.len();
@@ -145,6 +156,7 @@ impl PartitionBuffer {
                 batch: self.rejected.finish()?,
                 min_time: None,
                 max_time: None,
+                repositories: None,
             });
         }
         self.bytes = 0;

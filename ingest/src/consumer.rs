@@ -470,6 +470,7 @@ fn stage(flush: &PendingFlush) -> Result<Vec<StagedFile>> {
                 rows: file.batch.num_rows() as u64,
                 min_time: file.min_time,
                 max_time: file.max_time,
+                repositories: file.repositories.clone(),
             };
             Ok(StagedFile { entry, bytes })
         })
@@ -485,6 +486,7 @@ fn landed_notice(entry: EntryFile) -> Landed {
         rows: entry.rows,
         min_time: entry.min_time,
         max_time: entry.max_time,
+        repositories: entry.repositories,
     }
 }
 

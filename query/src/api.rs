@@ -98,7 +98,7 @@ pub async fn trends(
     let shape = q.view.shape(&headers)?;
     let range = q.filters.range(Utc::now())?;
     let key = format!("trends|{interval:?}|{}", q.filters.key(range));
-    let coverage = Coverage::of(interval.table(), Some(dates(range)));
+    let coverage = Coverage::of(interval.table(), Some(dates(range))).for_repository(q.filters.repository.as_deref());
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
@@ -137,7 +137,8 @@ pub async fn dashboard(
     let shape = q.view.shape(&headers)?;
     let range = q.filters.range(Utc::now())?;
     let key = format!("dashboard|{}", q.filters.key(range));
-    let coverage = Coverage::of(Table::TrendsHourly, Some(dates(range)));
+    let coverage =
+        Coverage::of(Table::TrendsHourly, Some(dates(range))).for_repository(q.filters.repository.as_deref());
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
@@ -204,7 +205,7 @@ pub async fn flaky(
         })?,
     };
     let key = format!("flaky|{:?}|{:?}|{:?}|{wanted}|{min_executions}|{sort}", q.repository, q.suite, q.test_id);
-    let coverage = Coverage::of(Table::FlakyScores, None);
+    let coverage = Coverage::of(Table::FlakyScores, None).for_repository(q.repository.as_deref());
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
@@ -304,7 +305,7 @@ pub async fn history(
     };
     let range = filters.range(Utc::now())?;
     let key = format!("history|{test_id:?}|{}", filters.key(range));
-    let coverage = Coverage::of(Table::Results, Some(dates(range)));
+    let coverage = Coverage::of(Table::Results, Some(dates(range))).for_repository(Some(&repository));
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {

@@ -31,12 +31,20 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Coverage {
     pub parts: Vec<(Table, Option<RangeInclusive<NaiveDate>>)>,
+    /// The one repository the answer is about, if it is filtered to one.
+    pub repository: Option<String>,
 }
 
 impl Coverage {
     /// `table` over the `dates` partitions.
     pub fn of(table: Table, dates: Option<RangeInclusive<NaiveDate>>) -> Self {
-        Self { parts: vec![(table, dates)] }
+        Self { parts: vec![(table, dates)], repository: None }
+    }
+
+    /// Only about `repository` (when `Some`): notices that list other repositories pass it by.
+    pub fn for_repository(mut self, repository: Option<&str>) -> Self {
+        self.repository = repository.map(str::to_owned);
+        self
     }
 
     /// Also `table` over `dates`.
@@ -45,8 +53,9 @@ impl Coverage {
         self
     }
 
-    pub fn covers(&self, table: &str, date: NaiveDate) -> bool {
-        self.parts.iter().any(|(t, d)| t.name() == table && d.as_ref().is_none_or(|d| d.contains(&date)))
+    pub fn covers(&self, notice: &Landed) -> bool {
+        self.parts.iter().any(|(t, d)| t.name() == notice.table && d.as_ref().is_none_or(|d| d.contains(&notice.date)))
+            && self.repository.as_deref().is_none_or(|r| notice.concerns(r))
     }
 }
 
@@ -96,6 +105,27 @@ impl Answer {
     }
 }
 
+/// Runs a load, again (up to twice more) when it failed in a way a retry can fix: a file that
+/// compute replaced (atomically) between the listing and the read shows up as a size mismatch or
+/// a missing file; the next attempt lists afresh. Bad requests are not retried.
+async fn retried<F, Fut>(load: &F) -> Result<Loaded, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Loaded, ApiError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match load().await {
+            Err(e) if attempt < 2 && e.status().is_server_error() => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "retrying a load");
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct CacheStats {
@@ -110,8 +140,8 @@ pub struct CacheStats {
     pub invalidated_answers: AtomicU64,
 }
 
-/// A recent notice: its epoch, and the (table, date) it covers, or `None` for everything.
-type Logged = (u64, Option<(String, NaiveDate)>);
+/// A recent notice: its epoch, and the notice, or `None` for "everything changed".
+type Logged = (u64, Option<Landed>);
 
 /// How many notices the log keeps; an answer older than the log is treated as stale.
 const LOG_LEN: usize = 16_384;
@@ -152,7 +182,9 @@ impl AnswerCache {
             let entry = self
                 .cache
                 .entry_by_ref(key)
-                .or_try_insert_with(async { Ok(Arc::new(Answer::new(load().await?, epoch, coverage.clone())?)) })
+                .or_try_insert_with(async {
+                    Ok(Arc::new(Answer::new(retried(&load).await?, epoch, coverage.clone())?))
+                })
                 .await
                 .map_err(ApiError::Shared)?;
             let answer = entry.value();
@@ -170,7 +202,7 @@ impl AnswerCache {
         // Notices keep arriving faster than the answer loads: answer uncached from a fresh load.
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epoch.load(Ordering::SeqCst);
-        Ok((Arc::new(Answer::new(load().await?, epoch, coverage.clone())?), false))
+        Ok((Arc::new(Answer::new(retried(&load).await?, epoch, coverage.clone())?), false))
     }
 
     fn is_stale(&self, answer: &Answer) -> bool {
@@ -181,13 +213,13 @@ impl AnswerCache {
         log.iter()
             .rev()
             .take_while(|(e, _)| *e > answer.epoch)
-            .any(|(_, p)| p.as_ref().is_none_or(|(t, d)| answer.coverage.covers(t, *d)))
+            .any(|(_, notice)| notice.as_ref().is_none_or(|n| answer.coverage.covers(n)))
     }
 
-    fn log(&self, partition: Option<(String, NaiveDate)>) {
+    fn log(&self, notice: Option<Landed>) {
         let mut log = self.log.lock().expect("log lock");
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        log.push_back((epoch, partition));
+        log.push_back((epoch, notice));
         while log.len() > LOG_LEN {
             log.pop_front();
         }
@@ -203,13 +235,14 @@ impl AnswerCache {
 
     /// Removes every cached answer the notice covers, and makes any load racing it stale.
     pub fn invalidate(&self, notice: &Landed) {
-        self.log(Some((notice.table.clone(), notice.date)));
+        // Only what matching needs: the file list can be long.
+        let notice = Landed { files: Vec::new(), ..notice.clone() };
+        self.log(Some(notice.clone()));
         *self.stats.invalidations.lock().expect("stats lock").entry(notice.table.clone()).or_default() += 1;
-        let (table, date) = (notice.table.clone(), notice.date);
-        let covered = self.cache.iter().filter(|(_, a)| a.coverage.covers(&table, date)).count() as u64;
+        let covered = self.cache.iter().filter(|(_, a)| a.coverage.covers(&notice)).count() as u64;
         self.stats.invalidated_answers.fetch_add(covered, Ordering::Relaxed);
         // Entries inserted from now on carry a newer epoch, or are caught by `is_stale`.
-        let _ = self.cache.invalidate_entries_if(move |_, a| a.coverage.covers(&table, date));
+        let _ = self.cache.invalidate_entries_if(move |_, a| a.coverage.covers(&notice));
     }
 
     pub fn entry_count(&self) -> u64 {

@@ -69,7 +69,9 @@ pub async fn health(
     let shape = q.view.shape(&headers)?;
     let range = q.filters.range(Utc::now())?;
     let key = format!("health|{}", q.filters.key(range));
-    let coverage = Coverage::of(Table::TrendsDaily, Some(dates(range))).and(Table::FlakyScores, None);
+    let coverage = Coverage::of(Table::TrendsDaily, Some(dates(range)))
+        .and(Table::FlakyScores, None)
+        .for_repository(q.filters.repository.as_deref());
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
@@ -166,7 +168,8 @@ pub async fn compare(
     let key = format!("compare|{days}|{}", filters.key(whole));
     let coverage = Coverage::of(Table::TrendsDaily, Some(dates(whole)))
         .and(Table::Results, Some(dates(whole)))
-        .and(Table::FlakyScores, Some(snapshot_of(mid)..=snapshot_of(to).max(Utc::now().date_naive())));
+        .and(Table::FlakyScores, Some(snapshot_of(mid)..=snapshot_of(to).max(Utc::now().date_naive())))
+        .for_repository(q.repository.as_deref());
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {

@@ -62,6 +62,9 @@ pub struct EntryFile {
     pub rows: u64,
     pub min_time: Option<DateTime<Utc>>,
     pub max_time: Option<DateTime<Utc>>,
+    /// The repositories of the file's rows, when few enough to list (see [`crate::Landed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Vec<String>>,
 }
 
 /// What a flush is about to make durable.

@@ -20,7 +20,14 @@ pub struct Landed {
     /// Event-time range of the rows (`finished_at` for results), when the table has one.
     pub min_time: Option<DateTime<Utc>>,
     pub max_time: Option<DateTime<Utc>>,
+    /// The repositories whose rows changed, when known and at most [`MAX_LISTED_REPOSITORIES`];
+    /// `None` means any. Lets the query service keep cached answers of other repositories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Vec<String>>,
 }
+
+/// Above this many repositories a notice says "any" instead of listing them.
+pub const MAX_LISTED_REPOSITORIES: usize = 64;
 
 impl Landed {
     pub fn new(table: Table, partition: HourPartition, files: Vec<String>, rows: u64) -> Self {
@@ -32,7 +39,13 @@ impl Landed {
             rows,
             min_time: None,
             max_time: None,
+            repositories: None,
         }
+    }
+
+    /// Whether the notice may concern `repository`.
+    pub fn concerns(&self, repository: &str) -> bool {
+        self.repositories.as_ref().is_none_or(|r| r.iter().any(|x| x == repository))
     }
 
     pub fn partition(&self) -> HourPartition {

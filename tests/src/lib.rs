@@ -384,6 +384,7 @@ pub async fn land_committed(
             rows: es.len() as u64,
             min_time: None,
             max_time: None,
+            repositories: None,
         };
         log.commit(offset, next, vec![StagedFile { entry, bytes }], &Default::default()).await.expect("commit");
         offset = next;

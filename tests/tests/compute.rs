@@ -13,16 +13,22 @@ use testlake_compute::{ComputeConfig, Scheduler};
 use testlake_schemas::{Lake, TestEvent};
 use testlake_tests::{land_committed, model};
 
-/// Daily runs per date in `trends_daily`.
+/// Daily runs per date in `trends_daily`. A read racing compute's atomic replace of a file can
+/// fail (the listed size no longer matches); it is read again, as the query service does.
 async fn daily_runs(lake: &Lake) -> BTreeMap<String, i64> {
-    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
-    let batches = ctx
-        .sql("SELECT date, CAST(sum(runs) AS BIGINT) FROM trends_daily GROUP BY date ORDER BY date")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let mut attempt = 0;
+    let batches = loop {
+        let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+        let sql = "SELECT date, CAST(sum(runs) AS BIGINT) FROM trends_daily GROUP BY date ORDER BY date";
+        match ctx.sql(sql).await.unwrap().collect().await {
+            Ok(batches) => break batches,
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                eprintln!("read raced a replace, again: {e}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     let mut out = BTreeMap::new();
     for b in batches {
         for row in 0..b.num_rows() {

@@ -11,6 +11,7 @@ fn staged(path: &str) -> StagedFile {
             rows: 1,
             min_time: None,
             max_time: None,
+            repositories: None,
         },
         bytes: Bytes::from_static(b"parquet bytes"),
     }

@@ -134,6 +134,28 @@ async fn the_budget_bounds_the_cached_bytes() {
 }
 
 #[tokio::test]
+async fn a_notice_listing_repositories_spares_answers_about_others() {
+    let (cache, source) = (AnswerCache::new(1 << 20), Source::new(Duration::ZERO));
+    let billing = coverage(Table::TrendsDaily, 1, 7).for_repository(Some("acme/billing"));
+    let search = coverage(Table::TrendsDaily, 1, 7).for_repository(Some("acme/search"));
+    let everyone = coverage(Table::TrendsDaily, 1, 7);
+    for (key, c) in [("billing", &billing), ("search", &search), ("all", &everyone)] {
+        cache.get(key, c, || source.load()).await.unwrap();
+    }
+    let mut n = notice(Table::TrendsDaily, 2);
+    n.repositories = Some(vec!["acme/billing".into()]);
+    cache.invalidate(&n);
+    let (_, b) = cache.get("billing", &billing, || source.load()).await.unwrap();
+    let (_, s) = cache.get("search", &search, || source.load()).await.unwrap();
+    let (_, a) = cache.get("all", &everyone, || source.load()).await.unwrap();
+    assert_eq!((b, s, a), (false, true, false), "billing's and the unfiltered answer reload; search's stays");
+    // A notice without repositories concerns every repository.
+    cache.invalidate(&notice(Table::TrendsDaily, 2));
+    let (_, s) = cache.get("search", &search, || source.load()).await.unwrap();
+    assert!(!s);
+}
+
+#[tokio::test]
 async fn missing_notices_drop_everything() {
     let (cache, source) = (AnswerCache::new(1 << 20), Source::new(Duration::ZERO));
     let c = coverage(Table::FlakyScores, 1, 1);
