@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -17,61 +18,86 @@ use crate::AppState;
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// One route's counters: requests by status (indexed by the status code) and the latency
+/// histogram, all atomics, so recording a request takes no lock.
+struct RouteStats {
+    by_status: Vec<AtomicU64>,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        Self {
+            by_status: (0..600).map(|_| AtomicU64::new(0)).collect(),
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Request counters and latency histograms.
 #[derive(Default)]
 pub struct RequestMetrics {
-    by_status: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    routes: RwLock<BTreeMap<String, Arc<RouteStats>>>,
 }
 
 impl RequestMetrics {
-    fn observe(&self, route: &str, status: u16, seconds: f64) {
-        *self.by_status.lock().expect("metrics lock").entry((route.to_owned(), status)).or_default() += 1;
-        let mut latency = self.latency.lock().expect("metrics lock");
-        let h = latency.entry(route.to_owned()).or_default();
-        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
-            h.counts[i] += 1;
+    fn route(&self, route: &str) -> Arc<RouteStats> {
+        if let Some(stats) = self.routes.read().expect("metrics lock").get(route) {
+            return Arc::clone(stats);
         }
-        h.count += 1;
-        h.sum += seconds;
+        Arc::clone(self.routes.write().expect("metrics lock").entry(route.to_owned()).or_default())
+    }
+
+    fn observe(&self, route: &str, status: u16, seconds: f64) {
+        let stats = self.route(route);
+        stats.by_status[usize::from(status).min(599)].fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            stats.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        stats.count.fetch_add(1, Ordering::Relaxed);
+        stats.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
 
     /// Prometheus text.
     pub fn render(&self, out: &mut String) {
+        let routes = self.routes.read().expect("metrics lock");
         let _ = writeln!(
             out,
             "# HELP testlake_http_requests_total Requests by route and status.\n# TYPE testlake_http_requests_total counter"
         );
-        for ((route, status), n) in self.by_status.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "testlake_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        for (route, stats) in routes.iter() {
+            for (status, n) in stats.by_status.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(out, "testlake_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+                }
+            }
         }
         let _ = writeln!(
             out,
             "# HELP testlake_http_request_duration_seconds Request latency by route.\n\
              # TYPE testlake_http_request_duration_seconds histogram"
         );
-        for (route, h) in self.latency.lock().expect("metrics lock").iter() {
+        for (route, stats) in routes.iter() {
             let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(h.counts) {
-                cumulative += n;
+            for (bound, n) in BUCKETS.iter().zip(&stats.buckets) {
+                cumulative += n.load(Ordering::Relaxed);
                 let _ = writeln!(
                     out,
                     "testlake_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
                 );
             }
+            let count = stats.count.load(Ordering::Relaxed);
+            let sum = stats.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
             let _ = writeln!(
                 out,
-                "testlake_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n\
-                 testlake_http_request_duration_seconds_sum{{route=\"{route}\"}} {}\n\
-                 testlake_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count, h.sum, h.count
+                "testlake_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}\n\
+                 testlake_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}\n\
+                 testlake_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
             );
         }
     }
@@ -80,10 +106,11 @@ impl RequestMetrics {
 /// Counts the request under its route template (`/api/v1/trends`, never the raw URI, so the
 /// label set stays bounded).
 pub async fn measure(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned(); // an Arc: no copy of the text
     let started = Instant::now();
     let response = next.run(request).await;
-    state.requests.observe(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    state.requests.observe(route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 
