@@ -110,12 +110,17 @@ pub struct Produced {
 /// `topic`, keyed by test id, and returns where each event went.
 pub async fn produce_fleet(brokers: &str, topic: &str, seed: u64, runs: i64) -> Vec<Produced> {
     use chrono::{TimeDelta, Utc};
-    use rdkafka::producer::FutureRecord;
     use testlake::fleet::{Fleet, FleetConfig};
 
     let mut fleet = Fleet::new(FleetConfig { seed, repositories: 2, ..FleetConfig::default() });
     let start = Utc::now() - TimeDelta::minutes(10 * runs);
     let events: Vec<_> = (0..runs).flat_map(|i| fleet.run(start + TimeDelta::minutes(i * 10))).collect();
+    produce_events(brokers, topic, &events).await
+}
+
+/// Produces `events` (keyed by test_id) and waits for every delivery report.
+pub async fn produce_events(brokers: &str, topic: &str, events: &[testlake_schemas::TestEvent]) -> Vec<Produced> {
+    use rdkafka::producer::FutureRecord;
     let producer = testlake::kafka::producer(brokers).expect("producer");
     let payloads: Vec<(String, String)> = events.iter().map(|e| (e.test_id.clone(), e.to_json())).collect();
     let mut deliveries = Vec::new();
@@ -124,7 +129,7 @@ pub async fn produce_fleet(brokers: &str, topic: &str, seed: u64, runs: i64) -> 
         deliveries.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueued"));
     }
     let mut produced = Vec::new();
-    for (d, e) in deliveries.into_iter().zip(&events) {
+    for (d, e) in deliveries.into_iter().zip(events) {
         let delivery = d.await.expect("delivery reported").map_err(|(e, _)| e).expect("delivered");
         produced.push(Produced {
             event_id: e.event_id.to_string(),
@@ -133,6 +138,50 @@ pub async fn produce_fleet(brokers: &str, topic: &str, seed: u64, runs: i64) -> 
         });
     }
     produced
+}
+
+/// The all-in-one stack on a fresh topic of `broker` and a fresh lake, flushing every 200 ms.
+pub struct TestStack {
+    pub base: String,
+    pub topic: String,
+    pub lake_dir: tempfile::TempDir,
+    shutdown: tokio_util::sync::CancellationToken,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestStack {
+    pub async fn start(broker: &Broker, prefix: &str, compute: testlake_compute::ComputeConfig) -> Self {
+        let topic = unique_topic(prefix);
+        testlake::kafka::ensure_topic(&broker.bootstrap(), &topic, 2).await.expect("topic");
+        let lake_dir = tempfile::tempdir().expect("tempdir");
+        let mut ingest = testlake_ingest::IngestConfig::new(broker.bootstrap(), &topic);
+        ingest.group_id = unique_topic("group");
+        ingest.flush = testlake_ingest::FlushPolicy {
+            max_age: Duration::from_millis(200),
+            ..testlake_ingest::FlushPolicy::default()
+        };
+        let config = testlake::stack::StackConfig {
+            lake: lake_dir.path().to_str().expect("utf-8 path").to_owned(),
+            ingest,
+            compute,
+            serve: testlake_query::ServeConfig::new("127.0.0.1:0".parse().expect("addr")),
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stack = testlake::stack::Stack::start(config, shutdown.clone()).await.expect("stack starts");
+        let base = format!("http://{}", stack.addr);
+        let running = tokio::spawn(stack.wait());
+        Self { base, topic, lake_dir, shutdown, running }
+    }
+
+    /// Stops the stack and checks every stage stopped cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.running)
+            .await
+            .expect("the stack stops")
+            .expect("no stage panicked")
+            .expect("every stage stopped cleanly");
+    }
 }
 
 /// Every `event_id` in the lake's `results` folders, with how often it appears — read by listing

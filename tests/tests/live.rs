@@ -5,50 +5,18 @@
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use rdkafka::producer::FutureRecord;
 use serde_json::Value;
 use testlake::fleet::{Fleet, FleetConfig};
-use testlake::stack::{Stack, StackConfig};
 use testlake_compute::ComputeConfig;
-use testlake_ingest::{FlushPolicy, IngestConfig};
-use testlake_query::ServeConfig;
 use testlake_schemas::{Status, TestEvent};
-use testlake_tests::{Broker, SseClient, model, unique_topic};
-use tokio_util::sync::CancellationToken;
-
-async fn produce(brokers: &str, topic: &str, events: &[TestEvent]) {
-    let producer = testlake::kafka::producer(brokers).unwrap();
-    let sends: Vec<_> = events
-        .iter()
-        .map(|e| {
-            let payload = e.to_json();
-            producer.send_result(FutureRecord::to(topic).key(&e.test_id).payload(&payload)).map_err(|(e, _)| e).unwrap()
-        })
-        .collect();
-    for s in sends {
-        s.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
-}
+use testlake_tests::{Broker, SseClient, TestStack, model, produce_events};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboards_are_pushed_fresh_numbers_and_alerts() {
     let broker = Broker::start();
-    let topic = unique_topic("live");
-    testlake::kafka::ensure_topic(&broker.bootstrap(), &topic, 2).await.unwrap();
-    let lake_dir = tempfile::tempdir().unwrap();
-    let mut ingest = IngestConfig::new(broker.bootstrap(), &topic);
-    ingest.group_id = unique_topic("group");
-    ingest.flush = FlushPolicy { max_age: Duration::from_millis(200), ..FlushPolicy::default() };
-    let config = StackConfig {
-        lake: lake_dir.path().to_str().unwrap().to_owned(),
-        ingest,
-        compute: ComputeConfig { interval: Duration::from_secs(3600), ..ComputeConfig::default() },
-        serve: ServeConfig::new("127.0.0.1:0".parse().unwrap()),
-    };
-    let shutdown = CancellationToken::new();
-    let stack = Stack::start(config, shutdown.clone()).await.unwrap();
-    let base = format!("http://{}", stack.addr);
-    let running = tokio::spawn(stack.wait());
+    let compute = ComputeConfig { interval: Duration::from_secs(3600), ..ComputeConfig::default() };
+    let stack = TestStack::start(&broker, "live", compute).await;
+    let (base, topic) = (stack.base.clone(), stack.topic.clone());
     let http = reqwest::Client::new();
     let dashboard = || async {
         let r = http.get(format!("{base}/api/v1/dashboard")).send().await.unwrap();
@@ -70,7 +38,7 @@ async fn dashboards_are_pushed_fresh_numbers_and_alerts() {
         let events = fleet.run(Utc::now() - TimeDelta::seconds(1));
         produced.extend(events.clone());
         let started = Instant::now();
-        produce(&broker.bootstrap(), &topic, &events).await;
+        produce_events(&broker.bootstrap(), &topic, &events).await;
         // Updates may come in several notices; wait until the dashboard shows every event.
         let want = model::summary(&produced, None);
         let mut seen = None;
@@ -108,7 +76,7 @@ async fn dashboards_are_pushed_fresh_numbers_and_alerts() {
             ..e.clone()
         })
         .collect();
-    produce(&broker.bootstrap(), &topic, &failing).await;
+    produce_events(&broker.bootstrap(), &topic, &failing).await;
     let (_, alert) = alerts
         .wait_for(Duration::from_secs(60), |name, _| name == "alert")
         .await
@@ -117,6 +85,5 @@ async fn dashboards_are_pushed_fresh_numbers_and_alerts() {
     assert_eq!(alert["pass_rate"].as_f64(), Some(0.0));
     assert_eq!(alert["executions"].as_i64(), Some(40));
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running).await.expect("stack stops").unwrap().unwrap();
+    stack.stop().await;
 }

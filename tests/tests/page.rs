@@ -7,16 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 use testlake::fleet::{Fleet, FleetConfig};
-use testlake::stack::{Stack, StackConfig};
 use testlake_compute::ComputeConfig;
-use testlake_ingest::{FlushPolicy, IngestConfig};
-use testlake_query::ServeConfig;
 use testlake_schemas::TestEvent;
-use testlake_tests::{Broker, free_port, unique_topic};
-use tokio_util::sync::CancellationToken;
+use testlake_tests::{Broker, TestStack, free_port, produce_events};
 
 /// A chromedriver process and one headless Chromium session; both end on drop.
 struct Browser {
@@ -89,20 +84,6 @@ impl Drop for Browser {
     }
 }
 
-async fn produce(brokers: &str, topic: &str, events: &[TestEvent]) {
-    let producer = testlake::kafka::producer(brokers).unwrap();
-    let sends: Vec<_> = events
-        .iter()
-        .map(|e| {
-            let payload = e.to_json();
-            producer.send_result(FutureRecord::to(topic).key(&e.test_id).payload(&payload)).map_err(|(e, _)| e).unwrap()
-        })
-        .collect();
-    for s in sends {
-        s.await.unwrap().map_err(|(e, _)| e).unwrap();
-    }
-}
-
 fn thousands(n: i64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -118,27 +99,14 @@ fn thousands(n: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_page_shows_drills_down_and_updates_live() {
     let broker = Broker::start();
-    let topic = unique_topic("page");
-    testlake::kafka::ensure_topic(&broker.bootstrap(), &topic, 2).await.unwrap();
-    let lake_dir = tempfile::tempdir().unwrap();
-    let mut ingest = IngestConfig::new(broker.bootstrap(), &topic);
-    ingest.group_id = unique_topic("group");
-    ingest.flush = FlushPolicy { max_age: Duration::from_millis(200), ..FlushPolicy::default() };
-    let config = StackConfig {
-        lake: lake_dir.path().to_str().unwrap().to_owned(),
-        ingest,
-        compute: ComputeConfig { flaky_refresh: Duration::from_millis(300), ..ComputeConfig::default() },
-        serve: ServeConfig::new("127.0.0.1:0".parse().unwrap()),
-    };
-    let shutdown = CancellationToken::new();
-    let stack = Stack::start(config, shutdown.clone()).await.unwrap();
-    let base = format!("http://{}", stack.addr);
-    let running = tokio::spawn(stack.wait());
+    let compute = ComputeConfig { flaky_refresh: Duration::from_millis(300), ..ComputeConfig::default() };
+    let stack = TestStack::start(&broker, "page", compute).await;
+    let (base, topic) = (stack.base.clone(), stack.topic.clone());
 
     let mut fleet = Fleet::new(FleetConfig { seed: 5, repositories: 2, outage_share: 0.0, ..FleetConfig::default() });
     let now = Utc::now();
     let events: Vec<TestEvent> = (0..12).flat_map(|i| fleet.run(now - TimeDelta::minutes(90 - 5 * i))).collect();
-    produce(&broker.bootstrap(), &topic, &events).await;
+    produce_events(&broker.bootstrap(), &topic, &events).await;
     let http = reqwest::Client::new();
     let started = Instant::now();
     let flaky = loop {
@@ -218,7 +186,7 @@ async fn the_dashboard_page_shows_drills_down_and_updates_live() {
 
     // New data lands: the page updates itself.
     let more = fleet.run(Utc::now() - TimeDelta::seconds(1));
-    produce(&broker.bootstrap(), &topic, &more).await;
+    produce_events(&broker.bootstrap(), &topic, &more).await;
     let runs = thousands((events.len() + more.len()) as i64);
     browser
         .wait_until(
@@ -231,6 +199,5 @@ async fn the_dashboard_page_shows_drills_down_and_updates_live() {
     assert_eq!(browser.eval("return document.getElementById('error').textContent").await, json!(""));
 
     drop(browser);
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running).await.expect("stack stops").unwrap().unwrap();
+    stack.stop().await;
 }
