@@ -7,16 +7,23 @@ use testlake_query::{AppState, ServeConfig};
 use testlake_schemas::Lake;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::test]
-async fn a_token_guards_the_api_but_not_the_probes() {
+/// The query service alone over an empty lake: its base URL, and what stops it.
+async fn serve(
+    config: ServeConfig,
+) -> (String, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap());
-    config.auth_token = Some("s3cret-token".into());
     let state = Arc::new(AppState::new(Lake::open(dir.path().to_str().unwrap()).unwrap(), &config));
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(testlake_query::serve(config, state, None, shutdown.clone(), Some(bound_tx)));
-    let base = format!("http://{}", bound_rx.await.unwrap());
+    (format!("http://{}", bound_rx.await.unwrap()), shutdown, server, dir)
+}
+
+#[tokio::test]
+async fn a_token_guards_the_api_but_not_the_probes() {
+    let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.auth_token = Some("s3cret-token".into());
+    let (base, shutdown, server, _dir) = serve(config).await;
     let http = reqwest::Client::new();
 
     let status = |r: reqwest::Response| r.status().as_u16();
@@ -54,13 +61,7 @@ async fn a_token_guards_the_api_but_not_the_probes() {
 
 #[tokio::test]
 async fn the_openapi_document_matches_what_is_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = ServeConfig::new("127.0.0.1:0".parse().unwrap());
-    let state = Arc::new(AppState::new(Lake::open(dir.path().to_str().unwrap()).unwrap(), &config));
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(testlake_query::serve(config, state, None, shutdown.clone(), Some(bound_tx)));
-    let base = format!("http://{}", bound_rx.await.unwrap());
+    let (base, shutdown, server, _dir) = serve(ServeConfig::new("127.0.0.1:0".parse().unwrap())).await;
     let http = reqwest::Client::new();
 
     let doc: serde_json::Value =
