@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, TimeDelta, Utc};
-use datafusion::prelude::SessionContext;
 use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 use testlake::fleet::{Fleet, FleetConfig};
@@ -49,13 +48,26 @@ fn malformed(now: DateTime<Utc>) -> Vec<(Vec<u8>, &'static str)> {
     out
 }
 
-async fn query(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
-    ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+/// Runs `sql` over the lake's folders. A read racing compute's atomic replace of a file fails
+/// (the size listed no longer matches the file): it is read again from a fresh listing, as the
+/// query service does.
+async fn query_lake(lake: &Lake, sql: &str) -> Vec<RecordBatch> {
+    let mut attempt = 0;
+    loop {
+        let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+        match ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await {
+            Ok(batches) => return batches,
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                eprintln!("{sql}: read raced a replace, again: {e}");
+            }
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
 }
 
 async fn count(lake: &Lake, sql: &str) -> i64 {
-    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
-    let batches = query(&ctx, sql).await;
+    let batches = query_lake(lake, sql).await;
     batches.first().map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0))
 }
 
@@ -66,9 +78,8 @@ fn opt_f64(b: &RecordBatch, name: &str, row: usize) -> Option<f64> {
 
 /// Reads a trends table from the lake into the model's shape.
 async fn lake_trends(lake: &Lake, table: &str) -> BTreeMap<Key, Trend> {
-    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
     let mut out = BTreeMap::new();
-    for b in query(&ctx, &format!("SELECT * FROM {table}")).await {
+    for b in query_lake(lake, &format!("SELECT * FROM {table}")).await {
         for row in 0..b.num_rows() {
             let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().value(row).to_owned();
             let i = |n: &str| b.column_by_name(n).unwrap().as_primitive::<Int64Type>().value(row);
@@ -199,9 +210,8 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
     .await;
 
     // Exactly once: the produced ids, each once.
-    let ctx = testlake_compute::catalog::lake_session(&lake).unwrap();
     let mut landed = BTreeMap::<String, usize>::new();
-    for b in query(&ctx, "SELECT event_id FROM results").await {
+    for b in query_lake(&lake, "SELECT event_id FROM results").await {
         for id in b.column(0).as_string::<i32>().iter().flatten() {
             *landed.entry(id.to_owned()).or_default() += 1;
         }
@@ -217,7 +227,7 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
         expected_reasons.insert(payload.clone(), code);
     }
     let mut rejected = 0;
-    for b in query(&ctx, "SELECT payload, reason_code, reason FROM rejected").await {
+    for b in query_lake(&lake, "SELECT payload, reason_code, reason FROM rejected").await {
         let payloads = b.column(0).as_binary::<i32>();
         for row in 0..b.num_rows() {
             let payload = if payloads.is_null(row) { vec![] } else { payloads.value(row).to_vec() };
