@@ -180,7 +180,11 @@ pub struct FlakyQuery {
     pub view: View,
 }
 
-const FLAKY_SORTS: [&str; 6] =
+/// The accepted `state` values of `/api/v1/flaky` (the OpenAPI document lists these).
+pub(crate) const FLAKY_STATES: [&str; 4] = ["flaky", "broken", "healthy", "all"];
+
+/// The accepted `sort` values of `/api/v1/flaky` (the OpenAPI document lists these).
+pub(crate) const FLAKY_SORTS: [&str; 6] =
     ["score", "ewma_flip_rate", "failure_rate", "executions", "same_commit_flakes", "last_flake_at"];
 
 /// `GET /api/v1/flaky`: the latest flaky-scores snapshot, filtered and ranked.
@@ -191,7 +195,7 @@ pub async fn flaky(
 ) -> Result<Response, ApiError> {
     let shape = q.view.shape(&headers)?;
     let wanted = q.state.clone().unwrap_or_else(|| "flaky".into());
-    if !["flaky", "broken", "healthy", "all"].contains(&wanted.as_str()) {
+    if !FLAKY_STATES.contains(&wanted.as_str()) {
         return Err(ApiError::BadRequest(format!("`state` must be flaky, broken, healthy or all, got {wanted:?}")));
     }
     let sort = q.sort.clone().unwrap_or_else(|| "score".into());

@@ -30,7 +30,7 @@ pub(crate) async fn latest_snapshot(ctx: &SessionContext) -> Result<Option<Strin
     Ok(latest.column(0).as_string_opt::<i32>().filter(|a| a.len() == 1 && !a.is_null(0)).map(|a| a.value(0).to_owned()))
 }
 
-/// One row per repository of the answer's single batch, as JSON objects.
+/// The first row of `batch` as a JSON object (empty when there is none).
 fn first_row(batch: &RecordBatch) -> Result<Map<String, Value>, ApiError> {
     let rows: Vec<Map<String, Value>> =
         serde_json::from_slice(&crate::render::json_rows(batch)?).expect("the JSON writer writes JSON");

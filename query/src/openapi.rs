@@ -82,16 +82,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         path: "/api/v1/flaky",
         summary: "The latest flaky-scores snapshot, ranked.",
         params: &[
-            one_of("state", "Tests in this state (default flaky).", &["flaky", "broken", "healthy", "all"]),
+            one_of("state", "Tests in this state (default flaky).", &crate::api::FLAKY_STATES),
             int("min_executions", "Only tests with at least this many counted executions."),
             REPOSITORY,
             SUITE,
             p("test_id", "Only this test."),
-            one_of(
-                "sort",
-                "Descending order (default score).",
-                &["score", "ewma_flip_rate", "failure_rate", "executions", "same_commit_flakes", "last_flake_at"],
-            ),
+            one_of("sort", "Descending order (default score).", &crate::api::FLAKY_SORTS),
             FORMAT,
             PAGE,
             SIZE,
