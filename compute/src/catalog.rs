@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::Result;
@@ -47,6 +47,31 @@ pub fn register(ctx: &SessionContext, lake: &Lake, table: Table) -> Result<()> {
 /// Registers `name` as exactly the given files (paths relative to the lake root) of `table`, no
 /// listing involved: how compute reads only what the commit log says is committed.
 pub fn register_files(ctx: &SessionContext, lake: &Lake, name: &str, table: Table, files: &[String]) -> Result<()> {
+    register_files_as(ctx, lake, name, file_schema(table), files)
+}
+
+/// As [`register_files`], with every `Utf8` column of `table` read as `Utf8View`: the Parquet
+/// reader then points into each page's dictionary instead of copying every string out of it (a
+/// day's trends: about 9 % faster). For queries whose results are conformed to a schema after.
+pub fn register_files_as_views(
+    ctx: &SessionContext,
+    lake: &Lake,
+    name: &str,
+    table: Table,
+    files: &[String],
+) -> Result<()> {
+    let fields: Vec<_> = file_schema(table)
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
+            _ => Arc::clone(f),
+        })
+        .collect();
+    register_files_as(ctx, lake, name, Arc::new(Schema::new(fields)), files)
+}
+
+fn register_files_as(ctx: &SessionContext, lake: &Lake, name: &str, schema: SchemaRef, files: &[String]) -> Result<()> {
     let urls = files
         .iter()
         .map(|f| {
@@ -56,8 +81,7 @@ pub fn register_files(ctx: &SessionContext, lake: &Lake, name: &str, table: Tabl
         })
         .collect::<Result<Vec<_>>>()?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config =
-        ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(file_schema(table));
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
     ctx.deregister_table(name)?;
     ctx.register_table(name, Arc::new(ListingTable::try_new(config)?))?;
     Ok(())

@@ -160,7 +160,7 @@ pub async fn compute_files(
     if files.is_empty() {
         return Ok(intervals.iter().map(|_| RecordBatch::new_empty(trends_schema())).collect());
     }
-    crate::catalog::register_files(ctx, lake, DATE_FILES, Table::Results, files)?;
+    crate::catalog::register_files_as_views(ctx, lake, DATE_FILES, Table::Results, files)?;
     let matches = ctx.sql(&flaky_matches_sql(DATE_FILES)).await?;
     let schema = Arc::new(matches.schema().as_arrow().clone());
     let matches = MemTable::try_new(schema, vec![matches.collect().await?])?;
