@@ -12,7 +12,7 @@ use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 use testlake_schemas::tables::{Lineage, RejectedBuilder, ResultsBuilder};
-use testlake_schemas::{DataFileName, DataFilePath, HourPartition, Table, TestEvent};
+use testlake_schemas::{DataFileName, DataFilePath, EventView, HourPartition, Table};
 
 /// Rows of one hour partition, with their event-time range.
 #[derive(Default)]
@@ -107,17 +107,17 @@ impl PartitionBuffer {
         let bytes = payload.unwrap_or_default();
         self.bytes += bytes.len() + key.map_or(0, <[u8]>::len);
         let from = Lineage { topic: &self.topic, partition: self.partition, offset, ingested_at: now };
-        match TestEvent::decode(bytes, now) {
+        match EventView::decode(bytes, now) {
             Ok(event) => {
                 let hour = self.hours.entry(HourPartition::of(event.finished_at)).or_default();
                 hour.min_time = Some(hour.min_time.map_or(event.finished_at, |t| t.min(event.finished_at)));
                 hour.max_time = Some(hour.max_time.map_or(event.finished_at, |t| t.max(event.finished_at)));
                 if hour.repositories.len() <= testlake_schemas::landed::MAX_LISTED_REPOSITORIES
-                    && !hour.repositories.contains(&event.repository)
+                    && !hour.repositories.contains(event.repository.as_ref())
                 {
-                    hour.repositories.insert(event.repository.clone());
+                    hour.repositories.insert(event.repository.to_string());
                 }
-                hour.rows.append(&event, from);
+                hour.rows.append_view(&event, from);
                 Pushed::Accepted
             }
             Err(why) => {

@@ -180,32 +180,38 @@ struct WireEvent<'a> {
     host: Option<Cow<'a, str>>,
     #[serde(borrow)]
     failure_message: Option<Cow<'a, str>>,
-    tags: Option<BTreeMap<String, String>>,
+    #[serde(borrow)]
+    tags: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
 }
 
 impl TestEvent {
     /// Decodes and validates one message. `now` is the ingest time, used for the timestamp window.
     pub fn decode(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
-        if bytes.len() > MAX_MESSAGE_BYTES {
-            return Err(Rejection::TooLarge { size: bytes.len(), max: MAX_MESSAGE_BYTES });
+        EventView::decode(bytes, now).map(EventView::into_owned)
+    }
+
+    /// The event as a view, for code that takes either.
+    pub fn view(&self) -> EventView<'_> {
+        EventView {
+            event_id: self.event_id,
+            repository: Cow::Borrowed(&self.repository),
+            branch: Cow::Borrowed(&self.branch),
+            commit_sha: Cow::Borrowed(&self.commit_sha),
+            run_id: Cow::Borrowed(&self.run_id),
+            job_id: self.job_id.as_deref().map(Cow::Borrowed),
+            suite: Cow::Borrowed(&self.suite),
+            test_id: Cow::Borrowed(&self.test_id),
+            name: Cow::Borrowed(&self.name),
+            status: self.status,
+            attempt: self.attempt,
+            duration_ms: self.duration_ms,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            ci_provider: self.ci_provider.as_deref().map(Cow::Borrowed),
+            host: self.host.as_deref().map(Cow::Borrowed),
+            failure_message: self.failure_message.as_deref().map(Cow::Borrowed),
+            tags: self.tags.iter().map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str()))).collect(),
         }
-        let text = std::str::from_utf8(bytes).map_err(|e| Rejection::NotUtf8 { valid_up_to: e.valid_up_to() })?;
-        // Serde would also read a struct from a JSON array (by position): only objects are events.
-        if !text.trim_start().starts_with('{') {
-            return Err(Rejection::InvalidJson { message: "expected a JSON object".into() });
-        }
-        let mut de = serde_json::Deserializer::from_str(text);
-        let wire: WireEvent<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_data() && path != "." {
-                Rejection::WrongType { field: path, message: inner.to_string() }
-            } else {
-                Rejection::InvalidJson { message: inner.to_string() }
-            }
-        })?;
-        de.end().map_err(|e| Rejection::InvalidJson { message: e.to_string() })?;
-        wire.validate(now)
     }
 
     /// Encodes the event as the JSON message a producer sends.
@@ -214,18 +220,109 @@ impl TestEvent {
     }
 }
 
+/// A validated event whose strings borrow from the message they were decoded from wherever the
+/// JSON had no escapes: what the ingest appends to its Arrow builders without first copying every
+/// field into a `String`. Same fields and meaning as [`TestEvent`] (schema version 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventView<'a> {
+    pub event_id: Uuid,
+    pub repository: Cow<'a, str>,
+    pub branch: Cow<'a, str>,
+    pub commit_sha: Cow<'a, str>,
+    pub run_id: Cow<'a, str>,
+    pub job_id: Option<Cow<'a, str>>,
+    pub suite: Cow<'a, str>,
+    pub test_id: Cow<'a, str>,
+    pub name: Cow<'a, str>,
+    pub status: Status,
+    pub attempt: u32,
+    pub duration_ms: f64,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: DateTime<Utc>,
+    pub ci_provider: Option<Cow<'a, str>>,
+    pub host: Option<Cow<'a, str>>,
+    pub failure_message: Option<Cow<'a, str>>,
+    pub tags: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
+}
+
+impl<'a> EventView<'a> {
+    /// Decodes and validates one message, or says exactly what is wrong with it. `now` is the
+    /// ingest time, used for the timestamp window.
+    pub fn decode(bytes: &'a [u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(Rejection::TooLarge { size: bytes.len(), max: MAX_MESSAGE_BYTES });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| Rejection::NotUtf8 { valid_up_to: e.valid_up_to() })?;
+        // Serde would also read a struct from a JSON array (by position): only objects are events.
+        if !text.trim_start().starts_with('{') {
+            return Err(Rejection::InvalidJson { message: "expected a JSON object".into() });
+        }
+        // The fast path parses without tracking where it is; only a message that fails to parse is
+        // parsed again, tracking the path, to name the field at fault.
+        let mut de = serde_json::Deserializer::from_str(text);
+        match WireEvent::deserialize(&mut de).and_then(|wire| de.end().map(|()| wire)) {
+            Ok(wire) => wire.validate(now),
+            Err(_) => Err(Self::explain(text)),
+        }
+    }
+
+    /// The rejection of a message that does not parse, naming the field where it went wrong.
+    fn explain(text: &str) -> Rejection {
+        let mut de = serde_json::Deserializer::from_str(text);
+        match serde_path_to_error::deserialize::<_, WireEvent<'_>>(&mut de) {
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if inner.is_data() && path != "." {
+                    Rejection::WrongType { field: path, message: inner.to_string() }
+                } else {
+                    Rejection::InvalidJson { message: inner.to_string() }
+                }
+            }
+            Ok(_) => match de.end() {
+                Err(e) => Rejection::InvalidJson { message: e.to_string() },
+                Ok(()) => Rejection::InvalidJson { message: "the message does not parse".into() },
+            },
+        }
+    }
+
+    pub fn into_owned(self) -> TestEvent {
+        TestEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id: self.event_id,
+            repository: self.repository.into_owned(),
+            branch: self.branch.into_owned(),
+            commit_sha: self.commit_sha.into_owned(),
+            run_id: self.run_id.into_owned(),
+            job_id: self.job_id.map(Cow::into_owned),
+            suite: self.suite.into_owned(),
+            test_id: self.test_id.into_owned(),
+            name: self.name.into_owned(),
+            status: self.status,
+            attempt: self.attempt,
+            duration_ms: self.duration_ms,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            ci_provider: self.ci_provider.map(Cow::into_owned),
+            host: self.host.map(Cow::into_owned),
+            failure_message: self.failure_message.map(Cow::into_owned),
+            tags: self.tags.into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
+        }
+    }
+}
+
 fn required<T>(value: Option<T>, field: &'static str) -> Result<T, Rejection> {
     value.ok_or(Rejection::MissingField { field })
 }
 
-fn bounded(value: Cow<'_, str>, field: &'static str, max: usize) -> Result<String, Rejection> {
+fn bounded<'a>(value: Cow<'a, str>, field: &'static str, max: usize) -> Result<Cow<'a, str>, Rejection> {
     if value.len() > max {
         return Err(Rejection::FieldTooLarge { field: field.to_owned(), size: value.len(), max });
     }
-    Ok(value.into_owned())
+    Ok(value)
 }
 
-fn required_text(value: Option<Cow<'_, str>>, field: &'static str, max: usize) -> Result<String, Rejection> {
+fn required_text<'a>(value: Option<Cow<'a, str>>, field: &'static str, max: usize) -> Result<Cow<'a, str>, Rejection> {
     let value = required(value, field)?;
     if value.is_empty() {
         return Err(Rejection::InvalidValue { field, message: "must not be empty".into() });
@@ -233,7 +330,11 @@ fn required_text(value: Option<Cow<'_, str>>, field: &'static str, max: usize) -
     bounded(value, field, max)
 }
 
-fn optional_text(value: Option<Cow<'_, str>>, field: &'static str, max: usize) -> Result<Option<String>, Rejection> {
+fn optional_text<'a>(
+    value: Option<Cow<'a, str>>,
+    field: &'static str,
+    max: usize,
+) -> Result<Option<Cow<'a, str>>, Rejection> {
     value.map(|v| bounded(v, field, max)).transpose()
 }
 
@@ -249,15 +350,21 @@ fn timestamp(value: &str, field: &'static str, now: DateTime<Utc>) -> Result<Dat
 }
 
 /// Cuts `s` to at most `max` bytes at a character boundary.
-fn truncate_utf8(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
+fn truncate_utf8(s: Cow<'_, str>, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return s;
     }
-    s
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    match s {
+        Cow::Borrowed(s) => Cow::Borrowed(&s[..cut]),
+        Cow::Owned(mut s) => {
+            s.truncate(cut);
+            Cow::Owned(s)
+        }
+    }
 }
 
 /// The display name a test gets when the event has none: the last part of `test_id` after `::`,
@@ -276,8 +383,8 @@ pub fn default_name(test_id: &str) -> &str {
     &test_id[start..]
 }
 
-impl WireEvent<'_> {
-    fn validate(self, now: DateTime<Utc>) -> Result<TestEvent, Rejection> {
+impl<'a> WireEvent<'a> {
+    fn validate(self, now: DateTime<Utc>) -> Result<EventView<'a>, Rejection> {
         let version = required(self.schema_version, "schema_version")?;
         if version != u64::from(SCHEMA_VERSION) {
             return Err(Rejection::UnknownSchemaVersion { version });
@@ -306,7 +413,10 @@ impl WireEvent<'_> {
         let test_id = required_text(self.test_id, "test_id", MAX_TEST_NAME_BYTES)?;
         let name = match optional_text(self.name, "name", MAX_TEST_NAME_BYTES)? {
             Some(name) if !name.is_empty() => name,
-            _ => default_name(&test_id).to_owned(),
+            _ => match &test_id {
+                Cow::Borrowed(id) => Cow::Borrowed(default_name(id)),
+                Cow::Owned(id) => Cow::Owned(default_name(id).to_owned()),
+            },
         };
         let tags = self.tags.unwrap_or_default();
         if tags.len() > MAX_TAGS {
@@ -321,8 +431,7 @@ impl WireEvent<'_> {
                 return Err(Rejection::FieldTooLarge { field: format!("tags.{key}"), size, max: MAX_TAG_VALUE_BYTES });
             }
         }
-        Ok(TestEvent {
-            schema_version: SCHEMA_VERSION,
+        Ok(EventView {
             event_id,
             repository: required_text(self.repository, "repository", MAX_ID_BYTES)?,
             branch: required_text(self.branch, "branch", MAX_ID_BYTES)?,
@@ -339,7 +448,7 @@ impl WireEvent<'_> {
             finished_at,
             ci_provider: optional_text(self.ci_provider, "ci_provider", MAX_ID_BYTES)?,
             host: optional_text(self.host, "host", MAX_ID_BYTES)?,
-            failure_message: self.failure_message.map(|m| truncate_utf8(m.into_owned(), MAX_FAILURE_MESSAGE_BYTES)),
+            failure_message: self.failure_message.map(|m| truncate_utf8(m, MAX_FAILURE_MESSAGE_BYTES)),
             tags,
         })
     }

@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use crate::Lake;
 use arrow::array::RecordBatch;
-use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::array::UInt32Array;
+use arrow::compute::{SortColumn, take_record_batch};
 use arrow::error::ArrowError;
+use arrow::row::{RowConverter, SortField};
 use bytes::Bytes;
 use object_store::{PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -25,10 +28,19 @@ pub enum WriteError {
 }
 
 /// Writer settings for lake files: zstd, dictionaries, page statistics and the page index.
+///
+/// zstd level 1, not 3: decode→Parquet 1.36 → 1.09 µs per event for its sort and encode, files
+/// 10 % larger. No dictionary for the nearly unique columns: the writer would build one, find it
+/// too large and fall back, which cost another 0.14 µs per event and made files larger (46.6 →
+/// 37.7 bytes per event). Measured by `benches/benches/decode_to_parquet.rs`.
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid zstd level")))
         .set_dictionary_enabled(true)
+        .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("kafka_offset"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("started_at"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("finished_at"), false)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(1 << 20))
         .build()
@@ -44,8 +56,14 @@ pub fn sort_batch(batch: &RecordBatch, by: &[&str]) -> Result<RecordBatch, Arrow
     if columns.is_empty() || batch.num_rows() < 2 {
         return Ok(batch.clone());
     }
-    let indices = lexsort_to_indices(&columns, None)?;
-    take_record_batch(batch, &indices)
+    // Sorting the columns' row encodings (one memcmp per comparison) instead of comparing column
+    // by column through dynamic comparators: decode→Parquet's sort costs about half as much.
+    let fields = columns.iter().map(|c| SortField::new(c.values.data_type().clone())).collect();
+    let rows = RowConverter::new(fields)?
+        .convert_columns(&columns.iter().map(|c| Arc::clone(&c.values)).collect::<Vec<_>>())?;
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)).then(a.cmp(&b)));
+    take_record_batch(batch, &UInt32Array::from(order))
 }
 
 /// Encodes a batch as a Parquet file in memory.

@@ -14,7 +14,7 @@ pub mod landed;
 pub mod paths;
 pub mod tables;
 
-pub use event::{Rejection, Status, TestEvent};
+pub use event::{EventView, Rejection, Status, TestEvent};
 pub use lake::Lake;
 pub use landed::Landed;
 pub use paths::{DataFileName, DataFilePath, DatePartition, HourPartition, Table};

@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 
-use crate::event::{Rejection, TestEvent};
+use crate::event::{EventView, Rejection, TestEvent};
 
 /// Column names of the `results` table, shared by every stage that reads it.
 pub mod col {
@@ -244,6 +244,11 @@ impl ResultsBuilder {
     }
 
     pub fn append(&mut self, e: &TestEvent, from: Lineage<'_>) {
+        self.append_view(&e.view(), from);
+    }
+
+    /// Appends one decoded event (the ingest's path: no owned copy of the event in between).
+    pub fn append_view(&mut self, e: &EventView<'_>, from: Lineage<'_>) {
         let mut uuid = uuid::Uuid::encode_buffer();
         self.event_id.append_value(e.event_id.hyphenated().encode_lower(&mut uuid));
         self.repository.append_value(&e.repository);
@@ -267,7 +272,7 @@ impl ResultsBuilder {
             self.tags.values().append_value(v);
         }
         self.tags.append(true).expect("keys and values appended in pairs");
-        self.schema_version.append_value(e.schema_version as i32);
+        self.schema_version.append_value(crate::event::SCHEMA_VERSION as i32);
         self.kafka_topic.append_value(from.topic);
         self.kafka_partition.append_value(from.partition);
         self.kafka_offset.append_value(from.offset);
