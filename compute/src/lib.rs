@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod flaky;
 pub mod lease;
 pub mod metrics;
+pub mod percentiles;
 pub mod schedule;
 pub mod trends;
 

@@ -13,11 +13,9 @@
 //! Definitions (see the README's "Numbers" section):
 //! - `runs` counts every execution (all attempts); `failed` counts `failed` and `error`.
 //! - `pass_rate = passed / (passed + failed)`, null when both are zero.
-//! - durations are over non-skipped executions; percentiles are DataFusion's `percentile_cont`:
-//!   the exact order statistics at rank `p·(n−1)`, interpolated linearly between the two nearest
-//!   (as PostgreSQL and DuckDB's `quantile_cont`), except that DataFusion truncates the
-//!   interpolation weight to 1e-6, so a value may sit up to 1e-6 of the gap between those two
-//!   neighbours below the exact one.
+//! - durations are over non-skipped executions; percentiles are exact: the order statistic at rank
+//!   `p·(n−1)`, interpolated linearly between the two nearest (as PostgreSQL's `percentile_cont`
+//!   and DuckDB's `quantile_cont`), all four from one aggregate (`crate::percentiles`).
 //! - `tests` counts distinct `test_id`; `flaky_tests` counts tests that, on one commit within the
 //!   bucket, both passed and failed.
 
@@ -111,10 +109,7 @@ pub fn trends_sql(interval: Interval, table: &str, matches: &str) -> String {
                 count(*) FILTER (WHERE status IN ('failed', 'error')) AS failed,
                 count(*) FILTER (WHERE status = 'skipped') AS skipped,
                 avg(d) AS duration_avg_ms,
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS duration_p50_ms,
-                percentile_cont(0.9) WITHIN GROUP (ORDER BY d) AS duration_p90_ms,
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY d) AS duration_p95_ms,
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY d) AS duration_p99_ms,
+                duration_percentiles(d) AS p,
                 max(d) AS duration_max_ms,
                 count(DISTINCT test_id) AS tests
             FROM r
@@ -123,7 +118,8 @@ pub fn trends_sql(interval: Interval, table: &str, matches: &str) -> String {
         SELECT a.bucket_start, a.repository, a.branch, a.suite, a.runs, a.passed, a.failed, a.skipped,
             CASE WHEN a.passed + a.failed = 0 THEN NULL
                  ELSE CAST(a.passed AS DOUBLE) / CAST(a.passed + a.failed AS DOUBLE) END AS pass_rate,
-            a.duration_avg_ms, a.duration_p50_ms, a.duration_p90_ms, a.duration_p95_ms, a.duration_p99_ms,
+            a.duration_avg_ms, get_field(a.p, 'p50') AS duration_p50_ms, get_field(a.p, 'p90') AS duration_p90_ms,
+            get_field(a.p, 'p95') AS duration_p95_ms, get_field(a.p, 'p99') AS duration_p99_ms,
             a.duration_max_ms, a.tests, coalesce(f.flaky_tests, 0) AS flaky_tests
         FROM agg a LEFT JOIN flaky f
             ON a.bucket_start = f.bucket_start AND a.repository = f.repository
@@ -161,6 +157,7 @@ pub async fn compute_files(
         return Ok(intervals.iter().map(|_| RecordBatch::new_empty(trends_schema())).collect());
     }
     crate::catalog::register_files_as_views(ctx, lake, DATE_FILES, Table::Results, files)?;
+    ctx.register_udaf(crate::percentiles::duration_percentiles());
     let matches = ctx.sql(&flaky_matches_sql(DATE_FILES)).await?;
     let schema = Arc::new(matches.schema().as_arrow().clone());
     let matches = MemTable::try_new(schema, vec![matches.collect().await?])?;
