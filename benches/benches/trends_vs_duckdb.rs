@@ -2,9 +2,10 @@
 //! `compute/src/trends.rs`, sorted zstd Parquet out) over N results of that day, against DuckDB
 //! (the Python package) running the equivalent SQL over the same Parquet files with `COPY … TO`
 //! in the same run, twice: as the textbook grouping by test and commit, and in testlake's own
-//! formulation (failing pairs joined with the passes once for both intervals), so that the ratio,
-//! against DuckDB's faster, compares engines and not only plans. Both get two threads. Also checks
-//! all wrote the same run and hourly flaky-test totals.
+//! formulation (failing pairs joined with the passes once for both intervals, the four
+//! percentiles from one aggregate), so that the ratio, against DuckDB's faster, compares engines
+//! and not only plans. Both get two threads. Also checks all wrote the same run and hourly
+//! flaky-test totals and the same hourly p95s.
 //!
 //! `cargo bench -p testlake-benches --bench trends_vs_duckdb [-- EVENTS]` (default 20,000,000;
 //! installs the `duckdb` Python package with pip when it is missing).
@@ -60,7 +61,8 @@ def trends(unit):
     ORDER BY bucket_start, repository, branch, suite
     """
 # testlake's formulation: the failing (test, commit) pairs joined with the passes once for both
-# intervals (see compute/src/trends.rs), so that the comparison is not only of plans.
+# intervals, and the percentiles from one aggregate (see compute/src/trends.rs), so that the
+# comparison is not only of plans.
 MATCHES = f"""
     CREATE OR REPLACE TEMP TABLE m AS
     WITH f AS (
@@ -83,7 +85,11 @@ def trends_joined(unit):
     ),"""
     query = trends(unit)
     start = query.index("flaky AS (")
-    return query[:start] + flaky + query[query.index("agg AS ("):]
+    query = query[:start] + flaky + query[query.index("agg AS ("):]
+    # And its four percentiles from one aggregate, as testlake's duration_percentiles does.
+    for i, p in enumerate(("0.5", "0.9", "0.95", "0.99")):
+        query = query.replace(f"quantile_cont(d, {p})", f"quantile_cont(d, [0.5, 0.9, 0.95, 0.99])[{i + 1}]")
+    return query
 def timed(run):
     best = None
     for attempt in range(2):
@@ -102,8 +108,8 @@ def joined():
 for name, run in (("grouping", grouping), ("joined", joined)):
     seconds = timed(run)
     runs = con.execute(f"SELECT sum(runs) FROM read_parquet('{out}/day.parquet')").fetchone()[0]
-    flaky = con.execute(f"SELECT sum(flaky_tests) FROM read_parquet('{out}/hour.parquet')").fetchone()[0]
-    print(f"RESULT {name} {seconds} {runs} {flaky}")
+    flaky, p95 = con.execute(f"SELECT sum(flaky_tests), sum(duration_p95_ms) FROM read_parquet('{out}/hour.parquet')").fetchone()
+    print(f"RESULT {name} {seconds} {runs} {flaky} {p95!r}")
 "#;
 
 fn ensure_duckdb() {
@@ -177,6 +183,9 @@ async fn main() {
         .await
         .expect("collect");
     let ours_runs = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(total[0].column(0)).value(0);
+    let p95 =
+        ctx.sql("SELECT sum(duration_p95_ms) FROM trends_hourly").await.expect("sql").collect().await.expect("collect");
+    let ours_p95 = arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(p95[0].column(0)).value(0);
     let flaky = ctx
         .sql("SELECT CAST(sum(flaky_tests) AS BIGINT) FROM trends_hourly")
         .await
@@ -200,7 +209,9 @@ async fn main() {
     let mut duck_best = f64::INFINITY;
     for line in stdout.lines().filter(|l| l.starts_with("RESULT ")) {
         let fields: Vec<&str> = line.split_whitespace().skip(1).collect();
-        let [name, seconds, runs, flaky] = fields[..] else { panic!("unexpected DuckDB line: {line}") };
+        let [name, seconds, runs, flaky, p95] = fields[..] else { panic!("unexpected DuckDB line: {line}") };
+        let p95: f64 = p95.parse().expect("duckdb p95");
+        assert!((p95 - ours_p95).abs() <= 1e-9 * ours_p95.abs(), "DuckDB ({name}) hourly p95s: {p95} vs {ours_p95}");
         let seconds: f64 = seconds.parse().expect("duckdb time");
         assert_eq!(runs.parse::<f64>().expect("duckdb runs") as usize, written, "DuckDB ({name}) counts every result");
         assert_eq!(
