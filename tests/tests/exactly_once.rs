@@ -30,7 +30,7 @@ async fn setup(seed: u64) -> Setup {
 
 /// Runs `testlake ingest`. Each run flushes at a different row count, so a range re-consumed
 /// after a crash is cut into differently named files: only the protocol prevents duplicates.
-fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize) -> Running {
+fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize, log: Option<&std::path::Path>) -> Running {
     let brokers = s.broker.bootstrap();
     IngestRun {
         brokers: &brokers,
@@ -40,9 +40,17 @@ fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize) -> Running
         flush_rows,
         flush_age: "100ms",
         crash_at,
-        log: None,
+        log,
     }
     .spawn()
+}
+
+/// The partitions the broker last gave a member, from its log; `None` after a revocation that
+/// no assignment followed, or before any assignment.
+fn last_assignment(log: &std::path::Path) -> Option<String> {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let last = log.lines().rev().find(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))?;
+    last.contains("partitions assigned").then(|| last.rsplit("partitions=").next().unwrap_or("").to_owned())
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -60,17 +68,44 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
 
 /// Crashes ingest at `points` in turn (each the n-th time it is reached), then runs it clean
 /// until everything landed, and checks every id landed exactly once.
+///
+/// Broker behaviour pinned down here (as in `group.rs`): tansu 0.6 sometimes keeps a killed
+/// member's partitions assigned to it, so the restarted process — the group's only live member —
+/// never gets them and cannot reach its crash point. Seen in CI on 2026-11-27 (two of these
+/// tests in one run, and once the stop before). Such a run is recognised from the stalled
+/// process's own log (its last assignment is not both partitions) and the scenario runs again on
+/// a fresh broker, at most three times; a stall with both partitions assigned, and any
+/// exactly-once violation, fails at once.
 async fn crash_then_recover(points: &[&str], seed: u64) {
+    let mut anomalies = Vec::new();
+    for attempt in 1..=3 {
+        match crash_then_recover_once(points, seed).await {
+            Ok(()) => return,
+            Err(anomaly) => {
+                eprintln!("attempt {attempt}: broker group anomaly, running the scenario again: {anomaly}");
+                anomalies.push(anomaly);
+            }
+        }
+    }
+    panic!("the broker withheld partitions from the only live member in every attempt: {anomalies:#?}");
+}
+
+async fn crash_then_recover_once(points: &[&str], seed: u64) -> Result<(), String> {
     let s = setup(seed).await;
     for (i, spec) in points.iter().enumerate() {
-        let mut child = spawn_ingest(&s, Some(spec), 150 + 13 * i);
-        let status = wait_exit(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
+        let log = s.lake.path().join(format!("ingest-{i}.log"));
+        let mut child = spawn_ingest(&s, Some(spec), 150 + 13 * i, Some(&log));
+        let Some(status) = wait_exit(&mut child, Duration::from_secs(60)) else {
             let _ = child.kill();
-            panic!("ingest did not reach {spec} within 60 s");
-        });
+            let assignment = last_assignment(&log);
+            if assignment.as_deref() == Some("[0, 1]") {
+                panic!("ingest did not reach {spec} within 60 s although it owned both partitions");
+            }
+            return Err(format!("ingest did not reach {spec} within 60 s; its last assignment: {assignment:?}"));
+        };
         assert_eq!(status.signal(), Some(6), "{spec}: expected the injected abort, got {status}");
     }
-    let mut child = spawn_ingest(&s, None, 97);
+    let mut child = spawn_ingest(&s, None, 97, None);
     let deadline = Instant::now() + Duration::from_secs(90);
     while landed_ids(s.lake.path()).await.len() < s.produced.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -81,6 +116,7 @@ async fn crash_then_recover(points: &[&str], seed: u64) {
     let _ = child.kill();
     let _ = child.wait();
     assert_exactly_once(&format!("{points:?}"), &s.produced, &landed);
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
