@@ -56,8 +56,9 @@ pub fn sort_batch(batch: &RecordBatch, by: &[&str]) -> Result<RecordBatch, Arrow
     if columns.is_empty() || batch.num_rows() < 2 {
         return Ok(batch.clone());
     }
-    // Sorting the columns' row encodings (one memcmp per comparison) instead of comparing column
-    // by column through dynamic comparators: decode→Parquet's sort costs about half as much.
+    // Sorting the columns' row encodings (one memcmp per comparison, ties kept in input order so
+    // the output is deterministic). Measured against `lexsort_to_indices`: sort and encode 1.374
+    // → 1.356 µs per event, within noise; kept for its stable order.
     let fields = columns.iter().map(|c| SortField::new(c.values.data_type().clone())).collect();
     let rows = RowConverter::new(fields)?
         .convert_columns(&columns.iter().map(|c| Arc::clone(&c.values)).collect::<Vec<_>>())?;
