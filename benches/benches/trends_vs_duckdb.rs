@@ -112,6 +112,13 @@ for name, run in (("grouping", grouping), ("joined", joined)):
     print(f"RESULT {name} {seconds} {runs} {flaky} {p95!r}")
 "#;
 
+/// The one float a query over testlake's output in `lake` returns.
+async fn total(lake: &Lake, sql: &str) -> f64 {
+    let ctx = testlake_compute::catalog::lake_session(lake).expect("session");
+    let batches = ctx.sql(sql).await.expect("sql").collect().await.expect("collect");
+    arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(batches[0].column(0)).value(0)
+}
+
 fn ensure_duckdb() {
     let has = |_: ()| Command::new("python3").args(["-c", "import duckdb"]).status().is_ok_and(|s| s.success());
     if !has(()) {
@@ -174,27 +181,10 @@ async fn main() {
         materialize_date(&ctx, &lake, date, &files, &Interval::ALL).await.expect("materialize");
         ours = ours.min(started.elapsed().as_secs_f64());
     }
-    let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
-    let total = ctx
-        .sql("SELECT CAST(sum(runs) AS BIGINT) FROM trends_daily")
-        .await
-        .expect("sql")
-        .collect()
-        .await
-        .expect("collect");
-    let ours_runs = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(total[0].column(0)).value(0);
-    let p95 =
-        ctx.sql("SELECT sum(duration_p95_ms) FROM trends_hourly").await.expect("sql").collect().await.expect("collect");
-    let ours_p95 = arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(p95[0].column(0)).value(0);
-    let flaky = ctx
-        .sql("SELECT CAST(sum(flaky_tests) AS BIGINT) FROM trends_hourly")
-        .await
-        .expect("sql")
-        .collect()
-        .await
-        .expect("collect");
-    let ours_flaky = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(flaky[0].column(0)).value(0);
-    assert_eq!(ours_runs as usize, written, "testlake's daily trends count every result");
+    let ours_runs = total(&lake, "SELECT CAST(sum(runs) AS DOUBLE) FROM trends_daily").await as usize;
+    let ours_p95 = total(&lake, "SELECT sum(duration_p95_ms) FROM trends_hourly").await;
+    let ours_flaky = total(&lake, "SELECT CAST(sum(flaky_tests) AS DOUBLE) FROM trends_hourly").await as i64;
+    assert_eq!(ours_runs, written, "testlake's daily trends count every result");
     report("testlake (DataFusion): one day, both tables", ours, "s");
 
     // DuckDB over the same files, in the same run.

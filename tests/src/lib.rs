@@ -268,6 +268,15 @@ impl Drop for Running {
     }
 }
 
+/// The partitions the broker last gave an ingest process, from its log (`IngestRun::log`): the
+/// list as logged (`[0, 1]`), or `None` after a revocation that no assignment followed, or before
+/// any assignment.
+pub fn last_assignment(log: &std::path::Path) -> Option<String> {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let last = log.lines().rev().find(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))?;
+    last.contains("partitions assigned").then(|| last.rsplit("partitions=").next().unwrap_or("").to_owned())
+}
+
 impl IngestRun<'_> {
     /// Starts the process (killed when the guard drops). A member that dies is noticed by the
     /// group after 3 s.

@@ -7,7 +7,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use testlake_tests::{
-    Broker, IngestRun, Produced, Running, Storage, assert_exactly_once, landed_ids, produce_fleet, unique_topic,
+    Broker, IngestRun, Produced, Running, Storage, assert_exactly_once, landed_ids, last_assignment, produce_fleet,
+    unique_topic,
 };
 
 struct Setup {
@@ -43,14 +44,6 @@ fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize, log: Optio
         log,
     }
     .spawn()
-}
-
-/// The partitions the broker last gave a member, from its log; `None` after a revocation that
-/// no assignment followed, or before any assignment.
-fn last_assignment(log: &std::path::Path) -> Option<String> {
-    let log = std::fs::read_to_string(log).unwrap_or_default();
-    let last = log.lines().rev().find(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))?;
-    last.contains("partitions assigned").then(|| last.rsplit("partitions=").next().unwrap_or("").to_owned())
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {

@@ -8,8 +8,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use testlake_tests::{
-    Broker, IngestRun, Produced, Storage, assert_exactly_once, committed_offsets, landed_ids, produce_fleet, signal,
-    unique_topic,
+    Broker, IngestRun, Produced, Storage, assert_exactly_once, committed_offsets, landed_ids, last_assignment,
+    produce_fleet, signal, unique_topic,
 };
 
 const TERM: i32 = 15;
@@ -66,14 +66,6 @@ async fn wait_landed_or_stall(lake: &Path, want: usize, stall: Duration) -> usiz
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The partitions the broker last gave a member, from its log; `None` after a revocation that
-/// no assignment followed.
-fn last_assignment(log: &Path) -> Option<String> {
-    let log = std::fs::read_to_string(log).unwrap_or_default();
-    let last = log.lines().rev().find(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))?;
-    last.contains("partitions assigned").then(|| last.rsplit("partitions=").next().unwrap_or("").to_owned())
 }
 
 /// One run of the scenario. `Err` when the broker left partitions without a live owner (see
