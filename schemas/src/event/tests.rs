@@ -127,3 +127,107 @@ fn default_names() {
     assert_eq!(default_name("plain"), "plain");
     assert_eq!(default_name("trailing."), "trailing.");
 }
+
+/// serde_json's reading of a message, which the plain-event reader must match whenever it answers.
+fn serde_wire(text: &str) -> Option<String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    WireEvent::deserialize(&mut de).and_then(|w| de.end().map(|()| w)).ok().map(|w| format!("{w:?}"))
+}
+
+/// A small deterministic generator, so a failure names a reproducible case.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+fn plain_messages() -> Vec<String> {
+    let mut plain = valid();
+    plain.as_object_mut().unwrap().remove("unknown_extra");
+    let mut full = TestEvent::decode(plain.to_string().as_bytes(), now()).unwrap();
+    let mut messages = vec![plain.to_string(), serde_json::to_string_pretty(&plain).unwrap(), full.to_json()];
+    full.job_id = Some("shard-1".into());
+    full.started_at = Some(full.finished_at - chrono::Duration::milliseconds(1500));
+    full.failure_message = Some("AssertionError: expected 3, got 4 — naïve".into());
+    full.tags.insert("python".into(), "3.12".into());
+    full.duration_ms = 1234.567;
+    messages.push(full.to_json());
+    full.tags.clear();
+    full.job_id = None;
+    messages.push(full.to_json());
+    messages
+        .push(r#" { "schema_version" : 1 , "status":"passed","tags":{ } , "job_id":null,"duration_ms":0 } "#.into());
+    messages
+}
+
+#[test]
+fn plain_messages_take_the_plain_reader_and_read_as_serde_does() {
+    for text in plain_messages() {
+        let ours = scan::scan(&text).map(|w| format!("{w:?}"));
+        assert!(ours.is_some(), "a plain message must not need serde: {text}");
+        assert_eq!(ours, serde_wire(&text), "{text}");
+    }
+}
+
+#[test]
+fn the_plain_reader_never_disagrees_with_serde_json_on_mutated_messages() {
+    let seeds = plain_messages();
+    #[rustfmt::skip]
+    let pieces = [
+        "\\", "\"", "\\u0041", "\\n", "\n", " ", "\t", "\u{1}", ",", ":", "{", "}", "[", "]", "null", "0", "01", "-",
+        ".", "e5", "E-2", "1.", ".5", "9999999999999999", "1.0", "true", "\"x\":1,", "é", "\u{a0}", "\"tags\":{},",
+        "\"attempt\":2,", "\"name\":\"a\",",
+    ];
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let (mut read, mut refused) = (0, 0);
+    for round in 0..30_000 {
+        let mut text = seeds[round % seeds.len()].clone();
+        for _ in 0..=rng.below(3) {
+            let mut at = rng.below(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            match rng.below(3) {
+                0 => text.insert_str(at, pieces[rng.below(pieces.len())]),
+                1 if at < text.len() => {
+                    let end = (at + 1..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap();
+                    text.replace_range(at..end, "");
+                }
+                _ => text.insert(at, char::from(b'0' + rng.below(10) as u8)),
+            }
+        }
+        match scan::scan(&text) {
+            Some(wire) => {
+                read += 1;
+                assert_eq!(Some(format!("{wire:?}")), serde_wire(&text), "{text}");
+            }
+            None => refused += 1,
+        }
+    }
+    // Both sides must be exercised: many mutations keep the plain shape (a digit in a string or a
+    // number, whitespace), many do not.
+    assert!(read > 5_000 && refused > 5_000, "read {read}, refused {refused}");
+}
+
+#[test]
+fn the_plain_reader_reads_decimals_exactly_as_serde_json() {
+    let mut rng = XorShift(42);
+    for _ in 0..50_000 {
+        let digits: String = (0..1 + rng.below(17)).map(|_| char::from(b'0' + rng.below(10) as u8)).collect();
+        let at = rng.below(digits.len() + 1);
+        let number = match at {
+            0 => digits.clone(),
+            _ => format!("{}.{}", &digits[..at], &digits[at..]),
+        };
+        let text = format!(r#"{{"duration_ms":{number},"attempt":{digits}}}"#);
+        if let Some(wire) = scan::scan(&text) {
+            assert_eq!(Some(format!("{wire:?}")), serde_wire(&text), "{text}");
+            assert_eq!(wire.duration_ms, number.parse::<f64>().ok(), "correctly rounded: {text}");
+        }
+    }
+}
