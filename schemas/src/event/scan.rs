@@ -16,7 +16,11 @@ use super::WireEvent;
 
 /// Reads `text` as a plain event, or `None`: parse it with serde_json instead.
 pub(super) fn scan(text: &str) -> Option<WireEvent<'_>> {
-    let mut r = Reader { text, bytes: text.as_bytes(), pos: 0 };
+    let bytes = text.as_bytes();
+    // A compact message has no escape and no control byte anywhere; one vectorised pass says so,
+    // and then its strings need not be checked one by one.
+    let plain = !bytes.iter().fold(false, |odd, &b| odd | (b == b'\\') | (b < 0x20));
+    let mut r = Reader { text, bytes, pos: 0, plain };
     let mut event = WireEvent::default();
     let mut seen = 0u32;
     r.expect(b'{')?;
@@ -88,6 +92,8 @@ struct Reader<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    /// The whole message has no backslash and no byte below 0x20.
+    plain: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -121,15 +127,11 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.pos;
-        loop {
-            match *self.bytes.get(self.pos)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => self.pos += 1,
-            }
-        }
-        self.pos += 1;
-        Some(&self.text[start..self.pos - 1])
+        let end = start + memchr::memchr(b'"', &self.bytes[start..])?;
+        // An escaped quote ends the search early, but then the escape before it is found here.
+        let plain = self.plain || self.bytes[start..end].iter().all(|&b| b != b'\\' && b >= 0x20);
+        self.pos = end + 1;
+        plain.then(|| &self.text[start..end])
     }
 
     fn text(&mut self) -> Option<Option<Cow<'a, str>>> {
