@@ -1,9 +1,6 @@
 //! How lake files are written, by every stage: zstd Parquet with dictionaries, page statistics
 //! and the page index, uploaded create-only (ingest) or as an atomic whole-file replace (compute).
 
-use std::sync::Arc;
-
-use crate::Lake;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -18,6 +15,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+
+use crate::Lake;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -53,7 +52,7 @@ pub fn writer_properties() -> WriterProperties {
 /// output is deterministic.
 pub fn sort_batch(batch: &RecordBatch, by: &[&str]) -> Result<RecordBatch, ArrowError> {
     let keys: Vec<Vec<u128>> =
-        by.iter().filter_map(|name| batch.column_by_name(name)).map(|c| order_keys(c)).collect::<Result<_, _>>()?;
+        by.iter().filter_map(|name| batch.column_by_name(name)).map(order_keys).collect::<Result<_, _>>()?;
     if keys.is_empty() || batch.num_rows() < 2 {
         return Ok(batch.clone());
     }
@@ -142,6 +141,7 @@ mod tests {
     use arrow::array::{Int32Array, StringArray};
     use arrow::datatypes::{DataType, Field, Int32Type, Schema};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::sync::Arc;
 
     fn batch() -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
