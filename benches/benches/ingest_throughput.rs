@@ -1,6 +1,7 @@
 //! End-to-end ingest throughput against a real broker (tansu, `memory://`), in one run:
 //!
-//! - the raw consume ceiling: an rdkafka consumer that only counts messages and bytes, same topic;
+//! - the raw consume ceiling: an rdkafka consumer that only counts messages and bytes, same topic,
+//!   configured and timed as the ingest's (from subscribing, group join included);
 //! - `testlake ingest` (the release binary, a separate process) from the same topic into a lake on
 //!   the local filesystem: events/s, MB/s, and the ratio to the ceiling;
 //! - the ingest process's peak RSS (VmHWM) and Parquet bytes per event against the JSON input.
@@ -13,17 +14,22 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
+use parquet::file::reader::{FileReader, SerializedFileReader};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use testlake::fleet::{Fleet, FleetConfig};
 use testlake_benches::report;
+use testlake_ingest::IngestConfig;
 use testlake_ingest::commit::PartitionLog;
 use testlake_schemas::Lake;
+use testlake_schemas::commits::CommittedFiles;
 use testlake_tests::{Broker, unique_topic};
 
 const PARTITIONS: i32 = 4;
+/// Runs of the raw consumer and of the ingest, alternating; the best of each is reported.
+const ROUNDS: usize = 3;
 
 fn release_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -79,31 +85,51 @@ fn produce(brokers: &str, topic: &str, events: usize) -> (u64, BTreeMap<i32, i64
     (bytes, ends)
 }
 
-/// Consumes the whole topic, counting messages and bytes: the ceiling for any consumer here.
+/// Consumes the whole topic, counting messages and bytes: the ceiling for any consumer here. It
+/// is configured exactly as the ingest's consumer and timed the same way, from subscribing (group
+/// join included) to the last message.
 fn raw_consume(brokers: &str, topic: &str, events: usize) -> (Duration, u64) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique_topic("raw"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let mut config = IngestConfig::new(brokers, topic);
+    config.group_id = unique_topic("raw");
+    let consumer: BaseConsumer = config.consumer_config().create().unwrap();
+    let started = Instant::now();
     consumer.subscribe(&[topic]).unwrap();
     let (mut count, mut bytes) = (0usize, 0u64);
-    let mut started = None;
     while count < events {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            started.get_or_insert_with(Instant::now);
             count += 1;
             bytes += m.payload().map_or(0, <[u8]>::len) as u64;
         }
     }
-    (started.unwrap().elapsed(), bytes)
+    (started.elapsed(), bytes)
+}
+
+/// Rows in the committed `results` files, read from their Parquet footers.
+async fn landed_rows(lake: &Lake, lake_dir: &std::path::Path) -> i64 {
+    let mut committed = CommittedFiles::default();
+    committed.refresh(lake).await.unwrap();
+    let files = committed.dates().into_iter().flat_map(|date| committed.results_for(date));
+    files
+        .map(|path| {
+            let file = std::fs::File::open(lake_dir.join(path)).unwrap();
+            SerializedFileReader::new(file).unwrap().metadata().file_metadata().num_rows()
+        })
+        .sum()
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user + system) the process has used so far.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports these in USER_HZ, 100 per second on every common configuration.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
@@ -115,6 +141,55 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// One `testlake ingest` process from the topic's start into a fresh lake, until the commit log
+/// says every partition's end landed.
+struct IngestRun {
+    elapsed: Duration,
+    peak_kib: u64,
+    cpu: Duration,
+    parquet_bytes: u64,
+}
+
+async fn ingest_once(
+    binary: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    events: usize,
+) -> IngestRun {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake = Lake::open(lake_dir.to_str().unwrap()).unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(binary)
+        .args(["ingest", "--brokers", brokers, "--topic", topic, "--group", &unique_topic("g")])
+        .args(["--lake", lake_dir.to_str().unwrap(), "--landed-topic", ""])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let mut peak_kib = 0;
+    loop {
+        peak_kib = peak_kib.max(peak_rss_kib(child.id()).unwrap_or(0));
+        let mut done = true;
+        for (&p, &end) in ends {
+            let durable = PartitionLog::durable_offset(&lake, topic, p).await.unwrap();
+            done &= durable.is_some_and(|d| d >= end);
+        }
+        if done {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "ingest exited early");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    peak_kib = peak_kib.max(peak_rss_kib(child.id()).unwrap_or(0));
+    let cpu = cpu_time(child.id()).expect("the ingest's CPU time");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(landed_rows(&lake, &lake_dir).await, events as i64, "every event landed once");
+    IngestRun { elapsed, peak_kib, cpu, parquet_bytes: dir_bytes(&lake_dir.join("results")) }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -130,47 +205,39 @@ async fn main() {
     let (json_bytes, ends) = produce(&brokers, &topic, events);
     println!("produced {events} events ({:.1} MB JSON) in {:.1} s", json_bytes as f64 / 1e6, t.elapsed().as_secs_f64());
 
-    let (raw, raw_bytes) = raw_consume(&brokers, &topic, events);
-    assert_eq!(raw_bytes, json_bytes, "the raw consumer saw every byte");
-
-    let dir = tempfile::tempdir().unwrap();
-    let lake_dir = dir.path().join("lake");
-    let lake = Lake::open(lake_dir.to_str().unwrap()).unwrap();
-    let started = Instant::now();
-    let mut child = std::process::Command::new(&binary)
-        .args(["ingest", "--brokers", &brokers, "--topic", &topic, "--group", &unique_topic("g")])
-        .args(["--lake", lake_dir.to_str().unwrap(), "--landed-topic", ""])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let mut peak = 0;
-    loop {
-        peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
-        let mut done = true;
-        for (&p, &end) in &ends {
-            let durable = PartitionLog::durable_offset(&lake, &topic, p).await.unwrap();
-            done &= durable.is_some_and(|d| d >= end);
+    // The two alternate, ROUNDS times each, and the best of each is compared: on this shared
+    // 2-core machine one run of either varies by up to 2× (ingest ratios 0.45–0.86 were seen in
+    // single runs of the same build).
+    let (mut raw, mut best) = (Duration::MAX, None::<IngestRun>);
+    for round in 1..=ROUNDS {
+        let (elapsed, raw_bytes) = raw_consume(&brokers, &topic, events);
+        assert_eq!(raw_bytes, json_bytes, "the raw consumer saw every byte");
+        let run = ingest_once(&binary, &brokers, &topic, &ends, events).await;
+        println!(
+            "round {round}: raw {:.0} events/s, ingest {:.0} events/s",
+            events as f64 / elapsed.as_secs_f64(),
+            events as f64 / run.elapsed.as_secs_f64()
+        );
+        raw = raw.min(elapsed);
+        let peak = best.as_ref().map_or(0, |b| b.peak_kib).max(run.peak_kib);
+        if best.as_ref().is_none_or(|b| run.elapsed < b.elapsed) {
+            best = Some(run);
         }
-        if done {
-            break;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "ingest exited early");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        best.as_mut().expect("set above").peak_kib = peak;
     }
-    let ingest = started.elapsed();
-    peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
-    let _ = child.kill();
-    let _ = child.wait();
-    let parquet = dir_bytes(&lake_dir.join("results"));
+    let IngestRun { elapsed: ingest, peak_kib: peak, cpu, parquet_bytes: parquet } = best.expect("ROUNDS ≥ 1");
 
-    println!("ingest_throughput: {events} events, {PARTITIONS} partitions, tansu memory:// on 127.0.0.1");
+    println!(
+        "ingest_throughput: {events} events, {PARTITIONS} partitions, tansu memory:// on 127.0.0.1, best of {ROUNDS}"
+    );
     report("raw consume ceiling", events as f64 / raw.as_secs_f64(), "events/s");
-    report("raw consume ceiling", raw_bytes as f64 / 1e6 / raw.as_secs_f64(), "MB/s");
-    report("testlake ingest (incl. group join)", events as f64 / ingest.as_secs_f64(), "events/s");
-    report("testlake ingest (incl. group join)", json_bytes as f64 / 1e6 / ingest.as_secs_f64(), "MB/s");
+    report("raw consume ceiling", json_bytes as f64 / 1e6 / raw.as_secs_f64(), "MB/s");
+    report("testlake ingest", events as f64 / ingest.as_secs_f64(), "events/s");
+    report("testlake ingest", json_bytes as f64 / 1e6 / ingest.as_secs_f64(), "MB/s");
     report("ratio ingest / raw ceiling", raw.as_secs_f64() / ingest.as_secs_f64(), "×");
     report("target ratio", 0.8, "×");
-    report("ingest peak RSS (VmHWM)", peak as f64 / 1024.0, "MiB");
+    report("ingest CPU time per event (all threads, best run)", cpu.as_secs_f64() * 1e6 / events as f64, "µs");
+    report("ingest peak RSS (VmHWM, any run)", peak as f64 / 1024.0, "MiB");
     report("JSON bytes per event", json_bytes as f64 / events as f64, "B");
     report("Parquet bytes per event", parquet as f64 / events as f64, "B");
 }
