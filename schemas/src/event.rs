@@ -348,9 +348,12 @@ fn optional_text<'a>(
 }
 
 fn timestamp(value: &str, field: &'static str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Rejection> {
-    let parsed = DateTime::parse_from_rfc3339(value)
-        .map_err(|e| Rejection::InvalidValue { field, message: format!("not RFC 3339 ({e}): {value:?}") })?
-        .with_timezone(&Utc);
+    let parsed = match scan::rfc3339(value) {
+        Some(parsed) => parsed,
+        None => DateTime::parse_from_rfc3339(value)
+            .map_err(|e| Rejection::InvalidValue { field, message: format!("not RFC 3339 ({e}): {value:?}") })?
+            .with_timezone(&Utc),
+    };
     let earliest = earliest_timestamp();
     if parsed < earliest || parsed > now + chrono::Duration::seconds(MAX_FUTURE_SKEW_SECS) {
         return Err(Rejection::TimestampOutOfRange { field, value: parsed, earliest });

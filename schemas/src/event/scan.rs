@@ -12,6 +12,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+
 use super::WireEvent;
 
 /// Reads `text` as a plain event, or `None`: parse it with serde_json instead.
@@ -229,4 +231,47 @@ impl<'a> Reader<'a> {
             }
         }
     }
+}
+
+/// Reads a timestamp written the plain way, `YYYY-MM-DDTHH:MM:SS[.fraction]` then `Z` or
+/// `±HH:MM`, or `None`: chrono's RFC 3339 parser then decides (lowercase or space separators,
+/// leap seconds, more than nine fraction digits, anything odd). The differential test in
+/// `tests.rs` checks it against chrono.
+pub(super) fn rfc3339(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if !separators.iter().all(|&(i, c)| b.get(i) == Some(&c)) {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let mut at = 19;
+    let mut nanos = 0;
+    if b.get(at) == Some(&b'.') {
+        let digits = b[at + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
+        if !(1..=9).contains(&digits) {
+            return None;
+        }
+        nanos = number(at + 1..at + 1 + digits)? * 10u32.pow(9 - digits as u32);
+        at += 1 + digits;
+    }
+    let offset_seconds = match b.get(at..)? {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (hours, minutes) = (number(at + 1..at + 3)?, number(at + 4..at + 6)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let seconds = (hours * 3600 + minutes * 60) as i32;
+            if *sign == b'-' { -seconds } else { seconds }
+        }
+        _ => return None,
+    };
+    // `and_hms_nano_opt` refuses hour 24, minute 60 and second 60 (a leap second: chrono's).
+    let local = date.and_hms_nano_opt(hour, minute, second, nanos)?;
+    let utc = local.checked_sub_offset(FixedOffset::east_opt(offset_seconds)?)?;
+    Some(utc.and_utc())
 }

@@ -231,3 +231,47 @@ fn the_plain_reader_reads_decimals_exactly_as_serde_json() {
         }
     }
 }
+
+#[test]
+fn the_plain_timestamp_reader_agrees_with_chrono() {
+    let seeds = [
+        "2026-11-27T10:15:00Z",
+        "2026-11-27T10:15:00.5Z",
+        "2026-11-27T10:15:00.123456789+01:00",
+        "2024-02-29T23:59:59.999-23:59",
+        "2000-01-01T00:00:00+00:00",
+        "1999-12-31T23:59:60Z",
+    ];
+    let pieces = ["0", "9", "1", "2", ".", ":", "-", "+", "Z", "z", "t", " ", "T", "60", "24", "00", "é"];
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let (mut read, mut refused) = (0, 0);
+    for round in 0..40_000 {
+        let mut text = seeds[round % seeds.len()].to_owned();
+        for _ in 0..rng.below(3) {
+            let mut at = rng.below(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            match rng.below(3) {
+                0 => text.insert_str(at, pieces[rng.below(pieces.len())]),
+                1 if at < text.len() => {
+                    let end = (at + 1..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap();
+                    text.replace_range(at..end, pieces[rng.below(pieces.len())]);
+                }
+                _ => text.truncate(at),
+            }
+        }
+        let chrono = DateTime::parse_from_rfc3339(&text).ok().map(|t| t.with_timezone(&Utc));
+        match scan::rfc3339(&text) {
+            Some(ours) => {
+                read += 1;
+                assert_eq!(Some(ours), chrono, "{text}");
+            }
+            None => refused += 1,
+        }
+    }
+    assert!(read > 5_000 && refused > 5_000, "read {read}, refused {refused}");
+    for seed in &seeds[..5] {
+        assert!(scan::rfc3339(seed).is_some(), "plain: {seed}");
+    }
+}
