@@ -31,9 +31,12 @@ async fn setup(seed: u64) -> Setup {
 
 /// Runs `testlake ingest`. Each run flushes at a different row count, so a range re-consumed
 /// after a crash is cut into differently named files: only the protocol prevents duplicates.
+///
+/// A run that logs to a file also logs librdkafka's fetch and consumer state, so that a stalled
+/// restart (see [`crash_then_recover`]) shows what its fetcher was doing.
 fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize, log: Option<&std::path::Path>) -> Running {
     let brokers = s.broker.bootstrap();
-    IngestRun {
+    let mut command = IngestRun {
         brokers: &brokers,
         topic: &s.topic,
         group: &s.group,
@@ -43,7 +46,11 @@ fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize, log: Optio
         crash_at,
         log,
     }
-    .spawn()
+    .command();
+    if log.is_some() {
+        command.args(["--kafka-property", "debug=fetch,consumer,topic"]).env("RUST_LOG", "info,librdkafka=debug");
+    }
+    Running(command.spawn().expect("spawn testlake ingest"))
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
@@ -91,7 +98,7 @@ async fn crash_then_recover_once(points: &[&str], seed: u64) -> Result<(), Strin
         let Some(status) = wait_exit(&mut child, Duration::from_secs(60)) else {
             let _ = child.kill();
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(12).collect();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
             return Err(format!(
                 "ingest did not reach {spec} within 60 s; its last assignment: {:?}; its last log lines, newest first: {tail:#?}",
                 last_assignment(&log)

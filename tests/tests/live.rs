@@ -83,7 +83,11 @@ async fn dashboards_are_pushed_fresh_numbers_and_alerts() {
         .expect("a pass-rate alert for acme/alerting");
     assert_eq!(alert["repository"], "acme/alerting");
     assert_eq!(alert["pass_rate"].as_f64(), Some(0.0));
-    assert_eq!(alert["executions"].as_i64(), Some(40));
+    // It fires as soon as enough executions have landed to judge (`min_executions`), which can be
+    // before all 40 have: they span both Kafka partitions and may land in several flushes.
+    let executions = alert["executions"].as_i64().expect("executions");
+    let enough = testlake_query::live::AlertConfig::default().min_executions;
+    assert!((enough..=40).contains(&executions), "alert on {executions} executions: {alert}");
 
     stack.stop().await;
 }
