@@ -53,6 +53,21 @@ fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize, log: Optio
     Running(command.spawn().expect("spawn testlake ingest"))
 }
 
+/// Each partition's watermarks as the broker reports them, next to the last offset produced to it.
+fn watermarks(s: &Setup) -> String {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", s.broker.bootstrap()).create().expect("consumer");
+    (0..2)
+        .map(|p| {
+            let produced = s.produced.iter().filter(|e| e.partition == p).map(|e| e.offset).max();
+            let reported = consumer.fetch_watermarks(&s.topic, p, Duration::from_secs(5));
+            format!("p{p}: {reported:?}, last produced {produced:?}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -98,10 +113,16 @@ async fn crash_then_recover_once(points: &[&str], seed: u64) -> Result<(), Strin
         let Some(status) = wait_exit(&mut child, Duration::from_secs(60)) else {
             let _ = child.kill();
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            // The fetch requests repeat every 100 ms; what led up to them is the rest.
+            let repeated =
+                |l: &&str| l.contains("toppar(s)") || (l.contains("Fetch topic") && l.contains(" at offset "));
+            let mut tail: Vec<&str> = text.lines().rev().filter(|l| !repeated(l)).take(40).collect();
+            tail.extend(text.lines().rev().filter(repeated).take(3));
             return Err(format!(
-                "ingest did not reach {spec} within 60 s; its last assignment: {:?}; its last log lines, newest first: {tail:#?}",
-                last_assignment(&log)
+                "ingest did not reach {spec} within 60 s; its last assignment: {:?}; the broker's watermarks \
+                 (low, high) against the offsets produced: {}; its last log lines, newest first: {tail:#?}",
+                last_assignment(&log),
+                watermarks(&s)
             ));
         };
         assert_eq!(status.signal(), Some(6), "{spec}: expected the injected abort, got {status}");
