@@ -5,8 +5,8 @@
 //!   DML (`INSERT`, `COPY … TO`) or statements (`SET`, transactions); only queries run.
 //! - The session knows only the lake's tables; URL tables (`SELECT * FROM '/etc/passwd'`) are off
 //!   (DataFusion's default) and no file-reading table function is registered.
-//! - Every statement runs under a memory pool of `memory_bytes` and a `timeout`, and returns at
-//!   most `max_rows` rows (the answer says whether it was truncated).
+//! - Every statement runs under a memory pool of `memory_bytes` (never spilling to disk) and a
+//!   `timeout`, and returns at most `max_rows` rows (the answer says whether it was truncated).
 //!
 //! `results` is a view over the *committed* `results` files only (never a folder listing, which
 //! may show a crashed flush's files until recovery), with `date` and `hour` derived from
@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use testlake_schemas::commits::CommittedFiles;
@@ -46,7 +47,14 @@ pub async fn session(
     committed: &mut CommittedFiles,
     limits: &SqlLimits,
 ) -> Result<SessionContext, ApiError> {
-    let runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory_bytes, 1.0).build_arc()?;
+    // No spilling: a statement over its memory is refused rather than written to the service's
+    // disk (with spilling on, whether it was refused depended on which operator hit the limit
+    // first, and a refused-or-not test flaked under load).
+    let no_spill = DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled);
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_bytes, 1.0)
+        .with_disk_manager_builder(no_spill)
+        .build_arc()?;
     let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     ctx.register_object_store(&lake.store_url(), Arc::clone(lake.store()));
