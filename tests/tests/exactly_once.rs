@@ -84,13 +84,16 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
 /// Crashes ingest at `points` in turn (each the n-th time it is reached), then runs it clean
 /// until everything landed, and checks every id landed exactly once.
 ///
-/// A restarted process sometimes stops making progress: it does not reach its crash point within
-/// 60 s though plenty of data is left. Seen in CI on 2026-11-27 (three times in two runs, and
-/// once the stop before); cause not yet known. One stalled process did own both partitions, so it
-/// is not only tansu 0.6 keeping a killed member's partitions assigned to it (see `group.rs`).
-/// Such a run prints the stalled process's last assignment and log lines, and the scenario runs
-/// again on a fresh broker, at most three times. What this test proves is never relaxed: every
-/// produced id lands exactly once, whatever the attempt.
+/// Each crashed run after the first gets fresh events. Without them a restarted process could
+/// "stall": when the runs before it had flushed in larger pieces than planned (flushes grow while
+/// an earlier one is in flight, more so on a loaded machine), the data ran out before its crash
+/// point. Found on 2026-11-27 from librdkafka's fetch log and the broker's watermarks: every
+/// partition was being fetched at its end, and the lake held everything produced.
+///
+/// A run that still does not reach its crash point within 60 s prints its last assignment, the
+/// watermarks and its librdkafka log, and the scenario runs again on a fresh broker, at most three
+/// times (tansu 0.6 can leave a killed member's partitions assigned to it; see `group.rs`). What
+/// this test proves is never relaxed: every produced id lands exactly once, whatever the attempt.
 async fn crash_then_recover(points: &[&str], seed: u64) {
     let mut anomalies = Vec::new();
     for attempt in 1..=3 {
@@ -106,8 +109,14 @@ async fn crash_then_recover(points: &[&str], seed: u64) {
 }
 
 async fn crash_then_recover_once(points: &[&str], seed: u64) -> Result<(), String> {
-    let s = setup(seed).await;
+    let mut s = setup(seed).await;
     for (i, spec) in points.iter().enumerate() {
+        // Fresh events for every crashed run after the first, so each one has enough data left
+        // to reach its crash point however large the runs before it made their flushes.
+        if i > 0 {
+            let more = produce_fleet(&s.broker.bootstrap(), &s.topic, seed * 100 + i as u64, 14).await;
+            s.produced.extend(more);
+        }
         let log = s.lake.path().join(format!("ingest-{i}.log"));
         let mut child = spawn_ingest(&s, Some(spec), 150 + 13 * i, Some(&log));
         let Some(status) = wait_exit(&mut child, Duration::from_secs(60)) else {
