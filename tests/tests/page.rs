@@ -3,6 +3,7 @@
 //! broker: the page shows the API's numbers, drills down into a flaky test's history, and
 //! updates itself when new data lands — pushed over Server-Sent Events, no reload.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,10 @@ struct Browser {
 impl Browser {
     async fn start() -> Self {
         let port = free_port();
+        // Its own process group, so that dropping it ends the browsers it started too: killing
+        // chromedriver alone left every Chromium of the session running, one set per test run.
         let driver = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -79,7 +83,8 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
 }
