@@ -234,7 +234,8 @@ impl Ingest {
                 }
                 _ = tick.tick() => {
                     self.drop_revoked();
-                    let (due, now): (Vec<i32>, _) = (self.owned.keys().copied().collect(), Instant::now());
+                    let due: Vec<i32> = self.owned.keys().copied().collect();
+                    let now = Instant::now();
                     for partition in due {
                         self.flush_if_due(partition, Some(now)).await?;
                     }

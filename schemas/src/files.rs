@@ -48,7 +48,7 @@ pub fn writer_properties() -> WriterProperties {
 }
 
 /// Sorts rows by the named columns that exist in the batch, for compression and pruning: strings
-/// and integers (timestamps included), ascending, nulls first, ties kept in input order so the
+/// and signed integers (timestamps included), ascending, nulls first, ties kept in input order so the
 /// output is deterministic.
 pub fn sort_batch(batch: &RecordBatch, by: &[&str]) -> Result<RecordBatch, ArrowError> {
     let keys: Vec<Vec<u128>> =
@@ -87,7 +87,8 @@ fn order_keys(column: &ArrayRef) -> Result<Vec<u128>, ArrowError> {
         }
         return Ok(row_ids.into_iter().map(|id| id.map_or(0, |id| rank[id])).collect());
     }
-    if column.data_type().is_integer() || matches!(column.data_type(), DataType::Timestamp(..)) {
+    // Signed only: a cast of a `u64` past `i64::MAX` would be null, and sort first.
+    if column.data_type().is_signed_integer() || matches!(column.data_type(), DataType::Timestamp(..)) {
         let ints = arrow::compute::cast(column, &DataType::Int64)?;
         // Offset into u64's order; 0 is left for nulls.
         let key = |v: i64| (1 << 64) | u128::from((v as u64) ^ (1 << 63));

@@ -25,56 +25,42 @@ pub(super) fn scan(text: &str) -> Option<WireEvent<'_>> {
     let mut r = Reader { text, bytes, pos: 0, plain };
     let mut event = WireEvent::default();
     let mut seen = 0u32;
-    r.expect(b'{')?;
-    if r.peek()? == b'}' {
-        r.pos += 1;
-    } else {
-        loop {
-            let key = r.string()?;
-            r.expect(b':')?;
-            let (index, slot) = match key {
-                "schema_version" => (0, Slot::Integer(&mut event.schema_version)),
-                "event_id" => (1, Slot::Text(&mut event.event_id)),
-                "repository" => (2, Slot::Text(&mut event.repository)),
-                "branch" => (3, Slot::Text(&mut event.branch)),
-                "commit_sha" => (4, Slot::Text(&mut event.commit_sha)),
-                "run_id" => (5, Slot::Text(&mut event.run_id)),
-                "job_id" => (6, Slot::Text(&mut event.job_id)),
-                "suite" => (7, Slot::Text(&mut event.suite)),
-                "test_id" => (8, Slot::Text(&mut event.test_id)),
-                "name" => (9, Slot::Text(&mut event.name)),
-                "status" => (10, Slot::Text(&mut event.status)),
-                "attempt" => (11, Slot::Integer(&mut event.attempt)),
-                "duration_ms" => (12, Slot::Decimal(&mut event.duration_ms)),
-                "started_at" => (13, Slot::Text(&mut event.started_at)),
-                "finished_at" => (14, Slot::Text(&mut event.finished_at)),
-                "ci_provider" => (15, Slot::Text(&mut event.ci_provider)),
-                "host" => (16, Slot::Text(&mut event.host)),
-                "failure_message" => (17, Slot::Text(&mut event.failure_message)),
-                "tags" => (18, Slot::Tags(&mut event.tags)),
-                _ => return None,
-            };
-            // serde refuses a repeated field; let it say so.
-            if seen & (1 << index) != 0 {
-                return None;
-            }
-            seen |= 1 << index;
-            match slot {
-                Slot::Integer(value) => *value = r.integer()?,
-                Slot::Text(value) => *value = r.text()?,
-                Slot::Decimal(value) => *value = r.decimal()?,
-                Slot::Tags(value) => *value = r.tags()?,
-            }
-            match r.peek()? {
-                b',' => r.pos += 1,
-                b'}' => {
-                    r.pos += 1;
-                    break;
-                }
-                _ => return None,
-            }
+    r.object(|r, key| {
+        let (index, slot) = match key {
+            "schema_version" => (0, Slot::Integer(&mut event.schema_version)),
+            "event_id" => (1, Slot::Text(&mut event.event_id)),
+            "repository" => (2, Slot::Text(&mut event.repository)),
+            "branch" => (3, Slot::Text(&mut event.branch)),
+            "commit_sha" => (4, Slot::Text(&mut event.commit_sha)),
+            "run_id" => (5, Slot::Text(&mut event.run_id)),
+            "job_id" => (6, Slot::Text(&mut event.job_id)),
+            "suite" => (7, Slot::Text(&mut event.suite)),
+            "test_id" => (8, Slot::Text(&mut event.test_id)),
+            "name" => (9, Slot::Text(&mut event.name)),
+            "status" => (10, Slot::Text(&mut event.status)),
+            "attempt" => (11, Slot::Integer(&mut event.attempt)),
+            "duration_ms" => (12, Slot::Decimal(&mut event.duration_ms)),
+            "started_at" => (13, Slot::Text(&mut event.started_at)),
+            "finished_at" => (14, Slot::Text(&mut event.finished_at)),
+            "ci_provider" => (15, Slot::Text(&mut event.ci_provider)),
+            "host" => (16, Slot::Text(&mut event.host)),
+            "failure_message" => (17, Slot::Text(&mut event.failure_message)),
+            "tags" => (18, Slot::Tags(&mut event.tags)),
+            _ => return None,
+        };
+        // serde refuses a repeated field; let it say so.
+        if seen & (1 << index) != 0 {
+            return None;
         }
-    }
+        seen |= 1 << index;
+        match slot {
+            Slot::Integer(value) => *value = r.integer()?,
+            Slot::Text(value) => *value = r.text()?,
+            Slot::Decimal(value) => *value = r.decimal()?,
+            Slot::Tags(value) => *value = r.tags()?,
+        }
+        Some(())
+    })?;
     r.skip_whitespace();
     (r.pos == r.bytes.len()).then_some(event)
 }
@@ -207,25 +193,31 @@ impl<'a> Reader<'a> {
         if self.null() {
             return Some(None);
         }
-        self.expect(b'{')?;
         let mut tags = BTreeMap::new();
+        self.object(|r, key| {
+            let value = r.string()?;
+            // serde keeps the last of a repeated key; rare enough to leave to it.
+            tags.insert(Cow::Borrowed(key), Cow::Borrowed(value)).is_none().then_some(())
+        })?;
+        Some(Some(tags))
+    }
+
+    /// An object: `member` reads the value of each key, after its colon.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.expect(b'{')?;
         if self.peek()? == b'}' {
             self.pos += 1;
-            return Some(Some(tags));
+            return Some(());
         }
         loop {
             let key = self.string()?;
             self.expect(b':')?;
-            let value = self.string()?;
-            // serde keeps the last of a repeated key; rare enough to leave to it.
-            if tags.insert(Cow::Borrowed(key), Cow::Borrowed(value)).is_some() {
-                return None;
-            }
+            member(self, key)?;
             match self.peek()? {
                 b',' => self.pos += 1,
                 b'}' => {
                     self.pos += 1;
-                    return Some(Some(tags));
+                    return Some(());
                 }
                 _ => return None,
             }

@@ -138,12 +138,27 @@ fn serde_wire(text: &str) -> Option<String> {
 struct XorShift(u64);
 
 impl XorShift {
+    /// A random character boundary of `text`, its end included.
+    fn boundary(&mut self, text: &str) -> usize {
+        let mut at = self.below(text.len() + 1);
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        at
+    }
+
     fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         (self.0 % n as u64) as usize
     }
+}
+
+/// Replaces the character that starts at byte `at` with `with`.
+fn replace_char(text: &mut String, at: usize, with: &str) {
+    let end = (at + 1..=text.len()).find(|&i| text.is_char_boundary(i)).expect("the string's end is a boundary");
+    text.replace_range(at..end, with);
 }
 
 fn plain_messages() -> Vec<String> {
@@ -188,16 +203,10 @@ fn the_plain_reader_never_disagrees_with_serde_json_on_mutated_messages() {
     for round in 0..30_000 {
         let mut text = seeds[round % seeds.len()].clone();
         for _ in 0..=rng.below(3) {
-            let mut at = rng.below(text.len() + 1);
-            while !text.is_char_boundary(at) {
-                at -= 1;
-            }
+            let at = rng.boundary(&text);
             match rng.below(3) {
                 0 => text.insert_str(at, pieces[rng.below(pieces.len())]),
-                1 if at < text.len() => {
-                    let end = (at + 1..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap();
-                    text.replace_range(at..end, "");
-                }
+                1 if at < text.len() => replace_char(&mut text, at, ""),
                 _ => text.insert(at, char::from(b'0' + rng.below(10) as u8)),
             }
         }
@@ -248,16 +257,10 @@ fn the_plain_timestamp_reader_agrees_with_chrono() {
     for round in 0..40_000 {
         let mut text = seeds[round % seeds.len()].to_owned();
         for _ in 0..rng.below(3) {
-            let mut at = rng.below(text.len() + 1);
-            while !text.is_char_boundary(at) {
-                at -= 1;
-            }
+            let at = rng.boundary(&text);
             match rng.below(3) {
                 0 => text.insert_str(at, pieces[rng.below(pieces.len())]),
-                1 if at < text.len() => {
-                    let end = (at + 1..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap();
-                    text.replace_range(at..end, pieces[rng.below(pieces.len())]);
-                }
+                1 if at < text.len() => replace_char(&mut text, at, pieces[rng.below(pieces.len())]),
                 _ => text.truncate(at),
             }
         }
