@@ -35,6 +35,7 @@ async fn main() {
     let config = StackConfig {
         lake: lake_dir.path().to_str().expect("utf-8 path").to_owned(),
         ingest, // default flush policy: 500 ms max age
+        compact: testlake_ingest::CompactConfig::off(),
         compute: ComputeConfig::default(),
         serve: ServeConfig::new("127.0.0.1:0".parse().expect("addr")),
     };

@@ -10,7 +10,7 @@ use testlake::produce::{ProduceConfig, Source, produce};
 use testlake::stack::{Stack, StackConfig};
 use testlake_compute::ComputeConfig;
 use testlake_compute::flaky::FlakyConfig;
-use testlake_ingest::{FlushPolicy, Ingest, IngestConfig};
+use testlake_ingest::{CompactConfig, Compactor, FlushPolicy, Ingest, IngestConfig};
 use testlake_query::{AppState, ServeConfig};
 use testlake_schemas::Lake;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,22 @@ enum Command {
         lake: LakeArgs,
         #[command(flatten)]
         ingest: IngestArgs,
+        #[command(flatten)]
+        compact: CompactArgs,
+    },
+    /// Compact closed hours of `results` into few large files (the ingest and all-in-one
+    /// processes also do it every --compact-every).
+    Compact {
+        #[command(flatten)]
+        lake: LakeArgs,
+        #[command(flatten)]
+        compact: CompactArgs,
+        /// One pass, then exit (default: a pass every --compact-every until stopped).
+        #[arg(long)]
+        once: bool,
+        /// Test hook: abort the process the n-th time a compaction step is reached.
+        #[arg(long, env = "TESTLAKE_CRASH_AT", hide = true)]
+        crash_at: Option<String>,
     },
     /// Materialize the trend tables, once or periodically.
     Compute {
@@ -67,6 +83,8 @@ enum Command {
         lake: LakeArgs,
         #[command(flatten)]
         ingest: IngestArgs,
+        #[command(flatten)]
+        compact: CompactArgs,
         #[command(flatten)]
         compute: ComputeArgs,
         #[command(flatten)]
@@ -171,6 +189,38 @@ struct LakeArgs {
     /// Lake root: a path, file:///…, or s3://… .
     #[arg(long, env = "TESTLAKE_LAKE", default_value = "./lake")]
     lake: String,
+}
+
+#[derive(Args)]
+struct CompactArgs {
+    /// Time between compaction passes over closed hours ("0s": no compaction in this process).
+    #[arg(long, env = "TESTLAKE_COMPACT_EVERY", default_value = "5min")]
+    compact_every: humantime::Duration,
+    /// An hour is compacted once it ended this long ago.
+    #[arg(long, env = "TESTLAKE_COMPACT_CLOSED_AFTER", default_value = "10min")]
+    compact_closed_after: humantime::Duration,
+    /// Rows per compacted file at most; files this large are left alone.
+    #[arg(long, env = "TESTLAKE_COMPACT_ROWS", default_value_t = CompactConfig::default().target_rows)]
+    compact_rows: u64,
+    /// Replaced files are deleted this long after their compaction commits (readers listing
+    /// folders see the hour twice meanwhile; statements following the log finish first).
+    #[arg(long, env = "TESTLAKE_COMPACT_GRACE", default_value = "10s")]
+    compact_grace: humantime::Duration,
+    /// A compaction left undecided this long is taken for a crashed compactor's and aborted.
+    #[arg(long, env = "TESTLAKE_COMPACT_STALE_AFTER", default_value = "10min")]
+    compact_stale_after: humantime::Duration,
+}
+
+impl CompactArgs {
+    fn config(&self) -> CompactConfig {
+        CompactConfig {
+            every: *self.compact_every,
+            closed_after: *self.compact_closed_after,
+            target_rows: self.compact_rows.max(1),
+            grace: *self.compact_grace,
+            stale_after: *self.compact_stale_after,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -359,13 +409,27 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let shutdown = shutdown_on_signal();
     match cli.command {
-        Command::Ingest { kafka, lake, ingest } => {
+        Command::Ingest { kafka, lake, ingest, compact } => {
             let lake = Lake::open(&lake.lake)?;
-            let ingest = Ingest::new(ingest.config(&kafka), lake, None, Default::default())?;
+            let ingest = Ingest::new(ingest.config(&kafka), lake.clone(), None, Default::default())?;
             if !kafka.landed_topic.is_empty() {
                 testlake::kafka::ensure_topic(&kafka.brokers, &kafka.landed_topic, 1).await?;
             }
+            let compactor = tokio::spawn(Compactor::new(lake, compact.config()).run(shutdown.clone()));
             ingest.run(shutdown).await?;
+            compactor.await?;
+        }
+        Command::Compact { lake, compact, once, crash_at } => {
+            let mut compactor = Compactor::new(Lake::open(&lake.lake)?, compact.config());
+            if once {
+                let crash = crash_at.as_deref().map(testlake_ingest::crash::Crasher::parse).transpose();
+                let report = compactor.pass(&crash.map_err(anyhow::Error::msg)?.unwrap_or_default()).await?;
+                info!(?report, "compaction pass done");
+                anyhow::ensure!(report.failed == 0, "{} hours failed to compact", report.failed);
+            } else {
+                anyhow::ensure!(!compact.compact_every.is_zero(), "--compact-every 0s: nothing to do");
+                compactor.run(shutdown).await;
+            }
         }
         Command::Compute { lake, notices, compute, once, action } => {
             let lake = Lake::open(&lake.lake)?;
@@ -435,10 +499,11 @@ async fn main() -> Result<()> {
             let state = std::sync::Arc::new(AppState::new(Lake::open(&lake.lake)?, &config));
             testlake_query::serve(config, state, landed, shutdown, None).await?;
         }
-        Command::All { kafka, lake, ingest, compute, serve, fleet_rate } => {
+        Command::All { kafka, lake, ingest, compact, compute, serve, fleet_rate } => {
             let config = StackConfig {
                 lake: lake.lake,
                 ingest: ingest.config(&kafka),
+                compact: compact.config(),
                 compute: compute.config(),
                 serve: serve.config(),
             };

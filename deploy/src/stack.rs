@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use testlake_compute::ComputeConfig;
-use testlake_ingest::{Ingest, IngestConfig, IngestMetrics};
+use testlake_ingest::{CompactConfig, Compactor, Ingest, IngestConfig, IngestMetrics};
 use testlake_query::{AppState, ServeConfig};
 use testlake_schemas::{Lake, Landed};
 use tokio::sync::{broadcast, oneshot};
@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub struct StackConfig {
     pub lake: String,
     pub ingest: IngestConfig,
+    /// Compaction of closed hours (`every` zero: none).
+    pub compact: CompactConfig,
     pub compute: ComputeConfig,
     pub serve: ServeConfig,
 }
@@ -40,6 +42,11 @@ impl Stack {
         let ingest = Ingest::new(config.ingest, lake.clone(), Some(landed.clone()), Arc::clone(&metrics))?;
         let token = shutdown.clone();
         tasks.spawn(async move { ingest.run(token).await.context("ingest") });
+        let (compactor, token) = (Compactor::new(lake.clone(), config.compact), shutdown.clone());
+        tasks.spawn(async move {
+            compactor.run(token).await;
+            Ok(())
+        });
 
         // Compute's own notices go on the same channel: the query service hears both.
         let scheduler = testlake_compute::Scheduler::new(lake.clone(), config.compute, Some(landed.clone()));

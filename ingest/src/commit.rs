@@ -67,7 +67,7 @@ pub struct PartitionLog {
     resume: Option<i64>,
 }
 
-async fn create(lake: &Lake, path: &str, body: Vec<u8>) -> Result<bool> {
+pub(crate) async fn create(lake: &Lake, path: &str, body: Vec<u8>) -> Result<bool> {
     let options = PutOptions { mode: PutMode::Create, ..Default::default() };
     match lake.store().put_opts(&lake.path(path), PutPayload::from(body), options).await {
         Ok(_) => Ok(true),
@@ -76,14 +76,14 @@ async fn create(lake: &Lake, path: &str, body: Vec<u8>) -> Result<bool> {
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(lake: &Lake, path: &str) -> Result<T> {
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(lake: &Lake, path: &str) -> Result<T> {
     read_entry(lake, path).await.map_err(|e| match e {
         LogReadError::Store { path, source } => CommitError::Store { path, source },
         LogReadError::Corrupt { path, source } => CommitError::Corrupt { path, source },
     })
 }
 
-async fn delete_files(lake: &Lake, files: &[EntryFile]) -> Result<()> {
+pub(crate) async fn delete_files(lake: &Lake, files: &[EntryFile]) -> Result<()> {
     for file in files {
         match lake.store().delete(&lake.path(&file.path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -91,6 +91,16 @@ async fn delete_files(lake: &Lake, files: &[EntryFile]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Creates the outcome object at `path` (of entry `seq`), or reads the one that won the race.
+pub(crate) async fn decide_at(lake: &Lake, path: &str, seq: u64, want: Outcome, writer: &str) -> Result<Outcome> {
+    let record = OutcomeRecord { seq, outcome: want, writer: writer.to_owned(), at: Utc::now() };
+    if create(lake, path, serde_json::to_vec(&record).expect("json")).await? {
+        Ok(want)
+    } else {
+        Ok(read_json::<OutcomeRecord>(lake, path).await?.outcome)
+    }
 }
 
 impl PartitionLog {
@@ -108,6 +118,7 @@ impl PartitionLog {
                 match kind {
                     EntryObject::Intent => e.0 = true,
                     EntryObject::Outcome => e.1 = true,
+                    EntryObject::Cleaned => {} // compaction logs only
                 }
             }
         }
@@ -173,13 +184,7 @@ impl PartitionLog {
         want: Outcome,
         writer: &str,
     ) -> Result<Outcome> {
-        let path = entry_path(topic, partition, seq, EntryObject::Outcome);
-        let record = OutcomeRecord { seq, outcome: want, writer: writer.to_owned(), at: Utc::now() };
-        if create(lake, &path, serde_json::to_vec(&record).expect("json")).await? {
-            Ok(want)
-        } else {
-            Ok(read_json::<OutcomeRecord>(lake, &path).await?.outcome)
-        }
+        decide_at(lake, &entry_path(topic, partition, seq, EntryObject::Outcome), seq, want, writer).await
     }
 
     /// The sequence number the next flush's entry will have (its files are named with it).

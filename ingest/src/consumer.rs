@@ -468,7 +468,7 @@ fn stage(flush: &PendingFlush) -> Result<Vec<StagedFile>> {
         .map(|file| {
             let path = file.path.to_string();
             let sort_by: &[&str] = match file.path.table {
-                Table::Results => &["repository", "test_id", "finished_at"],
+                Table::Results => files::RESULTS_SORT,
                 _ => &["kafka_offset"],
             };
             let sorted = files::sort_batch(&file.batch, sort_by)

@@ -1,7 +1,8 @@
 //! Fault injection for the exactly-once tests: abort the process (no destructors, no flushes,
 //! like `kill -9`) the n-th time a point of the commit protocol is reached.
 //!
-//! Armed only by `TESTLAKE_CRASH_AT=<point>:<n>` in the environment of `testlake ingest`.
+//! Armed only by `TESTLAKE_CRASH_AT=<point>:<n>` in the environment of `testlake ingest` (and
+//! `testlake compact`, for the `compact_*` points).
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,6 +19,12 @@ pub enum CrashPoint {
     AfterOutcome,
     /// The Kafka offset commit was requested.
     AfterKafkaCommit,
+    /// Compaction: the intent is durable, no output is.
+    CompactAfterIntent,
+    /// Compaction: the first output is durable, the outcome is not.
+    CompactMidOutput,
+    /// Compaction: committed; the inputs are not deleted yet.
+    CompactAfterOutcome,
 }
 
 impl FromStr for CrashPoint {
@@ -29,6 +36,9 @@ impl FromStr for CrashPoint {
             "after_data" => Self::AfterData,
             "after_outcome" => Self::AfterOutcome,
             "after_kafka_commit" => Self::AfterKafkaCommit,
+            "compact_after_intent" => Self::CompactAfterIntent,
+            "compact_mid_output" => Self::CompactMidOutput,
+            "compact_after_outcome" => Self::CompactAfterOutcome,
             other => return Err(format!("unknown crash point {other:?}")),
         })
     }

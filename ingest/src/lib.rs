@@ -10,6 +10,7 @@
 
 pub mod buffer;
 pub mod commit;
+pub mod compact;
 pub mod consumer;
 pub mod crash;
 pub mod cursor;
@@ -17,6 +18,7 @@ pub mod flush;
 pub mod metrics;
 pub mod notices;
 
+pub use compact::{CompactConfig, Compactor};
 pub use consumer::{Ingest, IngestConfig};
 pub use flush::FlushPolicy;
 pub use metrics::IngestMetrics;

@@ -26,13 +26,19 @@ pub fn log_dir(topic: &str, partition: i32) -> String {
 pub enum EntryObject {
     Intent,
     Outcome,
+    /// Compaction log only: the entry's superseded files (committed) or outputs (aborted) are
+    /// deleted.
+    Cleaned,
 }
 
 impl EntryObject {
+    const ALL: [Self; 3] = [Self::Intent, Self::Outcome, Self::Cleaned];
+
     fn suffix(self) -> &'static str {
         match self {
             Self::Intent => ".intent.json",
             Self::Outcome => ".outcome.json",
+            Self::Cleaned => ".cleaned.json",
         }
     }
 }
@@ -42,20 +48,26 @@ pub fn entry_path(topic: &str, partition: i32, seq: u64, object: EntryObject) ->
     entry_path_in(&log_dir(topic, partition), seq, object)
 }
 
-/// Path of one object of entry `seq` in the log folder `dir` (as [`log_dir`] names it).
-fn entry_path_in(dir: &str, seq: u64, object: EntryObject) -> String {
+/// Path of one object of entry `seq` in the log folder `dir` ([`log_dir`], [`compaction_dir`]).
+pub fn entry_path_in(dir: &str, seq: u64, object: EntryObject) -> String {
     format!("{dir}/{seq:020}{}", object.suffix())
 }
 
 /// Parses a log object's file name into its sequence number and kind.
 pub fn parse_entry_name(name: &str) -> Option<(u64, EntryObject)> {
-    [EntryObject::Intent, EntryObject::Outcome].into_iter().find_map(|object| {
+    EntryObject::ALL.into_iter().find_map(|object| {
         let seq = name.strip_suffix(object.suffix())?;
         (seq.len() == 20).then(|| seq.parse().ok()).flatten().map(|seq| (seq, object))
     })
 }
 
-/// One file a flush writes.
+/// Folder of the compaction log of `table`: one sequence of entries for all its hour
+/// partitions, so readers follow it incrementally like a partition's commit log.
+pub fn compaction_dir(table: crate::Table) -> String {
+    format!("_compaction/{table}")
+}
+
+/// One file a flush (or a compaction) writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntryFile {
     /// Path relative to the lake root.
@@ -87,6 +99,31 @@ pub struct Intent {
     pub writer: String,
     pub files: Vec<EntryFile>,
     pub created_at: DateTime<Utc>,
+}
+
+/// What a compaction is about to do: replace `inputs` (committed files of one hour partition)
+/// by `outputs` holding the same rows. Decided by its outcome object, as a flush is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactionIntent {
+    pub seq: u64,
+    pub table: String,
+    pub date: NaiveDate,
+    pub hour: u8,
+    /// Identity of the compactor (one per process).
+    pub writer: String,
+    /// Files merged, each committed by an ingest entry or an earlier compaction.
+    pub inputs: Vec<EntryFile>,
+    pub outputs: Vec<EntryFile>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Written once the files a decided compaction made obsolete are deleted: its inputs
+/// (committed) or its outputs (aborted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanedRecord {
+    pub seq: u64,
+    pub deleted: Vec<String>,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +191,84 @@ mod tests {
         }
     }
 
+    /// Writes compaction `seq` of `results` (inputs and outputs named by path), decided or not.
+    async fn compaction(lake: &crate::Lake, seq: u64, inputs: &[&str], outputs: &[&str], outcome: Option<Outcome>) {
+        let date = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let file = |name: &&str| EntryFile {
+            path: format!("results/date={date}/hour=00/{name}.parquet"),
+            table: "results".into(),
+            date,
+            hour: 0,
+            rows: 1,
+            min_time: None,
+            max_time: None,
+            repositories: None,
+        };
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let intent = CompactionIntent {
+            seq,
+            table: "results".into(),
+            date,
+            hour: 0,
+            writer: "c".into(),
+            inputs: inputs.iter().map(file).collect(),
+            outputs: outputs.iter().map(file).collect(),
+            created_at: at,
+        };
+        let dir = compaction_dir(crate::Table::Results);
+        let put = |path: String, json: Vec<u8>| async move {
+            crate::files::put_create(lake, &path, json.into()).await.unwrap();
+        };
+        put(entry_path_in(&dir, seq, EntryObject::Intent), serde_json::to_vec(&intent).unwrap()).await;
+        if let Some(outcome) = outcome {
+            let record = OutcomeRecord { seq, outcome, writer: "c".into(), at };
+            put(entry_path_in(&dir, seq, EntryObject::Outcome), serde_json::to_vec(&record).unwrap()).await;
+        }
+    }
+
+    /// A committed compaction replaces its inputs by its outputs — also for a reader that meets
+    /// the compaction before the ingest entry of one of its inputs; aborted and undecided ones
+    /// change nothing; a compaction of a compaction's output chains.
+    #[tokio::test]
+    async fn compactions_replace_their_inputs_in_any_reading_order() {
+        let lake = crate::Lake::in_memory();
+        let d = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let names =
+            |files: Vec<String>| files.iter().map(|f| f.rsplit('/').next().unwrap().to_owned()).collect::<Vec<_>>();
+        for seq in 0..3 {
+            entry(&lake, 0, seq, d, Some(Outcome::Committed)).await;
+        }
+        let mut early = CommittedFiles::default();
+        early.refresh(&lake).await.unwrap();
+        assert_eq!(names(early.results_for(d)), ["p0-0.parquet", "p0-1.parquet", "p0-2.parquet"]);
+
+        compaction(&lake, 0, &["p0-0", "p0-1"], &["c0"], Some(Outcome::Committed)).await;
+        compaction(&lake, 1, &["p0-2", "c0"], &["c1-x"], Some(Outcome::Aborted)).await;
+        compaction(&lake, 2, &["p0-2"], &["c2-pending"], None).await;
+        early.refresh(&lake).await.unwrap();
+        assert_eq!(names(early.results_for(d)), ["c0.parquet", "p0-2.parquet"]);
+        let mut fresh = CommittedFiles::default();
+        fresh.refresh(&lake).await.unwrap();
+        assert_eq!(names(fresh.results_for(d)), ["c0.parquet", "p0-2.parquet"], "a fresh reader agrees");
+
+        // The reading order a slow reader can meet: the compaction, then its input's entry.
+        let mut reader = CommittedFiles::default();
+        let dir = compaction_dir(crate::Table::Results);
+        let compaction0: CompactionIntent =
+            read_entry(&lake, &entry_path_in(&dir, 0, EntryObject::Intent)).await.unwrap();
+        reader.apply(compaction0.clone());
+        let input: Intent = read_entry(&lake, &entry_path("ci", 0, 1, EntryObject::Intent)).await.unwrap();
+        input.files.into_iter().for_each(|f| reader.add(f));
+        assert_eq!(names(reader.results_for(d)), ["c0.parquet"], "a superseded input never comes back");
+        reader.apply(compaction0);
+        assert_eq!(names(reader.results_for(d)), ["c0.parquet"], "applying twice changes nothing");
+
+        compaction(&lake, 3, &["c0", "p0-2"], &["c3"], Some(Outcome::Committed)).await;
+        early.refresh(&lake).await.unwrap();
+        assert_eq!(names(early.results_for(d)), ["c3.parquet"]);
+        assert_eq!(early.results_files().map(|f| f.rows).sum::<u64>(), 1);
+    }
+
     /// Refreshes see exactly the committed entries, pick up entries decided later (also out of
     /// order), and list each folder only from where they left off; on both stores the lake runs on.
     #[tokio::test]
@@ -201,17 +316,23 @@ mod tests {
 
 /// The data files of committed log entries, for readers that must see only committed data
 /// (compute, the query service). Read incrementally: decided entries never change, so each is
-/// read once, and each partition's folder is listed from just after the entries already read
-/// (S3's `start-after`), so a refresh costs what was decided since the last one, not the log's
-/// length.
+/// read once, and each log folder is listed from just after the entries already read (S3's
+/// `start-after`), so a refresh costs what was decided since the last one, not the log's length.
+///
+/// Compactions apply on top: a file is visible when an ingest entry or a compaction committed
+/// it and no committed compaction lists it as an input. One refresh reads the ingest logs and
+/// then the compaction log, and the result does not depend on the order entries are read in,
+/// so a reader never sees a compaction's inputs next to its outputs, or neither.
 #[derive(Debug, Default)]
 pub struct CommittedFiles {
     /// Per log folder, the first entry whose outcome has not been read: every entry before it has.
     next: std::collections::HashMap<String, u64>,
     /// Outcome objects already read past a folder's `next` (an entry decided out of order).
     read: std::collections::HashSet<String>,
-    /// Committed `results` files by date.
-    results: std::collections::BTreeMap<NaiveDate, std::collections::BTreeSet<String>>,
+    /// Visible `results` files by date, by path.
+    results: std::collections::BTreeMap<NaiveDate, std::collections::BTreeMap<String, EntryFile>>,
+    /// Inputs of committed compactions: never visible again.
+    superseded: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,15 +374,56 @@ pub async fn read_entry<T: serde::de::DeserializeOwned>(lake: &crate::Lake, path
 }
 
 impl CommittedFiles {
-    /// Reads the entries decided since the last refresh, across every topic and partition.
+    /// Reads the entries decided since the last refresh, across every topic and partition, then
+    /// the compactions decided since.
     pub async fn refresh(&mut self, lake: &crate::Lake) -> Result<(), LogReadError> {
         for dir in log_folders(lake).await? {
-            self.refresh_folder(lake, &dir).await?;
+            let decided = self.newly_decided(lake, &dir).await?;
+            for &(seq, outcome) in &decided {
+                if outcome == Outcome::Committed {
+                    let intent: Intent = read_entry(lake, &entry_path_in(&dir, seq, EntryObject::Intent)).await?;
+                    intent.files.into_iter().for_each(|file| self.add(file));
+                }
+            }
+            self.mark_read(&dir, &decided);
         }
+        let dir = compaction_dir(crate::Table::Results);
+        let decided = self.newly_decided(lake, &dir).await?;
+        for &(seq, outcome) in &decided {
+            if outcome == Outcome::Committed {
+                let compaction: CompactionIntent =
+                    read_entry(lake, &entry_path_in(&dir, seq, EntryObject::Intent)).await?;
+                self.apply(compaction);
+            }
+        }
+        self.mark_read(&dir, &decided);
         Ok(())
     }
 
-    async fn refresh_folder(&mut self, lake: &crate::Lake, dir: &str) -> Result<(), LogReadError> {
+    fn add(&mut self, file: EntryFile) {
+        if file.table == crate::Table::Results.name() && !self.superseded.contains(&file.path) {
+            self.results.entry(file.date).or_default().insert(file.path.clone(), file);
+        }
+    }
+
+    /// A committed compaction: its inputs leave for good (also those of entries not read yet),
+    /// its outputs come in.
+    fn apply(&mut self, compaction: CompactionIntent) {
+        for input in compaction.inputs {
+            if let Some(files) = self.results.get_mut(&input.date) {
+                files.remove(&input.path);
+                if files.is_empty() {
+                    self.results.remove(&input.date);
+                }
+            }
+            self.superseded.insert(input.path);
+        }
+        compaction.outputs.into_iter().for_each(|file| self.add(file));
+    }
+
+    /// The entries of `dir` decided and not read yet, in order, with their outcome. Applying
+    /// them is idempotent, so they are marked read ([`Self::mark_read`]) only once applied.
+    async fn newly_decided(&self, lake: &crate::Lake, dir: &str) -> Result<Vec<(u64, Outcome)>, LogReadError> {
         use futures::TryStreamExt;
         let next = self.next.get(dir).copied().unwrap_or(0);
         let prefix = lake.path(dir);
@@ -271,10 +433,11 @@ impl CommittedFiles {
                 .store()
                 .list_with_offset(Some(&prefix), &lake.path(&entry_path_in(dir, last, EntryObject::Outcome))),
         };
-        let listed: Vec<_> = listing
-            .try_collect()
-            .await
-            .map_err(|e| LogReadError::Store { path: dir.to_owned(), source: Box::new(e) })?;
+        let listed: Vec<_> = match listing.try_collect().await {
+            Ok(listed) => listed,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(LogReadError::Store { path: dir.to_owned(), source: Box::new(e) }),
+        };
         let mut outcomes: Vec<u64> = listed
             .iter()
             .filter_map(|o| o.location.filename().and_then(parse_entry_name))
@@ -282,32 +445,36 @@ impl CommittedFiles {
             .map(|(seq, _)| seq)
             .collect();
         outcomes.sort_unstable();
+        let mut decided = Vec::new();
         for seq in outcomes {
             let path = entry_path_in(dir, seq, EntryObject::Outcome);
-            if self.read.contains(&path) {
-                continue;
+            if !self.read.contains(&path) {
+                decided.push((seq, read_entry::<OutcomeRecord>(lake, &path).await?.outcome));
             }
-            let outcome: OutcomeRecord = read_entry(lake, &path).await?;
-            if outcome.outcome == Outcome::Committed {
-                let intent: Intent = read_entry(lake, &entry_path_in(dir, seq, EntryObject::Intent)).await?;
-                for file in intent.files.into_iter().filter(|f| f.table == crate::Table::Results.name()) {
-                    self.results.entry(file.date).or_default().insert(file.path);
-                }
-            }
-            self.read.insert(path);
+        }
+        Ok(decided)
+    }
+
+    fn mark_read(&mut self, dir: &str, decided: &[(u64, Outcome)]) {
+        for &(seq, _) in decided {
+            self.read.insert(entry_path_in(dir, seq, EntryObject::Outcome));
         }
         // Advance past the entries now read without a gap.
-        let mut next = next;
+        let mut next = self.next.get(dir).copied().unwrap_or(0);
         while self.read.remove(&entry_path_in(dir, next, EntryObject::Outcome)) {
             next += 1;
         }
         self.next.insert(dir.to_owned(), next);
-        Ok(())
     }
 
     /// Committed `results` files of one date, relative to the lake root.
     pub fn results_for(&self, date: NaiveDate) -> Vec<String> {
-        self.results.get(&date).map(|files| files.iter().cloned().collect()).unwrap_or_default()
+        self.results.get(&date).map(|files| files.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Every visible `results` file, with what its entry recorded, by date and path.
+    pub fn results_files(&self) -> impl Iterator<Item = &EntryFile> {
+        self.results.values().flat_map(|files| files.values())
     }
 
     /// Dates that have committed `results` files.

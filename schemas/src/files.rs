@@ -47,6 +47,10 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
+/// The order of rows in a `results` file: by repository, test and time, so a test's executions
+/// sit together (compression, pruning by repository or test).
+pub const RESULTS_SORT: &[&str] = &["repository", "test_id", "finished_at"];
+
 /// Sorts rows by the named columns that exist in the batch, for compression and pruning: strings
 /// and signed integers (timestamps included), ascending, nulls first, ties kept in input order so the
 /// output is deterministic.

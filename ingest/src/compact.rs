@@ -1,0 +1,486 @@
+//! Compaction of closed hours: an hour partition's many small ingest files merged into few large
+//! ones, switched atomically for every reader that follows the lake's logs.
+//!
+//! A compaction is an entry of the table's compaction log (`_compaction/results/`), decided like
+//! a flush (see `ingest/COMMIT_PROTOCOL.md`):
+//! 1. create `n.intent.json` (create-only) naming the inputs — committed files of one hour — and
+//!    the outputs, one per group of inputs; if `n` is taken, another compactor got there first;
+//! 2. create every output (create-only): the group's rows, sorted like an ingest file;
+//! 3. create `n.outcome.json` = committed — if a compactor aborted the entry meanwhile (it found
+//!    it stale), this one deletes its outputs;
+//! 4. after a grace period, delete the inputs, then write `n.cleaned.json`.
+//!
+//! [`CommittedFiles`] shows the outputs instead of the inputs from the moment step 3 succeeds.
+//! A compactor that finds an entry with an intent older than [`CompactConfig::stale_after`] and
+//! no outcome aborts it and deletes its outputs; a younger one belongs to a live compactor, and
+//! its hour is left alone this pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use testlake_schemas::commits::{
+    CleanedRecord, CommittedFiles, CompactionIntent, EntryFile, EntryObject, Outcome, OutcomeRecord, compaction_dir,
+    entry_path_in, parse_entry_name,
+};
+use testlake_schemas::files::{Created, RESULTS_SORT, WriteError, encode_parquet, put_create, sort_batch};
+use testlake_schemas::{HourPartition, Lake, Table};
+use tracing::{info, warn};
+
+use crate::commit::{CommitError, create, decide_at, delete_files, read_json};
+use crate::crash::{CrashPoint, Crasher};
+
+/// When and how hours are compacted.
+#[derive(Debug, Clone)]
+pub struct CompactConfig {
+    /// Time between passes; zero turns compaction off.
+    pub every: Duration,
+    /// An hour is closed, and may be compacted, this long after it ends.
+    pub closed_after: Duration,
+    /// Rows per output file at most; files this large already are left as they are.
+    pub target_rows: u64,
+    /// Inputs are deleted this long after the compaction commits, so that statements planned on
+    /// them finish. Readers that list folders instead of following the log see a compacted
+    /// hour's rows twice for this long.
+    pub grace: Duration,
+    /// An entry left without an outcome this long is taken for a crashed compactor's.
+    pub stale_after: Duration,
+}
+
+impl Default for CompactConfig {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(300),
+            closed_after: Duration::from_secs(600),
+            target_rows: 1_000_000,
+            grace: Duration::from_secs(10),
+            stale_after: Duration::from_secs(600),
+        }
+    }
+}
+
+impl CompactConfig {
+    /// No compaction in this process.
+    pub fn off() -> Self {
+        Self { every: Duration::ZERO, ..Self::default() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Log(#[from] testlake_schemas::commits::LogReadError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("reading {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("compaction {seq}: {message}")]
+    Mismatch { seq: u64, message: String },
+}
+
+type Result<T, E = CompactError> = std::result::Result<T, E>;
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Compactions committed.
+    pub committed: usize,
+    /// Input files replaced, output files written, rows moved.
+    pub inputs: usize,
+    pub outputs: usize,
+    pub rows: u64,
+    /// Entries left by others: aborted as stale, or skipped as another compactor's.
+    pub aborted: usize,
+    pub busy_hours: usize,
+    /// Superseded or aborted files deleted.
+    pub deleted: usize,
+    /// Hours that failed (logged); the next pass tries them again.
+    pub failed: usize,
+}
+
+/// The compactor of one process. Any number may run against one lake: the log decides.
+pub struct Compactor {
+    lake: Lake,
+    config: CompactConfig,
+    writer: String,
+    committed: CommittedFiles,
+}
+
+/// An entry of the compaction log as listed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Listed {
+    intent: bool,
+    outcome: bool,
+    cleaned: bool,
+}
+
+impl Compactor {
+    pub fn new(lake: Lake, config: CompactConfig) -> Self {
+        let writer = format!("compactor-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        Self { lake, config, writer, committed: CommittedFiles::default() }
+    }
+
+    /// Runs a pass every [`CompactConfig::every`] until `shutdown` (a pass under way finishes).
+    pub async fn run(mut self, shutdown: tokio_util::sync::CancellationToken) {
+        if self.config.every.is_zero() {
+            return;
+        }
+        info!(every = ?self.config.every, closed_after = ?self.config.closed_after,
+            target_rows = self.config.target_rows, grace = ?self.config.grace, "compaction started");
+        let mut tick = tokio::time::interval(self.config.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = self.pass(&Crasher::default()).await {
+                        warn!(error = %e, "compaction pass failed; the next one retries");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass: finishes what earlier compactions left (stale entries aborted, superseded files
+    /// deleted), compacts every closed hour that has at least two small files, then waits out the
+    /// grace period and deletes the inputs it replaced.
+    pub async fn pass(&mut self, crash: &Crasher) -> Result<PassReport> {
+        let mut report = PassReport::default();
+        let dir = compaction_dir(Table::Results);
+        let listed = self.list(&dir).await?;
+        let now = Utc::now();
+        let mut next_seq = listed.keys().next_back().map_or(0, |s| s + 1);
+        let mut busy = BTreeSet::new();
+        let mut to_clean = Vec::new();
+        for (&seq, entry) in &listed {
+            if !entry.intent || entry.cleaned {
+                continue;
+            }
+            let intent: CompactionIntent =
+                read_json(&self.lake, &entry_path_in(&dir, seq, EntryObject::Intent)).await?;
+            let outcome_path = entry_path_in(&dir, seq, EntryObject::Outcome);
+            let decided = if entry.outcome {
+                let record: OutcomeRecord = read_json(&self.lake, &outcome_path).await?;
+                Some((record.outcome, record.at))
+            } else if age(now, intent.created_at) >= self.config.stale_after {
+                let outcome = decide_at(&self.lake, &outcome_path, seq, Outcome::Aborted, &self.writer).await?;
+                report.aborted += usize::from(outcome == Outcome::Aborted);
+                Some((outcome, now))
+            } else {
+                busy.insert(HourPartition { date: intent.date, hour: intent.hour });
+                None
+            };
+            if let Some((outcome, at)) = decided {
+                to_clean.push((intent, outcome, at));
+            }
+        }
+        report.busy_hours = busy.len();
+        for (intent, outcome, at) in to_clean {
+            if outcome == Outcome::Aborted || age(now, at) >= self.config.grace {
+                report.deleted += self.clean(&dir, &intent, outcome).await?;
+            }
+        }
+
+        self.committed.refresh(&self.lake).await?;
+        let mut done = Vec::new();
+        for (hour, groups) in self.plan(now) {
+            if busy.contains(&hour) {
+                continue;
+            }
+            // Entries are numbered from the listing above. Any result but a commit ends the
+            // loop: another compactor may have taken this number, or entries after it, for an
+            // hour this pass would then compact without seeing its pending entry.
+            match self.compact(&dir, next_seq, hour, groups, crash).await {
+                Ok(Some(intent)) => {
+                    report.committed += 1;
+                    report.inputs += intent.inputs.len();
+                    report.outputs += intent.outputs.len();
+                    report.rows += intent.outputs.iter().map(|f| f.rows).sum::<u64>();
+                    done.push(intent);
+                    next_seq += 1;
+                }
+                Ok(None) => {
+                    report.busy_hours += 1;
+                    break;
+                }
+                Err(e) => {
+                    warn!(%hour, seq = next_seq, error = %e, "compaction failed; the next pass retries");
+                    report.failed += 1;
+                    break;
+                }
+            }
+        }
+        if !done.is_empty() {
+            tokio::time::sleep(self.config.grace).await;
+            for intent in &done {
+                report.deleted += self.clean(&dir, intent, Outcome::Committed).await?;
+            }
+        }
+        if report != PassReport::default() {
+            info!(?report, "compaction pass");
+        }
+        Ok(report)
+    }
+
+    /// The compaction log's entries, by sequence number.
+    async fn list(&self, dir: &str) -> Result<BTreeMap<u64, Listed>> {
+        let listed: Vec<_> = self
+            .lake
+            .store()
+            .list(Some(&self.lake.path(dir)))
+            .try_collect()
+            .await
+            .map_err(|e| CommitError::Store { path: dir.to_owned(), source: Box::new(e) })?;
+        let mut entries: BTreeMap<u64, Listed> = BTreeMap::new();
+        for (seq, object) in listed.iter().filter_map(|o| o.location.filename().and_then(parse_entry_name)) {
+            let entry = entries.entry(seq).or_default();
+            match object {
+                EntryObject::Intent => entry.intent = true,
+                EntryObject::Outcome => entry.outcome = true,
+                EntryObject::Cleaned => entry.cleaned = true,
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Deletes what a decided entry made obsolete and records it; returns how many files.
+    async fn clean(&self, dir: &str, intent: &CompactionIntent, outcome: Outcome) -> Result<usize> {
+        let obsolete = match outcome {
+            Outcome::Committed => &intent.inputs,
+            Outcome::Aborted => &intent.outputs,
+        };
+        delete_files(&self.lake, obsolete).await?;
+        let record = CleanedRecord {
+            seq: intent.seq,
+            deleted: obsolete.iter().map(|f| f.path.clone()).collect(),
+            at: Utc::now(),
+        };
+        let path = entry_path_in(dir, intent.seq, EntryObject::Cleaned);
+        create(&self.lake, &path, serde_json::to_vec(&record).expect("json")).await?;
+        Ok(obsolete.len())
+    }
+
+    /// The closed hours worth compacting, each with its groups of inputs (see [`plan_groups`]).
+    fn plan(&self, now: DateTime<Utc>) -> BTreeMap<HourPartition, Vec<Vec<EntryFile>>> {
+        let mut by_hour: BTreeMap<HourPartition, Vec<EntryFile>> = BTreeMap::new();
+        for file in self.committed.results_files() {
+            by_hour.entry(HourPartition { date: file.date, hour: file.hour }).or_default().push(file.clone());
+        }
+        let closed = |hour: &HourPartition| {
+            let end = hour.start() + chrono::Duration::hours(1);
+            age(now, end) >= self.config.closed_after
+        };
+        by_hour
+            .into_iter()
+            .filter(|(hour, _)| closed(hour))
+            .map(|(hour, files)| (hour, plan_groups(files, self.config.target_rows)))
+            .filter(|(_, groups)| !groups.is_empty())
+            .collect()
+    }
+
+    /// Compacts one hour as entry `seq`. `None`: another compactor took `seq` (or decided it).
+    async fn compact(
+        &self,
+        dir: &str,
+        seq: u64,
+        hour: HourPartition,
+        groups: Vec<Vec<EntryFile>>,
+        crash: &Crasher,
+    ) -> Result<Option<CompactionIntent>> {
+        let outputs: Vec<EntryFile> =
+            groups.iter().enumerate().map(|(n, group)| merged_entry(hour, seq, n, group)).collect();
+        let intent = CompactionIntent {
+            seq,
+            table: Table::Results.name().to_owned(),
+            date: hour.date,
+            hour: hour.hour,
+            writer: self.writer.clone(),
+            inputs: groups.iter().flatten().cloned().collect(),
+            outputs,
+            created_at: Utc::now(),
+        };
+        let intent_path = entry_path_in(dir, seq, EntryObject::Intent);
+        if !create(&self.lake, &intent_path, serde_json::to_vec(&intent).expect("json")).await? {
+            info!(%hour, seq, "another compactor took this entry");
+            return Ok(None);
+        }
+        crash.reached(CrashPoint::CompactAfterIntent);
+        let outcome_path = entry_path_in(dir, seq, EntryObject::Outcome);
+        if let Err(e) = self.write_outputs(&intent, &groups, crash).await {
+            // Give the entry up now rather than leave it to go stale.
+            if decide_at(&self.lake, &outcome_path, seq, Outcome::Aborted, &self.writer).await? == Outcome::Aborted {
+                delete_files(&self.lake, &intent.outputs).await?;
+            }
+            return Err(e);
+        }
+        match decide_at(&self.lake, &outcome_path, seq, Outcome::Committed, &self.writer).await? {
+            Outcome::Committed => {
+                info!(%hour, seq, inputs = intent.inputs.len(), outputs = intent.outputs.len(), "compacted");
+                crash.reached(CrashPoint::CompactAfterOutcome);
+                Ok(Some(intent))
+            }
+            Outcome::Aborted => {
+                warn!(%hour, seq, "fenced: another compactor aborted this entry as stale");
+                delete_files(&self.lake, &intent.outputs).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn write_outputs(&self, intent: &CompactionIntent, groups: &[Vec<EntryFile>], crash: &Crasher) -> Result<()> {
+        for (output, group) in intent.outputs.iter().zip(groups) {
+            let batch = self.read_group(group).await?;
+            if batch.num_rows() as u64 != output.rows {
+                return Err(CompactError::Mismatch {
+                    seq: intent.seq,
+                    message: format!("inputs hold {} rows, their log entries say {}", batch.num_rows(), output.rows),
+                });
+            }
+            let arrow = |source| WriteError::Arrow { path: output.path.clone(), source };
+            let sorted = sort_batch(&batch, RESULTS_SORT).map_err(arrow)?;
+            let bytes = encode_parquet(&sorted, &output.path)?;
+            if put_create(&self.lake, &output.path, bytes).await? == Created::AlreadyExisted {
+                return Err(CompactError::Mismatch { seq: intent.seq, message: format!("{} exists", output.path) });
+            }
+            crash.reached(CrashPoint::CompactMidOutput);
+        }
+        Ok(())
+    }
+
+    /// Every row of a group's files, in one batch.
+    async fn read_group(&self, group: &[EntryFile]) -> Result<RecordBatch> {
+        let mut batches = Vec::new();
+        for file in group {
+            let read = |message: String| CompactError::Read { path: file.path.clone(), message };
+            let bytes = self
+                .lake
+                .store()
+                .get(&self.lake.path(&file.path))
+                .await
+                .map_err(|e| read(e.to_string()))?
+                .bytes()
+                .await
+                .map_err(|e| read(e.to_string()))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.with_batch_size(64 * 1024).build())
+                .map_err(|e| read(e.to_string()))?;
+            for batch in reader {
+                batches.push(batch.map_err(|e| read(e.to_string()))?);
+            }
+        }
+        let Some(first) = batches.first() else {
+            return Ok(RecordBatch::new_empty(testlake_schemas::tables::results_schema()));
+        };
+        let schema = first.schema();
+        arrow::compute::concat_batches(&schema, &batches).map_err(|e| CompactError::Read {
+            path: group.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", "),
+            message: format!("the files do not share one schema: {e}"),
+        })
+    }
+}
+
+fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
+    (now - then).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Groups an hour's files into outputs of at most `target_rows` rows: the files smaller than
+/// the target, in path order, packed greedily; only groups of two or more files are worth
+/// writing, so an hour already compacted yields none.
+pub fn plan_groups(mut files: Vec<EntryFile>, target_rows: u64) -> Vec<Vec<EntryFile>> {
+    files.retain(|f| f.rows < target_rows);
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut groups: Vec<Vec<EntryFile>> = Vec::new();
+    let mut rows = 0;
+    for file in files {
+        match groups.last_mut() {
+            Some(group) if rows + file.rows <= target_rows => {
+                rows += file.rows;
+                group.push(file);
+            }
+            _ => {
+                rows = file.rows;
+                groups.push(vec![file]);
+            }
+        }
+    }
+    groups.retain(|g| g.len() > 1);
+    groups
+}
+
+/// What the log records about the output of `group`: its rows, time range and repositories
+/// follow from the inputs' entries.
+fn merged_entry(hour: HourPartition, seq: u64, n: usize, group: &[EntryFile]) -> EntryFile {
+    let repositories = group.iter().try_fold(BTreeSet::new(), |mut all, f| {
+        all.extend(f.repositories.as_ref()?.iter().cloned());
+        Some(all)
+    });
+    EntryFile {
+        path: format!("{}/{hour}/compacted_{seq:020}_{n:04}.parquet", Table::Results),
+        table: Table::Results.name().to_owned(),
+        date: hour.date,
+        hour: hour.hour,
+        rows: group.iter().map(|f| f.rows).sum(),
+        min_time: group.iter().filter_map(|f| f.min_time).min(),
+        max_time: group.iter().filter_map(|f| f.max_time).max(),
+        repositories: repositories.map(|r| r.into_iter().collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, rows: u64) -> EntryFile {
+        EntryFile {
+            path: format!("results/date=2026-11-27/hour=04/{name}"),
+            table: "results".into(),
+            date: chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(),
+            hour: 4,
+            rows,
+            min_time: None,
+            max_time: None,
+            repositories: None,
+        }
+    }
+
+    fn names(groups: &[Vec<EntryFile>]) -> Vec<Vec<&str>> {
+        groups.iter().map(|g| g.iter().map(|f| f.path.rsplit('/').next().unwrap()).collect()).collect()
+    }
+
+    #[test]
+    fn groups_pack_small_files_up_to_the_target() {
+        let files = vec![file("c", 40), file("a", 50), file("b", 50), file("big", 100), file("d", 30), file("e", 10)];
+        // Path order a, b, big (left out: at the target), c, d, e.
+        assert_eq!(names(&plan_groups(files, 100)), [vec!["a", "b"], vec!["c", "d", "e"]]);
+    }
+
+    #[test]
+    fn an_hour_compacted_already_yields_nothing() {
+        assert!(plan_groups(vec![file("a", 100), file("b", 100)], 100).is_empty());
+        assert!(plan_groups(vec![file("a", 60), file("b", 60)], 100).is_empty(), "no two fit together");
+        assert!(plan_groups(vec![file("a", 5)], 100).is_empty());
+        assert_eq!(names(&plan_groups(vec![file("a", 90), file("b", 5), file("c", 5)], 100)), [vec!["a", "b", "c"]]);
+    }
+
+    #[test]
+    fn outputs_record_what_their_inputs_did() {
+        let t = |h: i64| Some(chrono::DateTime::<Utc>::from_timestamp(1_800_000_000 + h, 0).unwrap());
+        let mut a = file("a", 3);
+        (a.min_time, a.max_time, a.repositories) = (t(5), t(9), Some(vec!["r2".into(), "r1".into()]));
+        let mut b = file("b", 4);
+        (b.min_time, b.max_time, b.repositories) = (t(1), t(7), Some(vec!["r3".into()]));
+        let hour = HourPartition { date: a.date, hour: 4 };
+        let out = merged_entry(hour, 7, 1, &[a.clone(), b.clone()]);
+        assert_eq!(out.path, "results/date=2026-11-27/hour=04/compacted_00000000000000000007_0001.parquet");
+        assert_eq!((out.rows, out.min_time, out.max_time), (7, t(1), t(9)));
+        assert_eq!(out.repositories, Some(vec!["r1".into(), "r2".into(), "r3".into()]));
+        b.repositories = None;
+        assert_eq!(merged_entry(hour, 7, 1, &[a, b]).repositories, None, "unknown when any input's is");
+    }
+}
