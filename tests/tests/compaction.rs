@@ -1,0 +1,254 @@
+//! Compaction of closed hours on a real (local filesystem) object store: readers that follow the
+//! lake's logs see every row exactly once before, during and after compactions — two compactors
+//! at once, late events landing into compacted hours, a compactor killed at each step — and
+//! once the replaced files are deleted, so do readers that only list the folders.
+//!
+//! No broker: compaction reads and writes only the lake. Files are landed through the ingest's
+//! own commit log (`land_committed`), as `testlake ingest` lands them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::TimestampMicrosecondType;
+use chrono::{TimeDelta, Utc};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use testlake::fleet::{Fleet, FleetConfig};
+use testlake_ingest::compact::{CompactConfig, Compactor};
+use testlake_ingest::crash::Crasher;
+use testlake_schemas::commits::CommittedFiles;
+use testlake_schemas::{HourPartition, Lake, TestEvent};
+use testlake_tests::{land_committed, landed_ids, testlake_binary};
+
+/// Fleet runs every 10 minutes over the three hours that ended at least an hour ago.
+fn events(seed: u64) -> Vec<TestEvent> {
+    let mut fleet = Fleet::new(FleetConfig { seed, repositories: 2, ..FleetConfig::default() });
+    let first = HourPartition::of(Utc::now() - TimeDelta::hours(4)).start();
+    let mut events: Vec<TestEvent> = (0..18).flat_map(|i| fleet.run(first + TimeDelta::minutes(10 * i + 3))).collect();
+    events.retain(|e| e.finished_at < first + TimeDelta::hours(3));
+    events
+}
+
+/// Lands `events` in chunks of `chunk` through partition `p`'s commit log: many small files per hour.
+async fn land_in_chunks(lake: &Lake, p: i32, first_offset: i64, events: &[TestEvent], chunk: usize) -> i64 {
+    let mut offset = first_offset;
+    for piece in events.chunks(chunk) {
+        offset = land_committed(lake, "ci", p, offset, piece).await;
+    }
+    offset
+}
+
+fn read_file(dir: &std::path::Path, path: &str) -> std::io::Result<Vec<RecordBatch>> {
+    let bytes = bytes::Bytes::from(std::fs::read(dir.join(path))?);
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(std::io::Error::other)?;
+    reader.collect::<Result<_, _>>().map_err(std::io::Error::other)
+}
+
+fn ids(batches: &[RecordBatch]) -> impl Iterator<Item = String> + '_ {
+    batches.iter().flat_map(|b| {
+        b.column_by_name("event_id").unwrap().as_string::<i32>().iter().flatten().map(str::to_owned).collect::<Vec<_>>()
+    })
+}
+
+/// What a reader following the logs sees now: every visible file's event ids, counted.
+async fn visible(lake: &Lake, dir: &std::path::Path) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut committed = CommittedFiles::default();
+    committed.refresh(lake).await.expect("refresh");
+    let files: Vec<String> = committed.results_files().map(|f| f.path.clone()).collect();
+    let mut seen = BTreeMap::new();
+    for path in &files {
+        for id in ids(&read_file(dir, path).unwrap_or_else(|e| panic!("{path}: {e}"))) {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    (seen, files)
+}
+
+fn assert_once(what: &str, want: &[TestEvent], seen: &BTreeMap<String, usize>) {
+    let want: BTreeSet<String> = want.iter().map(|e| e.event_id.to_string()).collect();
+    let got: BTreeSet<String> = seen.keys().cloned().collect();
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(3).collect();
+    assert!(
+        got == want && twice.is_empty(),
+        "{what}: {} missing, {} unexpected, twice: {twice:?}",
+        want.difference(&got).count(),
+        got.difference(&want).count()
+    );
+}
+
+/// Every `.parquet` file under `results/`, relative to the lake root.
+fn files_on_disk(dir: &std::path::Path) -> BTreeSet<String> {
+    fn walk(root: &std::path::Path, at: &std::path::Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(at).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.insert(path.strip_prefix(root).unwrap().to_str().unwrap().to_owned());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, &dir.join("results"), &mut out);
+    out
+}
+
+fn config(grace: Duration) -> CompactConfig {
+    CompactConfig {
+        every: Duration::from_secs(1),
+        closed_after: Duration::ZERO,
+        target_rows: 100_000,
+        grace,
+        stale_after: Duration::from_secs(600),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_readers_see_every_row_once_through_concurrent_compactions_and_late_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let mut all = events(11);
+    let half = all.len() / 2;
+    land_in_chunks(&lake, 0, 0, &all[..half], 25).await;
+    let p1_next = land_in_chunks(&lake, 1, 0, &all[half..], 25).await;
+    let before = files_on_disk(dir.path());
+    let hours: BTreeSet<HourPartition> = all.iter().map(|e| HourPartition::of(e.finished_at)).collect();
+    assert!(before.len() > 20 && hours.len() >= 3, "{} files over {} hours", before.len(), hours.len());
+
+    // A reader checks every snapshot while two compactors race over the same hours.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (snapshots, compacted_seen) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let reader = {
+        let (lake, root, want) = (lake.clone(), dir.path().to_owned(), all.clone());
+        let (stop, snapshots, compacted_seen) = (stop.clone(), snapshots.clone(), compacted_seen.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let (seen, files) = visible(&lake, &root).await;
+                assert_once("a snapshot during compaction", &want, &seen);
+                snapshots.fetch_add(1, Ordering::SeqCst);
+                if files.iter().any(|f| f.contains("/compacted_")) {
+                    compacted_seen.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let race = |lake: Lake| async move {
+        let mut compactor = Compactor::new(lake, config(Duration::from_secs(2)));
+        compactor.pass(&Crasher::default()).await.expect("pass")
+    };
+    // Rounds of two concurrent passes until one round commits nothing.
+    let (mut committed, mut rounds) = (0, 0);
+    loop {
+        let (a, b) = tokio::join!(race(lake.clone()), race(lake.clone()));
+        eprintln!("round {rounds}: {a:?} {b:?}");
+        assert_eq!(a.failed + b.failed, 0);
+        committed += a.committed + b.committed;
+        rounds += 1;
+        if a.committed + b.committed == 0 || rounds == 8 {
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    reader.await.expect("every snapshot held every row once");
+    eprintln!("{rounds} rounds, {} snapshots", snapshots.load(Ordering::SeqCst));
+    assert_eq!(committed, hours.len(), "each hour compacted once");
+    assert!(compacted_seen.load(Ordering::SeqCst) > 0, "the reader saw the compacted side too");
+
+    // One file per hour now; the replaced files are gone, so a folder listing agrees.
+    let (seen, files) = visible(&lake, dir.path()).await;
+    assert_once("after compaction", &all, &seen);
+    assert_eq!(files.len(), hours.len(), "{files:?}");
+    assert!(files.iter().all(|f| f.contains("/compacted_")), "{files:?}");
+    assert_eq!(files_on_disk(dir.path()), files.iter().cloned().collect(), "no replaced or orphan file left");
+    assert_once("a folder listing after compaction", &all, &landed_ids(dir.path()).await);
+
+    // Each output is sorted by repository, test, time (checked here, not by the sorting code).
+    for path in &files {
+        let batches = read_file(dir.path(), path).unwrap();
+        let mut keys = Vec::new();
+        for b in &batches {
+            let repo = b.column_by_name("repository").unwrap().as_string::<i32>();
+            let test = b.column_by_name("test_id").unwrap().as_string::<i32>();
+            let at = b.column_by_name("finished_at").unwrap().as_primitive::<TimestampMicrosecondType>();
+            for row in 0..b.num_rows() {
+                keys.push((repo.value(row).to_owned(), test.value(row).to_owned(), at.value(row)));
+            }
+        }
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{path} is sorted");
+    }
+
+    // Late events for a compacted hour land beside its file; the next pass merges them in.
+    let late_hour = *hours.iter().next().unwrap();
+    let mut fleet = Fleet::new(FleetConfig { seed: 12, repositories: 2, ..FleetConfig::default() });
+    let late: Vec<TestEvent> = fleet
+        .run(late_hour.start() + TimeDelta::minutes(5))
+        .into_iter()
+        .filter(|e| HourPartition::of(e.finished_at) == late_hour)
+        .take(40)
+        .collect();
+    assert_eq!(late.len(), 40);
+    land_in_chunks(&lake, 1, p1_next, &late, 20).await;
+    all.extend(late);
+    let (seen, files) = visible(&lake, dir.path()).await;
+    assert_once("late events beside a compacted file", &all, &seen);
+    assert_eq!(files.len(), hours.len() + 2);
+    let report = race(lake.clone()).await;
+    assert_eq!((report.committed, report.inputs, report.outputs), (1, 3, 1), "{report:?}");
+    let (seen, files) = visible(&lake, dir.path()).await;
+    assert_once("after compacting the late events in", &all, &seen);
+    assert_eq!(files.len(), hours.len());
+    assert_once("a folder listing at the end", &all, &landed_ids(dir.path()).await);
+    assert_eq!(race(lake.clone()).await.committed, 0, "nothing left to compact");
+}
+
+/// `testlake compact --once` aborted (like `kill -9`) at each step, then run again: readers
+/// following the logs never see a row twice or miss one; once the next pass has aborted the
+/// stale entry or deleted the replaced files, folder listings agree and no file is left over.
+#[tokio::test]
+async fn a_compactor_killed_at_each_step_loses_and_duplicates_nothing() {
+    for point in ["compact_after_intent", "compact_mid_output", "compact_after_outcome"] {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let all = events(21);
+        land_in_chunks(&lake, 0, 0, &all, 30).await;
+        let compact = |crash: Option<&str>, stale_after: &str| {
+            let mut cmd = std::process::Command::new(testlake_binary());
+            cmd.args(["compact", "--once", "--lake", dir.path().to_str().unwrap()])
+                .args(["--compact-closed-after", "0s", "--compact-grace", "0s", "--compact-rows", "400"])
+                .args(["--compact-stale-after", stale_after])
+                .env("NO_COLOR", "1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            if let Some(spec) = crash {
+                cmd.env("TESTLAKE_CRASH_AT", spec);
+            }
+            cmd.status().expect("run testlake compact")
+        };
+        // The first hour's first step; with 400 rows per output mid_output leaves one of its
+        // outputs written and one not.
+        assert!(
+            !compact(Some(&format!("{point}:1")), "10min").success(),
+            "{point}: the injected crash stops the process"
+        );
+        let (seen, _) = visible(&lake, dir.path()).await;
+        assert_once(&format!("{point}: right after the crash"), &all, &seen);
+
+        // A pass that takes the crashed entry for a live compactor's leaves its hour alone.
+        assert!(compact(None, "10min").success(), "{point}: a pass after the crash");
+        let (seen, _) = visible(&lake, dir.path()).await;
+        assert_once(&format!("{point}: after a pass"), &all, &seen);
+
+        // Once the entry is stale it is aborted and cleaned up, and the hour compacted.
+        assert!(compact(None, "0s").success(), "{point}: a pass treating the entry as stale");
+        let (seen, files) = visible(&lake, dir.path()).await;
+        assert_once(&format!("{point}: at the end"), &all, &seen);
+        let hours: BTreeSet<HourPartition> = all.iter().map(|e| HourPartition::of(e.finished_at)).collect();
+        let outputs = files.iter().filter(|f| f.contains("/compacted_")).count();
+        assert!(outputs >= hours.len(), "{point}: every hour compacted: {files:?}");
+        assert_eq!(files_on_disk(dir.path()), files.iter().cloned().collect(), "{point}: nothing left over");
+        assert_once(&format!("{point}: a folder listing at the end"), &all, &landed_ids(dir.path()).await);
+    }
+}
