@@ -24,8 +24,8 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use testlake_schemas::commits::{
-    CleanedRecord, CommittedFiles, CompactionIntent, EntryFile, EntryObject, Outcome, OutcomeRecord, compaction_dir,
-    entry_path_in, parse_entry_name,
+    CleanedRecord, CommittedFiles, CompactionIntent, EntryFile, EntryObject, Intent, Outcome, OutcomeRecord,
+    compaction_dir, entry_path_in, parse_entry_name,
 };
 use testlake_schemas::files::{Created, RESULTS_SORT, WriteError, encode_parquet, put_create, sort_batch};
 use testlake_schemas::{HourPartition, Lake, Table};
@@ -100,6 +100,8 @@ pub struct PassReport {
     pub busy_hours: usize,
     /// Superseded or aborted files deleted.
     pub deleted: usize,
+    /// Aborted ingest entries swept again (their files deleted, marked cleaned).
+    pub swept: usize,
     /// Hours that failed (logged); the next pass tries them again.
     pub failed: usize,
 }
@@ -188,6 +190,7 @@ impl Compactor {
         }
 
         self.committed.refresh(&self.lake).await?;
+        report.swept = self.sweep(now).await?;
         let mut done = Vec::new();
         for (hour, groups) in self.plan(now) {
             if busy.contains(&hour) {
@@ -255,15 +258,36 @@ impl Compactor {
             Outcome::Committed => &intent.inputs,
             Outcome::Aborted => &intent.outputs,
         };
-        delete_files(&self.lake, obsolete).await?;
-        let record = CleanedRecord {
-            seq: intent.seq,
-            deleted: obsolete.iter().map(|f| f.path.clone()).collect(),
-            at: Utc::now(),
-        };
-        let path = entry_path_in(dir, intent.seq, EntryObject::Cleaned);
-        create(&self.lake, &path, serde_json::to_vec(&record).expect("json")).await?;
+        self.delete_and_mark(dir, intent.seq, obsolete).await?;
         Ok(obsolete.len())
+    }
+
+    /// Deletes `files` (idempotent) and writes entry `seq`'s `cleaned` marker in `dir`.
+    async fn delete_and_mark(&self, dir: &str, seq: u64, files: &[EntryFile]) -> Result<()> {
+        delete_files(&self.lake, files).await?;
+        let record = CleanedRecord { seq, deleted: files.iter().map(|f| f.path.clone()).collect(), at: Utc::now() };
+        create(&self.lake, &entry_path_in(dir, seq, EntryObject::Cleaned), serde_json::to_vec(&record).expect("json"))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes again the files of ingest entries aborted more than `stale_after` ago: a writer
+    /// fenced while paused may have written one after the abort and crashed before learning it
+    /// was fenced. Each entry is swept once (then marked cleaned). Returns how many.
+    async fn sweep(&mut self, now: DateTime<Utc>) -> Result<usize> {
+        let old: Vec<(String, u64)> = self
+            .committed
+            .unswept()
+            .filter(|(_, _, at)| age(now, *at) >= self.config.stale_after)
+            .map(|(dir, seq, _)| (dir.to_owned(), seq))
+            .collect();
+        for (dir, seq) in &old {
+            let intent: Intent = read_json(&self.lake, &entry_path_in(dir, *seq, EntryObject::Intent)).await?;
+            self.delete_and_mark(dir, *seq, &intent.files).await?;
+            info!(log = %dir, seq, files = intent.files.len(), "swept an aborted ingest entry");
+            self.committed.swept(dir, *seq);
+        }
+        Ok(old.len())
     }
 
     /// The closed hours worth compacting, each with its groups of inputs (see [`plan_groups`]).
@@ -435,6 +459,7 @@ fn merged_entry(hour: HourPartition, seq: u64, n: usize, group: &[EntryFile]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testlake_schemas::files::put_create;
 
     fn file(name: &str, rows: u64) -> EntryFile {
         EntryFile {
@@ -451,6 +476,57 @@ mod tests {
 
     fn names(groups: &[Vec<EntryFile>]) -> Vec<Vec<&str>> {
         groups.iter().map(|g| g.iter().map(|f| f.path.rsplit('/').next().unwrap()).collect()).collect()
+    }
+
+    /// A fenced writer that wrote a file of its entry after the new owner aborted it (and then
+    /// crashed): the file is swept once the abort is older than `stale_after`, and only once.
+    #[tokio::test]
+    async fn a_late_file_of_an_aborted_entry_is_swept() {
+        use crate::commit::{PartitionLog, StagedFile};
+        use testlake_schemas::commits::entry_path;
+        let lake = Lake::in_memory();
+        let staged = |name: &str| StagedFile { entry: file(name, 1), bytes: bytes::Bytes::from_static(b"rows") };
+        let exists = |path: String| {
+            let lake = lake.clone();
+            async move { lake.store().head(&lake.path(&path)).await.is_ok() }
+        };
+        let mut a = PartitionLog::recover(&lake, "t", 0, "a").await.unwrap();
+        a.commit(0, 10, vec![staged("a.parquet")], &Crasher::default()).await.unwrap();
+        // The zombie's entry 1: its intent, then B's recovery aborts it, then its late file.
+        let zombie = staged("zombie.parquet");
+        let intent = Intent {
+            seq: 1,
+            topic: "t".into(),
+            partition: 0,
+            from_offset: 10,
+            next_offset: 20,
+            writer: "z".into(),
+            files: vec![zombie.entry.clone()],
+            created_at: Utc::now(),
+        };
+        let intent_path = entry_path("t", 0, 1, EntryObject::Intent);
+        create(&lake, &intent_path, serde_json::to_vec(&intent).unwrap()).await.unwrap();
+        let mut b = PartitionLog::recover(&lake, "t", 0, "b").await.unwrap();
+        put_create(&lake, &zombie.entry.path, zombie.bytes.clone()).await.unwrap();
+        b.commit(10, 20, vec![staged("b.parquet")], &Crasher::default()).await.unwrap();
+
+        let never_closed = CompactConfig { closed_after: Duration::from_secs(1 << 40), ..CompactConfig::default() };
+        let mut young = Compactor::new(
+            lake.clone(),
+            CompactConfig { stale_after: Duration::from_secs(3600), ..never_closed.clone() },
+        );
+        assert_eq!(young.pass(&Crasher::default()).await.unwrap().swept, 0, "the abort is recent");
+        assert!(exists(zombie.entry.path.clone()).await);
+
+        let config = CompactConfig { stale_after: Duration::ZERO, grace: Duration::ZERO, ..never_closed };
+        let mut compactor = Compactor::new(lake.clone(), config.clone());
+        assert_eq!(compactor.pass(&Crasher::default()).await.unwrap().swept, 1);
+        assert!(!exists(zombie.entry.path.clone()).await, "the late file is gone");
+        assert!(exists(file("a.parquet", 1).path).await && exists(file("b.parquet", 1).path).await);
+        assert!(exists(entry_path("t", 0, 1, EntryObject::Cleaned)).await);
+        assert_eq!(compactor.pass(&Crasher::default()).await.unwrap().swept, 0, "swept once");
+        let mut restarted = Compactor::new(lake.clone(), config);
+        assert_eq!(restarted.pass(&Crasher::default()).await.unwrap().swept, 0, "the marker is read on start");
     }
 
     #[test]

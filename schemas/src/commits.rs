@@ -333,6 +333,18 @@ pub struct CommittedFiles {
     results: std::collections::BTreeMap<NaiveDate, std::collections::BTreeMap<String, EntryFile>>,
     /// Inputs of committed compactions: never visible again.
     superseded: std::collections::HashSet<String>,
+    /// Aborted ingest entries (log folder, sequence number) with no `cleaned` marker seen, and
+    /// when they were aborted: [`Self::unswept`].
+    aborted: std::collections::BTreeMap<(String, u64), DateTime<Utc>>,
+}
+
+/// An entry's outcome as a refresh read it.
+#[derive(Debug)]
+struct Decided {
+    seq: u64,
+    outcome: Outcome,
+    at: DateTime<Utc>,
+    cleaned: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -379,22 +391,25 @@ impl CommittedFiles {
     pub async fn refresh(&mut self, lake: &crate::Lake) -> Result<(), LogReadError> {
         for dir in log_folders(lake).await? {
             let decided = self.newly_decided(lake, &dir).await?;
-            for &(seq, outcome) in &decided {
-                if outcome == Outcome::Committed {
-                    let intent: Intent = read_entry(lake, &entry_path_in(&dir, seq, EntryObject::Intent)).await?;
-                    intent.files.into_iter().for_each(|file| self.add(file));
+            for entry in &decided {
+                match entry.outcome {
+                    Outcome::Committed => {
+                        let path = entry_path_in(&dir, entry.seq, EntryObject::Intent);
+                        let intent: Intent = read_entry(lake, &path).await?;
+                        intent.files.into_iter().for_each(|file| self.add(file));
+                    }
+                    Outcome::Aborted if !entry.cleaned => _ = self.aborted.insert((dir.clone(), entry.seq), entry.at),
+                    Outcome::Aborted => {}
                 }
             }
             self.mark_read(&dir, &decided);
         }
         let dir = compaction_dir(crate::Table::Results);
         let decided = self.newly_decided(lake, &dir).await?;
-        for &(seq, outcome) in &decided {
-            if outcome == Outcome::Committed {
-                let compaction: CompactionIntent =
-                    read_entry(lake, &entry_path_in(&dir, seq, EntryObject::Intent)).await?;
-                self.apply(compaction);
-            }
+        for entry in decided.iter().filter(|e| e.outcome == Outcome::Committed) {
+            let compaction: CompactionIntent =
+                read_entry(lake, &entry_path_in(&dir, entry.seq, EntryObject::Intent)).await?;
+            self.apply(compaction);
         }
         self.mark_read(&dir, &decided);
         Ok(())
@@ -421,9 +436,9 @@ impl CommittedFiles {
         compaction.outputs.into_iter().for_each(|file| self.add(file));
     }
 
-    /// The entries of `dir` decided and not read yet, in order, with their outcome. Applying
-    /// them is idempotent, so they are marked read ([`Self::mark_read`]) only once applied.
-    async fn newly_decided(&self, lake: &crate::Lake, dir: &str) -> Result<Vec<(u64, Outcome)>, LogReadError> {
+    /// The entries of `dir` decided and not read yet, in order. Applying them is idempotent, so
+    /// they are marked read ([`Self::mark_read`]) only once applied.
+    async fn newly_decided(&self, lake: &crate::Lake, dir: &str) -> Result<Vec<Decided>, LogReadError> {
         use futures::TryStreamExt;
         let next = self.next.get(dir).copied().unwrap_or(0);
         let prefix = lake.path(dir);
@@ -438,26 +453,30 @@ impl CommittedFiles {
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(LogReadError::Store { path: dir.to_owned(), source: Box::new(e) }),
         };
-        let mut outcomes: Vec<u64> = listed
-            .iter()
-            .filter_map(|o| o.location.filename().and_then(parse_entry_name))
-            .filter(|&(seq, object)| object == EntryObject::Outcome && seq >= next)
-            .map(|(seq, _)| seq)
-            .collect();
+        let mut outcomes = Vec::new();
+        let mut cleaned = std::collections::HashSet::new();
+        for (seq, object) in listed.iter().filter_map(|o| o.location.filename().and_then(parse_entry_name)) {
+            match object {
+                EntryObject::Outcome if seq >= next => outcomes.push(seq),
+                EntryObject::Cleaned => _ = cleaned.insert(seq),
+                _ => {}
+            }
+        }
         outcomes.sort_unstable();
         let mut decided = Vec::new();
         for seq in outcomes {
             let path = entry_path_in(dir, seq, EntryObject::Outcome);
             if !self.read.contains(&path) {
-                decided.push((seq, read_entry::<OutcomeRecord>(lake, &path).await?.outcome));
+                let record: OutcomeRecord = read_entry(lake, &path).await?;
+                decided.push(Decided { seq, outcome: record.outcome, at: record.at, cleaned: cleaned.contains(&seq) });
             }
         }
         Ok(decided)
     }
 
-    fn mark_read(&mut self, dir: &str, decided: &[(u64, Outcome)]) {
-        for &(seq, _) in decided {
-            self.read.insert(entry_path_in(dir, seq, EntryObject::Outcome));
+    fn mark_read(&mut self, dir: &str, decided: &[Decided]) {
+        for entry in decided {
+            self.read.insert(entry_path_in(dir, entry.seq, EntryObject::Outcome));
         }
         // Advance past the entries now read without a gap.
         let mut next = self.next.get(dir).copied().unwrap_or(0);
@@ -465,6 +484,18 @@ impl CommittedFiles {
             next += 1;
         }
         self.next.insert(dir.to_owned(), next);
+    }
+
+    /// Aborted ingest entries not yet marked cleaned — (log folder, sequence number, aborted at).
+    /// Their files were deleted by whoever aborted them, but a writer that was paused past its
+    /// session can still write one later (and crash before it learns it was fenced); the
+    /// compactor sweeps them again once they are old ([`Self::swept`] forgets one).
+    pub fn unswept(&self) -> impl Iterator<Item = (&str, u64, DateTime<Utc>)> {
+        self.aborted.iter().map(|((dir, seq), at)| (dir.as_str(), *seq, *at))
+    }
+
+    pub fn swept(&mut self, dir: &str, seq: u64) {
+        self.aborted.remove(&(dir.to_owned(), seq));
     }
 
     /// Committed `results` files of one date, relative to the lake root.
