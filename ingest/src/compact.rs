@@ -5,7 +5,8 @@
 //! a flush (see `ingest/COMMIT_PROTOCOL.md`):
 //! 1. create `n.intent.json` (create-only) naming the inputs — committed files of one hour — and
 //!    the outputs, one per group of inputs; if `n` is taken, another compactor got there first;
-//! 2. create every output (create-only): the group's rows, sorted like an ingest file;
+//! 2. create every output (create-only): the group's rows, sorted like an ingest file — a
+//!    streaming merge of the inputs, which are sorted already (`merge.rs`);
 //! 3. create `n.outcome.json` = committed — if a compactor aborted the entry meanwhile (it found
 //!    it stale), this one deletes its outputs;
 //! 4. after a grace period, delete the inputs, then write `n.cleaned.json`.
@@ -18,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
@@ -27,12 +28,16 @@ use testlake_schemas::commits::{
     CleanedRecord, CommittedFiles, CompactionIntent, EntryFile, EntryObject, Intent, Outcome, OutcomeRecord,
     compaction_dir, entry_path_in, parse_entry_name,
 };
-use testlake_schemas::files::{Created, RESULTS_SORT, WriteError, encode_parquet, put_create, sort_batch};
+use testlake_schemas::files::{
+    Created, RESULTS_SORT, WriteError, encode_parquet, put_create, sort_batch, writer_properties,
+};
 use testlake_schemas::{HourPartition, Lake, Table};
 use tracing::{info, warn};
 
 use crate::commit::{CommitError, create, decide_at, delete_files, read_json};
 use crate::crash::{CrashPoint, Crasher};
+
+mod merge;
 
 /// When and how hours are compacted.
 #[derive(Debug, Clone)]
@@ -359,16 +364,18 @@ impl Compactor {
 
     async fn write_outputs(&self, intent: &CompactionIntent, groups: &[Vec<EntryFile>], crash: &Crasher) -> Result<()> {
         for (output, group) in intent.outputs.iter().zip(groups) {
-            let batch = self.read_group(group).await?;
-            if batch.num_rows() as u64 != output.rows {
+            let inputs = self.fetch(group).await?;
+            // CPU-bound for seconds on a busy hour: off the runtime that also runs the ingest.
+            let path = output.path.clone();
+            let (bytes, rows) = tokio::task::spawn_blocking(move || merge_group(&inputs, &path))
+                .await
+                .map_err(|e| CompactError::Mismatch { seq: intent.seq, message: format!("merge panicked: {e}") })??;
+            if rows != output.rows {
                 return Err(CompactError::Mismatch {
                     seq: intent.seq,
-                    message: format!("inputs hold {} rows, their log entries say {}", batch.num_rows(), output.rows),
+                    message: format!("inputs hold {rows} rows, their log entries say {}", output.rows),
                 });
             }
-            let arrow = |source| WriteError::Arrow { path: output.path.clone(), source };
-            let sorted = sort_batch(&batch, RESULTS_SORT).map_err(arrow)?;
-            let bytes = encode_parquet(&sorted, &output.path)?;
             if put_create(&self.lake, &output.path, bytes).await? == Created::AlreadyExisted {
                 return Err(CompactError::Mismatch { seq: intent.seq, message: format!("{} exists", output.path) });
             }
@@ -377,36 +384,40 @@ impl Compactor {
         Ok(())
     }
 
-    /// Every row of a group's files, in one batch.
-    async fn read_group(&self, group: &[EntryFile]) -> Result<RecordBatch> {
-        let mut batches = Vec::new();
+    /// The bytes of a group's files.
+    async fn fetch(&self, group: &[EntryFile]) -> Result<Vec<Bytes>> {
+        let mut inputs = Vec::with_capacity(group.len());
         for file in group {
-            let read = |message: String| CompactError::Read { path: file.path.clone(), message };
-            let bytes = self
-                .lake
-                .store()
-                .get(&self.lake.path(&file.path))
-                .await
-                .map_err(|e| read(e.to_string()))?
-                .bytes()
-                .await
-                .map_err(|e| read(e.to_string()))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|b| b.with_batch_size(64 * 1024).build())
-                .map_err(|e| read(e.to_string()))?;
-            for batch in reader {
-                batches.push(batch.map_err(|e| read(e.to_string()))?);
-            }
+            let read = |e: object_store::Error| CompactError::Read { path: file.path.clone(), message: e.to_string() };
+            let object = self.lake.store().get(&self.lake.path(&file.path)).await.map_err(read)?;
+            inputs.push(object.bytes().await.map_err(read)?);
         }
-        let Some(first) = batches.first() else {
-            return Ok(RecordBatch::new_empty(testlake_schemas::tables::results_schema()));
-        };
-        let schema = first.schema();
-        arrow::compute::concat_batches(&schema, &batches).map_err(|e| CompactError::Read {
-            path: group.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", "),
-            message: format!("the files do not share one schema: {e}"),
-        })
+        Ok(inputs)
     }
+}
+
+/// One output file from a group's files: merged when each is sorted (every file testlake
+/// writes is), else concatenated and sorted. Returns the file and its row count.
+fn merge_group(inputs: &[Bytes], path: &str) -> Result<(Bytes, u64)> {
+    let read = |message: String| CompactError::Read { path: path.to_owned(), message };
+    match merge::merge_sorted(inputs, RESULTS_SORT, writer_properties()).map_err(|e| read(e.to_string()))? {
+        merge::Merged::Written { bytes, rows } => return Ok((bytes, rows)),
+        merge::Merged::Unsorted { input } => warn!(path, input, "an input is not sorted: sorting the group instead"),
+    }
+    let mut batches = Vec::new();
+    for bytes in inputs {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+            .and_then(|b| b.build())
+            .map_err(|e| read(e.to_string()))?;
+        for batch in reader {
+            batches.push(batch.map_err(|e| read(e.to_string()))?);
+        }
+    }
+    let schema = batches.first().map_or_else(testlake_schemas::tables::results_schema, |b| b.schema());
+    let all = arrow::compute::concat_batches(&schema, &batches).map_err(|e| read(e.to_string()))?;
+    let arrow = |source| WriteError::Arrow { path: path.to_owned(), source };
+    let sorted = sort_batch(&all, RESULTS_SORT).map_err(arrow)?;
+    Ok((encode_parquet(&sorted, path)?, sorted.num_rows() as u64))
 }
 
 fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {

@@ -436,8 +436,11 @@ pub async fn land_committed(
                 entry: log.next_seq(),
             },
         };
-        let bytes =
-            testlake_schemas::files::encode_parquet(&rows.finish().expect("rows"), &path.to_string()).expect("encode");
+        // Sorted as the ingest sorts its files.
+        let batch =
+            testlake_schemas::files::sort_batch(&rows.finish().expect("rows"), testlake_schemas::files::RESULTS_SORT)
+                .expect("sort");
+        let bytes = testlake_schemas::files::encode_parquet(&batch, &path.to_string()).expect("encode");
         let entry = EntryFile {
             path: path.to_string(),
             table: Table::Results.name().into(),
