@@ -26,25 +26,15 @@ fn reset_peak() {
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
 }
 
-fn peak_rss_mib() -> f64 {
+/// A memory figure of this process from `/proc/self/status` (`VmHWM`: the peak; `VmRSS`: now).
+fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let kib: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .expect("VmHWM");
-    kib / 1024.0
-}
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
+        .expect("the field is there");
     kib / 1024.0
 }
 
@@ -88,7 +78,7 @@ async fn main() {
     let baseline_path = out.path().join("baseline.parquet");
     let mut options = datafusion::config::TableParquetOptions::default();
     options.global.compression = Some("zstd(1)".into());
-    let (rss_before, started) = (rss_mib(), Instant::now());
+    let (rss_before, started) = (status_mib("VmRSS"), Instant::now());
     reset_peak();
     ctx.sql("SELECT * FROM inputs ORDER BY repository, test_id, finished_at")
         .await
@@ -101,18 +91,18 @@ async fn main() {
         .await
         .expect("baseline writes");
     let baseline = started.elapsed();
-    let baseline_peak = peak_rss_mib() - rss_before;
+    let baseline_peak = status_mib("VmHWM") - rss_before;
     let baseline_bytes = std::fs::metadata(&baseline_path).map(|m| m.len()).unwrap_or(0);
     drop(ctx);
 
     // The compactor.
     let config = CompactConfig { closed_after: Duration::ZERO, grace: Duration::ZERO, ..CompactConfig::default() };
     let mut compactor = Compactor::new(lake.clone(), config);
-    let (rss_before, started) = (rss_mib(), Instant::now());
+    let (rss_before, started) = (status_mib("VmRSS"), Instant::now());
     reset_peak();
     let pass = compactor.pass(&Crasher::default()).await.expect("pass");
     let elapsed = started.elapsed();
-    let peak = peak_rss_mib() - rss_before;
+    let peak = status_mib("VmHWM") - rss_before;
     assert_eq!((pass.committed, pass.inputs, pass.rows), (1, files_before, landed as u64), "{pass:?}");
     let (files_after, bytes_after) = (std::fs::read_dir(&folder).expect("hour folder").count(), folder_bytes(&folder));
 

@@ -9,7 +9,7 @@ use testlake::fleet::{Fleet, FleetConfig};
 use testlake_benches::{best_of, report};
 use testlake_ingest::buffer::PartitionBuffer;
 use testlake_schemas::EventView;
-use testlake_schemas::files::{encode_parquet, sort_batch};
+use testlake_schemas::files::{RESULTS_SORT, encode_parquet, sort_batch};
 
 fn main() {
     let events: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
@@ -44,7 +44,7 @@ fn main() {
         let flush = buffer.take(0).expect("arrow").expect("rows");
         parquet_bytes = 0;
         for file in &flush.files {
-            let sorted = sort_batch(&file.batch, &["repository", "test_id", "finished_at"]).expect("sort");
+            let sorted = sort_batch(&file.batch, RESULTS_SORT).expect("sort");
             parquet_bytes += encode_parquet(&sorted, "bench").expect("parquet").len();
         }
     });
@@ -60,7 +60,7 @@ fn main() {
             .files
             .iter()
             .map(|file| {
-                let sorted = sort_batch(&file.batch, &["repository", "test_id", "finished_at"]).expect("sort");
+                let sorted = sort_batch(&file.batch, RESULTS_SORT).expect("sort");
                 encode_parquet(&sorted, "bench").expect("parquet").len()
             })
             .sum::<usize>()
