@@ -117,6 +117,8 @@ pub struct Compactor {
     config: CompactConfig,
     writer: String,
     committed: CommittedFiles,
+    /// Set by [`Self::run`]: a pass stops between hours, and leaves the grace wait, on shutdown.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// An entry of the compaction log as listed.
@@ -130,7 +132,8 @@ struct Listed {
 impl Compactor {
     pub fn new(lake: Lake, config: CompactConfig) -> Self {
         let writer = format!("compactor-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        Self { lake, config, writer, committed: CommittedFiles::default() }
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        Self { lake, config, writer, committed: CommittedFiles::default(), shutdown }
     }
 
     /// Runs a pass every [`CompactConfig::every`] until `shutdown` (a pass under way finishes).
@@ -140,6 +143,7 @@ impl Compactor {
         }
         info!(every = ?self.config.every, closed_after = ?self.config.closed_after,
             target_rows = self.config.target_rows, grace = ?self.config.grace, "compaction started");
+        self.shutdown = shutdown.clone();
         let mut tick = tokio::time::interval(self.config.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -198,6 +202,9 @@ impl Compactor {
         report.swept = self.sweep(now).await?;
         let mut done = Vec::new();
         for (hour, groups) in self.plan(now) {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
             if busy.contains(&hour) {
                 continue;
             }
@@ -225,9 +232,14 @@ impl Compactor {
             }
         }
         if !done.is_empty() {
-            tokio::time::sleep(self.config.grace).await;
-            for intent in &done {
-                report.deleted += self.clean(&dir, intent, Outcome::Committed).await?;
+            // On shutdown the replaced files stay: the next pass, in any process, deletes them.
+            tokio::select! {
+                () = tokio::time::sleep(self.config.grace) => {
+                    for intent in &done {
+                        report.deleted += self.clean(&dir, intent, Outcome::Committed).await?;
+                    }
+                }
+                () = self.shutdown.cancelled() => info!("stopping: the next pass deletes the replaced files"),
             }
         }
         if report != PassReport::default() {

@@ -252,3 +252,39 @@ async fn a_compactor_killed_at_each_step_loses_and_duplicates_nothing() {
         assert_once(&format!("{point}: a folder listing at the end"), &all, &landed_ids(dir.path()).await);
     }
 }
+
+/// A compactor told to stop while it waits out the grace stops at once, leaving the replaced
+/// files; the next pass (another process's, here a fresh compactor) deletes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compactor_stops_without_waiting_out_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let all = events(31);
+    land_in_chunks(&lake, 0, 0, &all, 40).await;
+    let hours: BTreeSet<HourPartition> = all.iter().map(|e| HourPartition::of(e.finished_at)).collect();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let slow = CompactConfig { every: Duration::from_secs(3600), ..config(Duration::from_secs(600)) };
+    let running = tokio::spawn(Compactor::new(lake.clone(), slow).run(shutdown.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, files) = visible(&lake, dir.path()).await;
+        if files.len() == hours.len() && files.iter().all(|f| f.contains("/compacted_")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the hours were compacted: {files:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopping = std::time::Instant::now();
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running).await.expect("stops without the 600 s grace").unwrap();
+    eprintln!("stopped in {:?}", stopping.elapsed());
+    let (seen, files) = visible(&lake, dir.path()).await;
+    assert_once("after stopping", &all, &seen);
+    let replaced = files_on_disk(dir.path()).len() - files.len();
+    assert!(replaced > 0, "the replaced files are still there");
+
+    let report = Compactor::new(lake.clone(), config(Duration::ZERO)).pass(&Crasher::default()).await.unwrap();
+    assert_eq!((report.committed, report.deleted), (0, replaced), "{report:?}");
+    assert_eq!(files_on_disk(dir.path()), files.iter().cloned().collect(), "the next pass deleted them");
+    assert_once("a folder listing at the end", &all, &landed_ids(dir.path()).await);
+}
