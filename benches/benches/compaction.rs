@@ -5,7 +5,9 @@
 //! reading them, sorting by the same keys and writing one zstd Parquet file (what an operator
 //! would otherwise script with `COPY … TO`), without the log, the checks or the switch.
 //!
-//! `cargo bench -p testlake-benches --bench compaction [-- EVENTS]` (default 1,000,000)
+//! `cargo bench -p testlake-benches --bench compaction [-- EVENTS [ROWS_PER_FILE]]` (default
+//! 1,000,000 events in files of 25,000 rows; `-- 100000 10` is an hour of sub-second flushes at
+//! low volume: 10,000 files of 10 rows)
 
 use std::time::{Duration, Instant};
 
@@ -18,8 +20,6 @@ use testlake_ingest::compact::{CompactConfig, Compactor};
 use testlake_ingest::crash::Crasher;
 use testlake_schemas::commits::CommittedFiles;
 use testlake_schemas::{HourPartition, Lake, Table, TestEvent};
-
-const FILE_ROWS: usize = 25_000;
 
 /// Resets this process's peak RSS (Linux `clear_refs`), so the next reading is the peak since.
 fn reset_peak() {
@@ -44,24 +44,28 @@ fn folder_bytes(dir: &std::path::Path) -> u64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let events: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let events = args.first().copied().unwrap_or(1_000_000);
+    let file_rows = args.get(1).copied().unwrap_or(25_000).max(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let lake = Lake::open(dir.path().to_str().expect("utf-8 path")).expect("lake");
     let hour = HourPartition::of(Utc::now() - TimeDelta::hours(3));
 
-    // Land the hour file by file, so the bench never holds more than one file's events.
+    // Land the hour 50,000 events at a time (one log entry per file), so the bench never holds
+    // the whole hour's events.
     let mut fleet = Fleet::new(FleetConfig { seed: 5, ..FleetConfig::default() });
     let (mut landed, mut offset, mut k) = (0, 0, 0);
+    let mut pending: Vec<TestEvent> = Vec::new();
     while landed < events {
-        let mut file: Vec<TestEvent> = Vec::with_capacity(FILE_ROWS);
-        while file.len() < FILE_ROWS.min(events - landed) {
+        while pending.len() < 50_000.min(events - landed) {
             let at = hour.start() + TimeDelta::seconds((k * 37) % 3000);
             k += 1;
-            file.extend(fleet.run(at).into_iter().filter(|e| HourPartition::of(e.finished_at) == hour));
+            pending.extend(fleet.run(at).into_iter().filter(|e| HourPartition::of(e.finished_at) == hour));
         }
-        file.truncate(FILE_ROWS.min(events - landed));
-        landed += file.len();
-        offset = testlake_tests::land_committed(&lake, "bench", 0, offset, &file).await;
+        pending.truncate(50_000.min(events - landed));
+        landed += pending.len();
+        offset = testlake_tests::land_committed_chunks(&lake, "bench", 0, offset, pending.chunks(file_rows)).await;
+        pending.clear();
     }
     let folder = dir.path().join(format!("{}/{hour}", Table::Results));
     let (files_before, bytes_before) =
@@ -107,7 +111,7 @@ async fn main() {
     let (files_after, bytes_after) = (std::fs::read_dir(&folder).expect("hour folder").count(), folder_bytes(&folder));
 
     let n = landed as f64;
-    println!("compaction of one closed hour: {landed} events in {files_before} files of {FILE_ROWS} rows");
+    println!("compaction of one closed hour: {landed} events in {files_before} files of {file_rows} rows");
     report("compactor: time", elapsed.as_secs_f64(), "s");
     report("compactor: rows per second", n / elapsed.as_secs_f64(), "rows/s");
     report("compactor: peak memory above its start", peak, "MiB");

@@ -17,6 +17,7 @@
 //! its hour is left alone this pass.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -398,21 +399,38 @@ impl Compactor {
 
     /// The bytes of a group's files.
     async fn fetch(&self, group: &[EntryFile]) -> Result<Vec<Bytes>> {
-        let mut inputs = Vec::with_capacity(group.len());
-        for file in group {
-            let read = |e: object_store::Error| CompactError::Read { path: file.path.clone(), message: e.to_string() };
-            let object = self.lake.store().get(&self.lake.path(&file.path)).await.map_err(read)?;
-            inputs.push(object.bytes().await.map_err(read)?);
-        }
-        Ok(inputs)
+        use futures::StreamExt;
+        // Each read owns what it needs: the stream is polled from a task that must be `Send`.
+        let reads: Vec<_> = group
+            .iter()
+            .map(|file| {
+                let (store, location, path) =
+                    (Arc::clone(self.lake.store()), self.lake.path(&file.path), file.path.clone());
+                async move {
+                    let read =
+                        |e: object_store::Error| CompactError::Read { path: path.clone(), message: e.to_string() };
+                    store.get(&location).await.map_err(read)?.bytes().await.map_err(read)
+                }
+            })
+            .collect();
+        futures::stream::iter(reads).buffered(FETCHES).try_collect().await
     }
 }
+
+/// Inputs a merge reads at once (more are merged in rounds): bounds the memory of an hour of
+/// many tiny files.
+const MERGE_FAN_IN: usize = 64;
+
+/// Input files fetched at once.
+const FETCHES: usize = 8;
 
 /// One output file from a group's files: merged when each is sorted (every file testlake
 /// writes is), else concatenated and sorted. Returns the file and its row count.
 fn merge_group(inputs: &[Bytes], path: &str) -> Result<(Bytes, u64)> {
     let read = |message: String| CompactError::Read { path: path.to_owned(), message };
-    match merge::merge_sorted(inputs, RESULTS_SORT, writer_properties()).map_err(|e| read(e.to_string()))? {
+    match merge::merge_sorted_bounded(inputs, RESULTS_SORT, writer_properties(), MERGE_FAN_IN)
+        .map_err(|e| read(e.to_string()))?
+    {
         merge::Merged::Written { bytes, rows } => return Ok((bytes, rows)),
         merge::Merged::Unsorted { input } => warn!(path, input, "an input is not sorted: sorting the group instead"),
     }

@@ -407,52 +407,69 @@ pub async fn land_committed(
     first_offset: i64,
     events: &[testlake_schemas::TestEvent],
 ) -> i64 {
+    land_committed_chunks(lake, topic, partition, first_offset, [events]).await
+}
+
+/// As [`land_committed`], for each chunk in turn (each chunk's hours its own entries), reading
+/// the partition's log once: thousands of small flushes without a quadratic set-up.
+pub async fn land_committed_chunks<'e>(
+    lake: &testlake_schemas::Lake,
+    topic: &str,
+    partition: i32,
+    first_offset: i64,
+    chunks: impl IntoIterator<Item = &'e [testlake_schemas::TestEvent]>,
+) -> i64 {
     use testlake_ingest::commit::{PartitionLog, StagedFile};
     use testlake_schemas::commits::EntryFile;
     use testlake_schemas::tables::{Lineage, ResultsBuilder};
     use testlake_schemas::{DataFileName, DataFilePath, HourPartition, Table};
 
-    let mut by_hour: std::collections::BTreeMap<HourPartition, Vec<&testlake_schemas::TestEvent>> = Default::default();
-    for e in events {
-        by_hour.entry(HourPartition::of(e.finished_at)).or_default().push(e);
-    }
     let mut log = PartitionLog::recover(lake, topic, partition, "tests").await.expect("recover the log");
     let mut offset = first_offset;
-    for (hour, es) in by_hour {
-        let mut rows = ResultsBuilder::default();
-        for (i, e) in es.iter().enumerate() {
-            let from = Lineage { topic, partition, offset: offset + i as i64, ingested_at: chrono::Utc::now() };
-            rows.append(e, from);
+    for events in chunks {
+        let mut by_hour: std::collections::BTreeMap<HourPartition, Vec<&testlake_schemas::TestEvent>> =
+            Default::default();
+        for e in events {
+            by_hour.entry(HourPartition::of(e.finished_at)).or_default().push(e);
         }
-        let next = offset + es.len() as i64;
-        let path = DataFilePath {
-            table: Table::Results,
-            partition: hour,
-            file: DataFileName {
-                topic: topic.to_owned(),
-                partition,
-                first_offset: offset,
-                last_offset: next - 1,
-                entry: log.next_seq(),
-            },
-        };
-        // Sorted as the ingest sorts its files.
-        let batch =
-            testlake_schemas::files::sort_batch(&rows.finish().expect("rows"), testlake_schemas::files::RESULTS_SORT)
-                .expect("sort");
-        let bytes = testlake_schemas::files::encode_parquet(&batch, &path.to_string()).expect("encode");
-        let entry = EntryFile {
-            path: path.to_string(),
-            table: Table::Results.name().into(),
-            date: hour.date,
-            hour: hour.hour,
-            rows: es.len() as u64,
-            min_time: None,
-            max_time: None,
-            repositories: None,
-        };
-        log.commit(offset, next, vec![StagedFile { entry, bytes }], &Default::default()).await.expect("commit");
-        offset = next;
+        for (hour, es) in by_hour {
+            let mut rows = ResultsBuilder::default();
+            for (i, e) in es.iter().enumerate() {
+                let from = Lineage { topic, partition, offset: offset + i as i64, ingested_at: chrono::Utc::now() };
+                rows.append(e, from);
+            }
+            let next = offset + es.len() as i64;
+            let path = DataFilePath {
+                table: Table::Results,
+                partition: hour,
+                file: DataFileName {
+                    topic: topic.to_owned(),
+                    partition,
+                    first_offset: offset,
+                    last_offset: next - 1,
+                    entry: log.next_seq(),
+                },
+            };
+            // Sorted as the ingest sorts its files.
+            let batch = testlake_schemas::files::sort_batch(
+                &rows.finish().expect("rows"),
+                testlake_schemas::files::RESULTS_SORT,
+            )
+            .expect("sort");
+            let bytes = testlake_schemas::files::encode_parquet(&batch, &path.to_string()).expect("encode");
+            let entry = EntryFile {
+                path: path.to_string(),
+                table: Table::Results.name().into(),
+                date: hour.date,
+                hour: hour.hour,
+                rows: es.len() as u64,
+                min_time: None,
+                max_time: None,
+                repositories: None,
+            };
+            log.commit(offset, next, vec![StagedFile { entry, bytes }], &Default::default()).await.expect("commit");
+            offset = next;
+        }
     }
     offset
 }

@@ -126,6 +126,33 @@ pub fn merge_sorted(
     Ok(Merged::Written { bytes: Bytes::from(writer.into_inner()?), rows })
 }
 
+/// As [`merge_sorted`], with at most `fan_in` inputs open at once: more are merged in rounds,
+/// `fan_in` at a time, into sorted files in memory that the next round merges. An hour of
+/// sub-second flushes has tens of thousands of tiny files; opening them all at once would hold a
+/// reader, its metadata and a batch for every one. Ties still keep the inputs' order. Only the
+/// first round can find an input out of order (later rounds read this function's own output).
+pub fn merge_sorted_bounded(
+    inputs: &[Bytes],
+    by: &[&str],
+    props: parquet::file::properties::WriterProperties,
+    fan_in: usize,
+) -> Result<Merged, MergeError> {
+    let fan_in = fan_in.max(2);
+    let mut round = inputs.to_vec();
+    while round.len() > fan_in {
+        let mut next = Vec::with_capacity(round.len().div_ceil(fan_in));
+        for (chunk, files) in round.chunks(fan_in).enumerate() {
+            match merge_sorted(files, by, props.clone())? {
+                Merged::Written { rows: 0, .. } => {}
+                Merged::Written { bytes, .. } => next.push(bytes),
+                Merged::Unsorted { input } => return Ok(Merged::Unsorted { input: chunk * fan_in + input }),
+            }
+        }
+        round = next;
+    }
+    merge_sorted(&round, by, props)
+}
+
 /// Writes the rows `out` points at, then forgets every batch no open input still reads.
 fn write(
     writer: &mut ArrowWriter<Vec<u8>>,
@@ -226,6 +253,27 @@ mod tests {
         let ids = |b: &RecordBatch| b.column(2).as_primitive::<Int64Type>().values().to_vec();
         assert_eq!(ids(&got), ids(&want), "same rows in the same order");
         assert_eq!(got, want);
+    }
+
+    /// Many small files merged four at a time, over several rounds: the same as sorting them all.
+    #[test]
+    fn merging_in_rounds_equals_sorting_their_rows() {
+        let by = ["s", "n"];
+        let sorted: Vec<RecordBatch> =
+            (0..50).map(|i| sort_batch(&batch(i + 100, (i as usize * 37) % 90), &by).unwrap()).collect();
+        let files: Vec<Bytes> = sorted.iter().map(|b| encode_parquet(b, "t").unwrap()).collect();
+        let Merged::Written { bytes, rows } = merge_sorted_bounded(&files, &by, writer_properties(), 4).unwrap() else {
+            panic!("sorted inputs")
+        };
+        let all = arrow::compute::concat_batches(&sorted[0].schema(), &sorted).unwrap();
+        let want = sort_batch(&all, &by).unwrap();
+        assert_eq!(rows, want.num_rows() as u64);
+        assert_eq!(read(bytes), want);
+        let unsorted = encode_parquet(&batch(7, 500), "t").unwrap();
+        let mut files = files;
+        files.insert(9, unsorted);
+        let merged = merge_sorted_bounded(&files, &by, writer_properties(), 4).unwrap();
+        assert!(matches!(merged, Merged::Unsorted { input: 9 }), "{merged:?}");
     }
 
     #[test]
