@@ -103,32 +103,43 @@ pub(crate) async fn decide_at(lake: &Lake, path: &str, seq: u64, want: Outcome, 
     }
 }
 
+/// Which objects of one entry a listing found.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Listed {
+    pub intent: bool,
+    pub outcome: bool,
+    /// Compaction logs only.
+    pub cleaned: bool,
+}
+
+/// Lists a log folder (a partition's commit log, a compaction log): its entries by sequence number.
+pub(crate) async fn list_entries(lake: &Lake, dir: &str) -> Result<BTreeMap<u64, Listed>> {
+    let listed: Vec<_> =
+        lake.store().list(Some(&lake.path(dir))).try_collect().await.map_err(|e| CommitError::store(dir, e))?;
+    let mut entries: BTreeMap<u64, Listed> = BTreeMap::new();
+    for (seq, object) in listed.iter().filter_map(|o| o.location.filename().and_then(parse_entry_name)) {
+        let entry = entries.entry(seq).or_default();
+        match object {
+            EntryObject::Intent => entry.intent = true,
+            EntryObject::Outcome => entry.outcome = true,
+            EntryObject::Cleaned => entry.cleaned = true,
+        }
+    }
+    Ok(entries)
+}
+
 impl PartitionLog {
     /// Reads the partition's log, aborts and cleans up entries left pending by a crashed or
     /// fenced writer, and returns the log positioned after its newest entry.
     pub async fn recover(lake: &Lake, topic: &str, partition: i32, writer: &str) -> Result<Self> {
-        let dir = log_dir(topic, partition);
-        let prefix = lake.path(&dir);
-        let listed: Vec<_> =
-            lake.store().list(Some(&prefix)).try_collect().await.map_err(|e| CommitError::store(&dir, e))?;
-        let mut entries: BTreeMap<u64, (bool, bool)> = BTreeMap::new();
-        for object in &listed {
-            if let Some((seq, kind)) = object.location.filename().and_then(parse_entry_name) {
-                let e = entries.entry(seq).or_default();
-                match kind {
-                    EntryObject::Intent => e.0 = true,
-                    EntryObject::Outcome => e.1 = true,
-                    EntryObject::Cleaned => {} // compaction logs only
-                }
-            }
-        }
+        let entries = list_entries(lake, &log_dir(topic, partition)).await?;
         let next_seq = entries.keys().next_back().map_or(0, |s| s + 1);
         let mut resume = None;
-        for (&seq, &(has_intent, has_outcome)) in entries.iter().rev() {
-            if !has_intent {
+        for (&seq, entry) in entries.iter().rev() {
+            if !entry.intent {
                 continue;
             }
-            let outcome = if has_outcome {
+            let outcome = if entry.outcome {
                 read_json::<OutcomeRecord>(lake, &entry_path(topic, partition, seq, EntryObject::Outcome))
                     .await?
                     .outcome
@@ -154,17 +165,8 @@ impl PartitionLog {
     /// The first offset not yet durable according to the log, read without changing anything
     /// (pending entries are passed over, not aborted). For monitoring and tests.
     pub async fn durable_offset(lake: &Lake, topic: &str, partition: i32) -> Result<Option<i64>> {
-        let dir = log_dir(topic, partition);
-        let listed: Vec<_> =
-            lake.store().list(Some(&lake.path(&dir))).try_collect().await.map_err(|e| CommitError::store(&dir, e))?;
-        let mut outcomes: Vec<u64> = listed
-            .iter()
-            .filter_map(|o| o.location.filename().and_then(parse_entry_name))
-            .filter(|(_, kind)| *kind == EntryObject::Outcome)
-            .map(|(seq, _)| seq)
-            .collect();
-        outcomes.sort_unstable();
-        for seq in outcomes.into_iter().rev() {
+        let entries = list_entries(lake, &log_dir(topic, partition)).await?;
+        for seq in entries.iter().rev().filter(|(_, e)| e.outcome).map(|(&seq, _)| seq) {
             let outcome: OutcomeRecord =
                 read_json(lake, &entry_path(topic, partition, seq, EntryObject::Outcome)).await?;
             if outcome.outcome == Outcome::Committed {

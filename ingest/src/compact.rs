@@ -27,7 +27,7 @@ use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use testlake_schemas::commits::{
     CleanedRecord, CommittedFiles, CompactionIntent, EntryFile, EntryObject, Intent, Outcome, OutcomeRecord,
-    compaction_dir, entry_path_in, parse_entry_name,
+    compaction_dir, entry_path_in,
 };
 use testlake_schemas::files::{
     Created, RESULTS_SORT, WriteError, encode_parquet, put_create, sort_batch, writer_properties,
@@ -35,7 +35,7 @@ use testlake_schemas::files::{
 use testlake_schemas::{HourPartition, Lake, Table};
 use tracing::{info, warn};
 
-use crate::commit::{CommitError, create, decide_at, delete_files, read_json};
+use crate::commit::{CommitError, create, decide_at, delete_files, list_entries, read_json};
 use crate::crash::{CrashPoint, Crasher};
 
 mod merge;
@@ -122,14 +122,6 @@ pub struct Compactor {
     shutdown: tokio_util::sync::CancellationToken,
 }
 
-/// An entry of the compaction log as listed.
-#[derive(Debug, Default, Clone, Copy)]
-struct Listed {
-    intent: bool,
-    outcome: bool,
-    cleaned: bool,
-}
-
 impl Compactor {
     pub fn new(lake: Lake, config: CompactConfig) -> Self {
         let writer = format!("compactor-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -165,7 +157,7 @@ impl Compactor {
     pub async fn pass(&mut self, crash: &Crasher) -> Result<PassReport> {
         let mut report = PassReport::default();
         let dir = compaction_dir(Table::Results);
-        let listed = self.list(&dir).await?;
+        let listed = list_entries(&self.lake, &dir).await?;
         let now = Utc::now();
         let mut next_seq = listed.keys().next_back().map_or(0, |s| s + 1);
         let mut busy = BTreeSet::new();
@@ -247,27 +239,6 @@ impl Compactor {
             info!(?report, "compaction pass");
         }
         Ok(report)
-    }
-
-    /// The compaction log's entries, by sequence number.
-    async fn list(&self, dir: &str) -> Result<BTreeMap<u64, Listed>> {
-        let listed: Vec<_> = self
-            .lake
-            .store()
-            .list(Some(&self.lake.path(dir)))
-            .try_collect()
-            .await
-            .map_err(|e| CommitError::Store { path: dir.to_owned(), source: Box::new(e) })?;
-        let mut entries: BTreeMap<u64, Listed> = BTreeMap::new();
-        for (seq, object) in listed.iter().filter_map(|o| o.location.filename().and_then(parse_entry_name)) {
-            let entry = entries.entry(seq).or_default();
-            match object {
-                EntryObject::Intent => entry.intent = true,
-                EntryObject::Outcome => entry.outcome = true,
-                EntryObject::Cleaned => entry.cleaned = true,
-            }
-        }
-        Ok(entries)
     }
 
     /// Deletes what a decided entry made obsolete and records it; returns how many files.
