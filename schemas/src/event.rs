@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,8 +35,11 @@ pub const MAX_FUTURE_SKEW_SECS: i64 = 24 * 3600;
 
 /// Earliest timestamp accepted: 2000-01-01T00:00:00Z.
 pub fn earliest_timestamp() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().expect("valid constant date")
+    *EARLIEST
 }
+
+static EARLIEST: LazyLock<DateTime<Utc>> =
+    LazyLock::new(|| Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().expect("valid constant date"));
 
 /// Outcome of one execution. `error` counts as a failure in every number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -354,8 +358,9 @@ fn timestamp(value: &str, field: &'static str, now: DateTime<Utc>) -> Result<Dat
             .map_err(|e| Rejection::InvalidValue { field, message: format!("not RFC 3339 ({e}): {value:?}") })?
             .with_timezone(&Utc),
     };
-    let earliest = earliest_timestamp();
-    if parsed < earliest || parsed > now + chrono::Duration::seconds(MAX_FUTURE_SKEW_SECS) {
+    let earliest = *EARLIEST;
+    // The window's far end is computed only for the rare timestamp past `now`.
+    if parsed < earliest || (parsed > now && parsed > now + chrono::Duration::seconds(MAX_FUTURE_SKEW_SECS)) {
         return Err(Rejection::TimestampOutOfRange { field, value: parsed, earliest });
     }
     Ok(parsed)
