@@ -94,7 +94,8 @@ fn sort_order(keys: &[OrderKey], rows: usize) -> Vec<u32> {
     if key_bits + row_bits <= 128 {
         let mut packed: Vec<u128> = (0..rows as u128).collect();
         let mut shift = row_bits;
-        for key in keys.iter().rev() {
+        // A key of 0 bits (all nulls, or one value) orders nothing, and its shift could be 128.
+        for key in keys.iter().rev().filter(|key| key.bits > 0) {
             for (row, p) in packed.iter_mut().enumerate() {
                 *p |= key.at(row) << shift;
             }
@@ -304,6 +305,12 @@ mod tests {
         assert_sorts_as_lexsort_does(vec![wide(), wide()]);
         let (a, b) = (wide(), wide());
         assert_sorts_as_lexsort_does(vec![Arc::clone(&a), b, a]);
+        // Exactly 128 bits with the row number (11 bits): all-null (0 bits), full span (65),
+        // and a 52-bit span.
+        let nulls: ArrayRef = Arc::new(Int64Array::new_null(2000));
+        let narrow: ArrayRef =
+            Arc::new((0..2000).map(|i| Some(if i % 3 == 0 { (1 << 52) - 2 } else { i })).collect::<Int64Array>());
+        assert_sorts_as_lexsort_does(vec![nulls, wide(), narrow]);
     }
 
     #[tokio::test]
