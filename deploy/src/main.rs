@@ -347,7 +347,6 @@ impl IngestArgs {
             max_total_bytes: self.buffer_bytes,
         };
         config.crash_at = self.crash_at.clone();
-        config.landed_topic = Some(kafka.landed_topic.clone()).filter(|t| !t.is_empty());
         config.kafka_properties = self.kafka_properties.clone();
         config
     }
@@ -411,13 +410,21 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Ingest { kafka, lake, ingest, compact } => {
             let lake = Lake::open(&lake.lake)?;
-            let ingest = Ingest::new(ingest.config(&kafka), lake.clone(), None, Default::default())?;
-            if !kafka.landed_topic.is_empty() {
+            let (landed, forwarder) = if kafka.landed_topic.is_empty() {
+                (None, None)
+            } else {
                 testlake::kafka::ensure_topic(&kafka.brokers, &kafka.landed_topic, 1).await?;
-            }
+                let publisher = testlake_ingest::notices::Publisher::new(&kafka.brokers, &kafka.landed_topic)?;
+                let (tx, rx) = tokio::sync::broadcast::channel(4096);
+                (Some(tx), Some(tokio::spawn(testlake_ingest::notices::publish(rx, publisher))))
+            };
+            let ingest = Ingest::new(ingest.config(&kafka), lake.clone(), landed, Default::default())?;
             let compactor = tokio::spawn(Compactor::new(lake, compact.config()).run(shutdown.clone()));
             ingest.run(shutdown).await?;
             compactor.await?;
+            if let Some(forwarder) = forwarder {
+                forwarder.await?;
+            }
         }
         Command::Compact { lake, compact, once, crash_at } => {
             let mut compactor = Compactor::new(Lake::open(&lake.lake)?, compact.config());
@@ -468,19 +475,18 @@ async fn main() -> Result<()> {
                 // What compute rewrites is announced on the same topic, for query services.
                 let computed = notices.brokers.as_deref().filter(|_| !notices.landed_topic.is_empty()).map(|brokers| {
                     let publisher = testlake_ingest::notices::Publisher::new(brokers, &notices.landed_topic)?;
-                    let (tx, mut rx) = tokio::sync::broadcast::channel::<testlake_schemas::Landed>(1024);
-                    tokio::spawn(async move {
-                        while let Ok(notice) = rx.recv().await {
-                            publisher.publish(&notice);
-                        }
-                    });
-                    anyhow::Ok(tx)
+                    let (tx, rx) = tokio::sync::broadcast::channel::<testlake_schemas::Landed>(1024);
+                    anyhow::Ok((tx, tokio::spawn(testlake_ingest::notices::publish(rx, publisher))))
                 });
-                let scheduler = testlake_compute::Scheduler::new(lake, compute.config(), computed.transpose()?);
+                let (computed, forwarder) = computed.transpose()?.unzip();
+                let scheduler = testlake_compute::Scheduler::new(lake, compute.config(), computed);
                 if let Some(listen) = compute.compute_listen {
                     testlake::probes::serve(listen, scheduler.metrics(), shutdown.clone()).await?;
                 }
                 testlake_compute::run(scheduler, landed, shutdown).await?;
+                if let Some(forwarder) = forwarder {
+                    forwarder.await?;
+                }
             }
         }
         Command::Serve { lake, notices, serve } => {
@@ -511,10 +517,12 @@ async fn main() -> Result<()> {
                 // The fleet's topic must exist before the consumer subscribes to it.
                 testlake::kafka::ensure_topic(&kafka.brokers, &kafka.topic, 4).await?;
             }
+            let mut publisher = None;
             if !kafka.landed_topic.is_empty() {
                 testlake::kafka::ensure_topic(&kafka.brokers, &kafka.landed_topic, 1).await?;
+                publisher = Some(testlake_ingest::notices::Publisher::new(&kafka.brokers, &kafka.landed_topic)?);
             }
-            let stack = Stack::start(config, shutdown.clone()).await?;
+            let stack = Stack::start_publishing(config, publisher, shutdown.clone()).await?;
             info!(api = %format!("http://{}/api/v1/dashboard", stack.addr), lake = %stack.lake.url(), "testlake is running");
             if fleet_rate > 0 {
                 let produce_config = ProduceConfig {

@@ -1,11 +1,12 @@
 //! The all-in-one process: ingest, compute and the query service in one runtime, connected by
-//! in-process landed-partition notices.
+//! in-process landed-partition notices (and, given a publisher, forwarding them to Kafka).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use testlake_compute::ComputeConfig;
+use testlake_ingest::notices::{self, Publisher};
 use testlake_ingest::{CompactConfig, Compactor, Ingest, IngestConfig, IngestMetrics};
 use testlake_query::{AppState, ServeConfig};
 use testlake_schemas::{Lake, Landed};
@@ -33,11 +34,31 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// Starts every stage; landed notices stay in the process.
     pub async fn start(config: StackConfig, shutdown: CancellationToken) -> Result<Self> {
+        Self::start_publishing(config, None, shutdown).await
+    }
+
+    /// Starts every stage; given a publisher, the ingest's and compute's landed notices are also
+    /// published on Kafka, for processes outside the stack.
+    pub async fn start_publishing(
+        config: StackConfig,
+        publisher: Option<Publisher>,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
         let lake = Lake::open(&config.lake)?;
         let (landed, _) = broadcast::channel::<Landed>(4096);
         let metrics = Arc::new(IngestMetrics::default());
         let mut tasks = JoinSet::new();
+        if let Some(publisher) = publisher {
+            // Subscribed before any stage starts, so no notice is missed; it stops once both
+            // stages have stopped and dropped their senders.
+            let notices = landed.subscribe();
+            tasks.spawn(async move {
+                notices::publish(notices, publisher).await;
+                Ok(())
+            });
+        }
 
         let ingest = Ingest::new(config.ingest, lake.clone(), Some(landed.clone()), Arc::clone(&metrics))?;
         let token = shutdown.clone();

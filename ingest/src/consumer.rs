@@ -59,8 +59,6 @@ pub struct IngestConfig {
     pub kafka_properties: Vec<(String, String)>,
     /// Fault injection for tests: `<crash point>:<n>` (see [`crate::crash`]).
     pub crash_at: Option<String>,
-    /// Topic that landed-partition notices are published to (`None`: in-process only).
-    pub landed_topic: Option<String>,
 }
 
 impl IngestConfig {
@@ -102,7 +100,6 @@ impl IngestConfig {
             tick: Duration::from_millis(100),
             kafka_properties: Vec::new(),
             crash_at: None,
-            landed_topic: None,
         }
     }
 }
@@ -175,7 +172,6 @@ pub struct Ingest {
     landed: Option<broadcast::Sender<Landed>>,
     metrics: Arc<IngestMetrics>,
     crash: Arc<Crasher>,
-    publisher: Option<crate::notices::Publisher>,
     /// Flushes encoding and uploading on other threads while the loop keeps consuming; at most
     /// one per partition, so a partition's log entries stay in order.
     in_flight: FuturesUnordered<tokio::task::JoinHandle<FlushDone>>,
@@ -194,8 +190,6 @@ impl Ingest {
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(GroupContext::default())?;
         consumer.subscribe(&[&config.topic])?;
         let topic = Arc::from(config.topic.as_str());
-        let publisher =
-            config.landed_topic.as_deref().map(|t| crate::notices::Publisher::new(&config.brokers, t)).transpose()?;
         Ok(Self {
             config,
             lake,
@@ -207,7 +201,6 @@ impl Ingest {
             landed,
             metrics,
             crash: Arc::new(crash),
-            publisher,
             in_flight: FuturesUnordered::new(),
         })
     }
@@ -453,13 +446,9 @@ impl Ingest {
             files = entries.len(),
             "flushed"
         );
-        for entry in entries {
-            let notice = landed_notice(entry);
-            if let Some(publisher) = &self.publisher {
-                publisher.publish(&notice);
-            }
-            if let Some(landed) = &self.landed {
-                let _ = landed.send(notice);
+        if let Some(landed) = &self.landed {
+            for entry in entries {
+                let _ = landed.send(landed_notice(entry));
             }
         }
         Ok(())

@@ -1,15 +1,19 @@
 //! Landed-partition notices on a Kafka topic, so processes other than the ingest (compute, query)
 //! learn what landed without polling the object store. A process that was down catches up from
 //! the lake itself (compute's scan of changed dates); the topic is only the fast path.
+//!
+//! The stages only emit notices into a `broadcast` channel; [`publish`] forwards a channel to
+//! the topic, the same way for every stage, and [`subscribe`] brings the topic back into one.
 
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext};
 use testlake_schemas::Landed;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -35,6 +39,29 @@ impl Publisher {
         if let Err((e, _)) = self.producer.send_result(FutureRecord::to(&self.topic).key(&key).payload(&payload)) {
             warn!(error = %e, topic = %self.topic, "could not publish a landed notice");
         }
+    }
+}
+
+/// Forwards every notice sent on the channel of `notices` to the topic, until every sender is
+/// dropped, then waits (up to the producer's message timeout) for what is queued to be delivered.
+///
+/// It takes no shutdown token on purpose: a stage emits its last notices while it shuts down
+/// (the ingest's final flush), so the forwarder stops when the stage has let go of its sender.
+pub async fn publish(mut notices: broadcast::Receiver<Landed>, publisher: Publisher) {
+    loop {
+        match notices.recv().await {
+            Ok(notice) => publisher.publish(&notice),
+            Err(RecvError::Lagged(missed)) => {
+                // Subscribers catch up from the lake.
+                warn!(missed, topic = %publisher.topic, "landed notices dropped before publishing");
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+    let producer = publisher.producer.clone();
+    let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+    if let Ok(Err(e)) = flushed {
+        warn!(error = %e, topic = %publisher.topic, "landed notices not delivered before stopping");
     }
 }
 
