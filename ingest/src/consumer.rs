@@ -104,6 +104,13 @@ impl IngestConfig {
     }
 }
 
+impl Default for IngestConfig {
+    /// A broker on this machine and the `ci-test-events` topic.
+    fn default() -> Self {
+        Self::new("127.0.0.1:9092", "ci-test-events")
+    }
+}
+
 /// Records partitions the group takes away, so the loop drops their state: the next owner
 /// recovers from the partition's commit log, so nothing buffered here is lost.
 #[derive(Default)]

@@ -17,6 +17,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+/// The topic notices are published on unless configured otherwise.
+pub const DEFAULT_TOPIC: &str = "testlake-landed";
+
 /// Publishes notices; a failed publish is logged, never fatal (subscribers catch up from the lake).
 pub struct Publisher {
     producer: FutureProducer,
