@@ -19,6 +19,7 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use testlake_schemas::Lake;
 use testlake_schemas::files::{Created, put_create, put_overwrite};
+use testlake_schemas::paths::LeasePath;
 
 use crate::{Error, Result};
 
@@ -44,12 +45,8 @@ pub struct Leases {
     ttl: Duration,
 }
 
-fn dir(key: &str) -> String {
-    format!("_leases/compute/{key}")
-}
-
 fn path(key: &str, generation: u64) -> String {
-    format!("{}/{generation:010}.json", dir(key))
+    LeasePath { key: key.to_owned(), generation }.to_string()
 }
 
 impl Leases {
@@ -64,11 +61,15 @@ impl Leases {
 
     /// Takes the lease on `key` if nobody else holds it; `None` when someone does.
     pub async fn try_acquire(&self, key: &str) -> Result<Option<Lease>> {
-        let prefix = self.lake.path(&dir(key));
+        let prefix = self.lake.path(&LeasePath::dir(key));
         let listed: Vec<_> =
             self.lake.store().list(Some(&prefix)).try_collect().await.map_err(|e| Error::Store(Box::new(e)))?;
-        let newest =
-            listed.iter().filter_map(|o| o.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok()).max();
+        let newest = listed
+            .iter()
+            .filter_map(|o| self.lake.relative(&o.location)?.parse::<LeasePath>().ok())
+            .filter(|lease| lease.key == key)
+            .map(|lease| lease.generation)
+            .max();
         if let Some(generation) = newest {
             let record: Record = match testlake_schemas::commits::read_entry(&self.lake, &path(key, generation)).await {
                 Ok(record) => record,

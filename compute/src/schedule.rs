@@ -110,10 +110,10 @@ async fn scan(lake: &Lake, folder: &str) -> Result<BTreeMap<NaiveDate, DateVersi
         let Some(relative) = lake.relative(&object.location) else {
             continue;
         };
-        let Ok(path) = relative.parse::<testlake_schemas::DataFilePath>() else {
+        let Ok(path) = relative.parse::<testlake_schemas::paths::HourFilePath>() else {
             continue;
         };
-        let version = versions.entry(path.partition.date).or_default();
+        let version = versions.entry(path.partition().date).or_default();
         version.files += 1;
         version.newest = version.newest.max(Some(object.last_modified));
     }
@@ -483,3 +483,6 @@ async fn recv(landed: &mut Option<broadcast::Receiver<Landed>>) -> Result<Landed
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

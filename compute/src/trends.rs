@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::error::ArrowError;
 use chrono::NaiveDate;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -31,7 +33,7 @@ use testlake_schemas::paths::computed_file_path;
 use testlake_schemas::tables::trends_schema;
 use testlake_schemas::{Lake, Table};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// The bucket width of a trends table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,16 +131,34 @@ pub fn trends_sql(interval: Interval, table: &str, matches: &str) -> String {
     )
 }
 
-/// Casts a query result onto the documented trends schema, column by column.
+/// Puts a query result into the documented trends schema, matching columns by name: a column
+/// the schema names that the query did not produce, or produced with another type, is an error
+/// (never a silent cast). The only conversions are the ones that change a column's encoding and
+/// not its values: string views (how `results` is read) to strings, and nullability.
 fn conform(batch: &RecordBatch) -> Result<RecordBatch> {
-    let schema = trends_schema();
+    conform_to(&trends_schema(), batch)
+}
+
+pub(crate) fn conform_to(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    let mismatch = |message: String| Error::Arrow(ArrowError::SchemaError(message));
     let columns = schema
         .fields()
         .iter()
-        .zip(batch.columns())
-        .map(|(field, column)| cast(column, field.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema, columns)?)
+        .map(|field| {
+            let column = batch
+                .column_by_name(field.name())
+                .ok_or_else(|| mismatch(format!("the trends query produced no column `{}`", field.name())))?;
+            match (column.data_type(), field.data_type()) {
+                (found, wanted) if found == wanted => Ok(Arc::clone(column)),
+                (DataType::Utf8View | DataType::LargeUtf8, DataType::Utf8) => Ok(cast(column, field.data_type())?),
+                (found, wanted) => Err(mismatch(format!(
+                    "the trends query produced `{}` as {found}, the schema says {wanted}",
+                    field.name()
+                ))),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// The table names under which one date's committed `results` files, and the flaky matches found in
@@ -191,3 +211,6 @@ pub async fn materialize_date(
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests;

@@ -32,6 +32,7 @@ use testlake_schemas::commits::{
 use testlake_schemas::files::{
     Created, RESULTS_SORT, WriteError, encode_parquet, put_create, sort_batch, writer_properties,
 };
+use testlake_schemas::paths::{CompactedFileName, HourFilePath};
 use testlake_schemas::{HourPartition, Lake, Table};
 use tracing::{info, warn};
 
@@ -457,7 +458,12 @@ fn merged_entry(hour: HourPartition, seq: u64, n: usize, group: &[EntryFile]) ->
         Some(all)
     });
     EntryFile {
-        path: format!("{}/{hour}/compacted_{seq:020}_{n:04}.parquet", Table::Results),
+        path: HourFilePath::Compacted {
+            table: Table::Results,
+            partition: hour,
+            file: CompactedFileName { seq, n: u32::try_from(n).unwrap_or(u32::MAX) },
+        }
+        .to_string(),
         table: Table::Results.name().to_owned(),
         date: hour.date,
         hour: hour.hour,

@@ -16,31 +16,12 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::paths::EntryObject;
+use crate::paths::{EntryName, LogDir};
+
 /// Folder of the commit log of one Kafka partition, relative to the lake root.
 pub fn log_dir(topic: &str, partition: i32) -> String {
-    format!("_log/{topic}/p{partition:05}")
-}
-
-/// Which object of an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EntryObject {
-    Intent,
-    Outcome,
-    /// Compaction log only: the entry's superseded files (committed) or outputs (aborted) are
-    /// deleted.
-    Cleaned,
-}
-
-impl EntryObject {
-    const ALL: [Self; 3] = [Self::Intent, Self::Outcome, Self::Cleaned];
-
-    fn suffix(self) -> &'static str {
-        match self {
-            Self::Intent => ".intent.json",
-            Self::Outcome => ".outcome.json",
-            Self::Cleaned => ".cleaned.json",
-        }
-    }
+    LogDir::Partition { topic: topic.to_owned(), partition }.to_string()
 }
 
 /// Path of one object of entry `seq`, relative to the lake root.
@@ -50,21 +31,17 @@ pub fn entry_path(topic: &str, partition: i32, seq: u64, object: EntryObject) ->
 
 /// Path of one object of entry `seq` in the log folder `dir` ([`log_dir`], [`compaction_dir`]).
 pub fn entry_path_in(dir: &str, seq: u64, object: EntryObject) -> String {
-    format!("{dir}/{seq:020}{}", object.suffix())
+    format!("{dir}/{}", EntryName { seq, object })
 }
 
 /// Parses a log object's file name into its sequence number and kind.
 pub fn parse_entry_name(name: &str) -> Option<(u64, EntryObject)> {
-    EntryObject::ALL.into_iter().find_map(|object| {
-        let seq = name.strip_suffix(object.suffix())?;
-        (seq.len() == 20).then(|| seq.parse().ok()).flatten().map(|seq| (seq, object))
-    })
+    name.parse::<EntryName>().ok().map(|n| (n.seq, n.object))
 }
 
-/// Folder of the compaction log of `table`: one sequence of entries for all its hour
-/// partitions, so readers follow it incrementally like a partition's commit log.
+/// Folder of the compaction log of `table`.
 pub fn compaction_dir(table: crate::Table) -> String {
-    format!("_compaction/{table}")
+    LogDir::Compaction(table).to_string()
 }
 
 /// One file a flush (or a compaction) writes.

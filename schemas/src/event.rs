@@ -34,10 +34,6 @@ pub const MAX_DURATION_MS: f64 = 7.0 * 24.0 * 3600.0 * 1000.0;
 pub const MAX_FUTURE_SKEW_SECS: i64 = 24 * 3600;
 
 /// Earliest timestamp accepted: 2000-01-01T00:00:00Z.
-pub fn earliest_timestamp() -> DateTime<Utc> {
-    *EARLIEST
-}
-
 static EARLIEST: LazyLock<DateTime<Utc>> =
     LazyLock::new(|| Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().expect("valid constant date"));
 

@@ -6,6 +6,10 @@
 //! trends_hourly/date=2026-11-27/data.parquet
 //! trends_daily/date=2026-11-27/data.parquet
 //! flaky_scores/date=2026-11-27/data.parquet      (scores as of that date)
+//! results/date=2026-11-27/hour=04/compacted_00000000000000000007_0000.parquet   (a compaction's output)
+//! _log/ci-events/p00003/00000000000000000042.intent.json          (a partition's commit log)
+//! _compaction/results/00000000000000000007.outcome.json           (a table's compaction log)
+//! _leases/compute/trends/2026-11-27/0000000003.json               (a compute lease)
 //! ```
 //! Every type here prints and parses, and the two are inverse.
 
@@ -113,10 +117,6 @@ impl HourPartition {
         Self { date: t.date_naive(), hour: t.hour() as u8 }
     }
 
-    pub fn date_partition(self) -> DatePartition {
-        DatePartition(self.date)
-    }
-
     /// The first instant of the hour.
     pub fn start(self) -> DateTime<Utc> {
         self.date.and_hms_opt(u32::from(self.hour), 0, 0).expect("hour < 24").and_utc()
@@ -215,10 +215,265 @@ impl FromStr for DataFilePath {
     }
 }
 
+/// `compacted_<seq:020>_<n:04>.parquet`: output `n` of compaction `seq` of a table's compaction
+/// log (`n` takes more digits past 9999). Named by the log entry that writes it, so a retried compaction lands on the same names
+/// and two compactions never share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CompactedFileName {
+    pub seq: u64,
+    pub n: u32,
+}
+
+impl fmt::Display for CompactedFileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "compacted_{:020}_{:04}.parquet", self.seq, self.n)
+    }
+}
+
+impl FromStr for CompactedFileName {
+    type Err = PathError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || PathError::new("compacted file name", s);
+        let stem = s.strip_prefix("compacted_").and_then(|s| s.strip_suffix(".parquet")).ok_or_else(err)?;
+        let (seq, n) = stem.split_once('_').ok_or_else(err)?;
+        if seq.len() != 20 || n.len() < 4 || (n.len() > 4 && n.starts_with('0')) {
+            return Err(err());
+        }
+        Ok(Self { seq: digits(seq).ok_or_else(err)?, n: digits(n).ok_or_else(err)? })
+    }
+}
+
+/// A zero-padded decimal number: ASCII digits only (no sign, unlike `str::parse`).
+fn digits<T: FromStr>(s: &str) -> Option<T> {
+    s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse().ok()).flatten()
+}
+
+/// Any file of an hour partition of `results` or `rejected`: written by the ingest, or by a
+/// compaction of that hour.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HourFilePath {
+    Ingest(DataFilePath),
+    Compacted { table: Table, partition: HourPartition, file: CompactedFileName },
+}
+
+impl HourFilePath {
+    pub fn table(&self) -> Table {
+        match self {
+            Self::Ingest(path) => path.table,
+            Self::Compacted { table, .. } => *table,
+        }
+    }
+
+    pub fn partition(&self) -> HourPartition {
+        match self {
+            Self::Ingest(path) => path.partition,
+            Self::Compacted { partition, .. } => *partition,
+        }
+    }
+}
+
+impl fmt::Display for HourFilePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ingest(path) => path.fmt(f),
+            Self::Compacted { table, partition, file } => write!(f, "{table}/{partition}/{file}"),
+        }
+    }
+}
+
+impl FromStr for HourFilePath {
+    type Err = PathError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(path) = s.parse::<DataFilePath>() {
+            return Ok(Self::Ingest(path));
+        }
+        let err = || PathError::new("hour partition file path", s);
+        let mut parts = s.splitn(4, '/');
+        let (Some(table), Some(date), Some(hour), Some(file)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(err());
+        };
+        Ok(Self::Compacted {
+            table: table.parse()?,
+            partition: format!("{date}/{hour}").parse()?,
+            file: file.parse().map_err(|_| err())?,
+        })
+    }
+}
+
 /// `trends_hourly/date=…/data.parquet`: the single file of a date partition of a computed table,
 /// replaced whole by one atomic put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComputedFilePath {
+    pub table: Table,
+    pub date: NaiveDate,
+}
+
+impl fmt::Display for ComputedFilePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/data.parquet", self.table, DatePartition(self.date))
+    }
+}
+
+impl FromStr for ComputedFilePath {
+    type Err = PathError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || PathError::new("computed file path", s);
+        let rest = s.strip_suffix("/data.parquet").ok_or_else(err)?;
+        let (table, date) = rest.split_once('/').ok_or_else(err)?;
+        let table: Table = table.parse()?;
+        if table.partition_columns() != ["date"] {
+            return Err(err());
+        }
+        Ok(Self { table, date: date.parse::<DatePartition>()?.0 })
+    }
+}
+
+/// The path of a computed table's file for `date` (see [`ComputedFilePath`]).
 pub fn computed_file_path(table: Table, date: NaiveDate) -> String {
-    format!("{table}/{}/data.parquet", DatePartition(date))
+    ComputedFilePath { table, date }.to_string()
+}
+
+/// A commit log folder: one Kafka partition's ingest log, or one table's compaction log (one
+/// sequence of entries for all its hour partitions, so readers follow it like a partition's).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LogDir {
+    /// `_log/<topic>/p<partition:05>`
+    Partition { topic: String, partition: i32 },
+    /// `_compaction/<table>`
+    Compaction(Table),
+}
+
+impl fmt::Display for LogDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Partition { topic, partition } => write!(f, "_log/{topic}/p{partition:05}"),
+            Self::Compaction(table) => write!(f, "_compaction/{table}"),
+        }
+    }
+}
+
+impl FromStr for LogDir {
+    type Err = PathError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || PathError::new("log folder", s);
+        if let Some(table) = s.strip_prefix("_compaction/") {
+            return Ok(Self::Compaction(table.parse()?));
+        }
+        let (topic, partition) = s.strip_prefix("_log/").and_then(|s| s.split_once('/')).ok_or_else(err)?;
+        let partition = partition.strip_prefix('p').filter(|p| p.len() == 5).ok_or_else(err)?;
+        if topic.is_empty() || topic.contains('/') {
+            return Err(err());
+        }
+        Ok(Self::Partition { topic: topic.to_owned(), partition: digits(partition).ok_or_else(err)? })
+    }
+}
+
+/// Which object of a log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntryObject {
+    /// What the entry will write (created first, create-only).
+    Intent,
+    /// `committed` or `aborted`: whoever creates it first decides the entry.
+    Outcome,
+    /// Compaction logs only: the entry's superseded files (committed) or outputs (aborted) are
+    /// deleted.
+    Cleaned,
+}
+
+impl EntryObject {
+    pub const ALL: [Self; 3] = [Self::Intent, Self::Outcome, Self::Cleaned];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Intent => ".intent.json",
+            Self::Outcome => ".outcome.json",
+            Self::Cleaned => ".cleaned.json",
+        }
+    }
+}
+
+/// The file name of one object of a log entry, `<seq:020>.<intent|outcome|cleaned>.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryName {
+    pub seq: u64,
+    pub object: EntryObject,
+}
+
+impl fmt::Display for EntryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:020}{}", self.seq, self.object.suffix())
+    }
+}
+
+impl FromStr for EntryName {
+    type Err = PathError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EntryObject::ALL
+            .into_iter()
+            .find_map(|object| {
+                let seq = s.strip_suffix(object.suffix()).filter(|seq| seq.len() == 20)?;
+                Some(Self { seq: digits(seq)?, object })
+            })
+            .ok_or_else(|| PathError::new("log entry name", s))
+    }
+}
+
+/// `<log folder>/<entry name>`: one object of a commit log or a compaction log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogEntryPath {
+    pub dir: LogDir,
+    pub name: EntryName,
+}
+
+impl fmt::Display for LogEntryPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.dir, self.name)
+    }
+}
+
+impl FromStr for LogEntryPath {
+    type Err = PathError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (dir, name) = s.rsplit_once('/').ok_or_else(|| PathError::new("log entry path", s))?;
+        Ok(Self { dir: dir.parse()?, name: name.parse()? })
+    }
+}
+
+/// `_leases/compute/<key>/<generation:010>.json`: one generation of a compute lease (see
+/// `compute/src/lease.rs`). The key names the partition leased, e.g. `trends/2026-11-27`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeasePath {
+    pub key: String,
+    pub generation: u64,
+}
+
+impl LeasePath {
+    /// The folder of every generation of the lease on `key`.
+    pub fn dir(key: &str) -> String {
+        format!("_leases/compute/{key}")
+    }
+}
+
+impl fmt::Display for LeasePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{:010}.json", Self::dir(&self.key), self.generation)
+    }
+}
+
+impl FromStr for LeasePath {
+    type Err = PathError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || PathError::new("lease path", s);
+        let rest = s.strip_prefix("_leases/compute/").ok_or_else(err)?;
+        let (key, file) = rest.rsplit_once('/').ok_or_else(err)?;
+        let generation = file.strip_suffix(".json").filter(|g| g.len() == 10).and_then(digits).ok_or_else(err)?;
+        if key.is_empty() {
+            return Err(err());
+        }
+        Ok(Self { key: key.to_owned(), generation })
+    }
 }
 
 #[cfg(test)]

@@ -15,21 +15,6 @@ use chrono::{DateTime, Utc};
 
 use crate::event::{EventView, Rejection, TestEvent};
 
-/// Column names of the `results` table, shared by every stage that reads it.
-pub mod col {
-    pub const EVENT_ID: &str = "event_id";
-    pub const REPOSITORY: &str = "repository";
-    pub const BRANCH: &str = "branch";
-    pub const COMMIT_SHA: &str = "commit_sha";
-    pub const RUN_ID: &str = "run_id";
-    pub const SUITE: &str = "suite";
-    pub const TEST_ID: &str = "test_id";
-    pub const STATUS: &str = "status";
-    pub const DURATION_MS: &str = "duration_ms";
-    pub const FINISHED_AT: &str = "finished_at";
-    pub const BUCKET_START: &str = "bucket_start";
-}
-
 fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
@@ -49,49 +34,6 @@ fn tags_type() -> DataType {
     );
     DataType::Map(Arc::new(entries), false)
 }
-
-static RESULTS: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let ts = timestamp_type;
-    Arc::new(Schema::new(vec![
-        Field::new("event_id", DataType::Utf8, false),
-        Field::new("repository", DataType::Utf8, false),
-        Field::new("branch", DataType::Utf8, false),
-        Field::new("commit_sha", DataType::Utf8, false),
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("job_id", DataType::Utf8, true),
-        Field::new("suite", DataType::Utf8, false),
-        Field::new("test_id", DataType::Utf8, false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("status", DataType::Utf8, false),
-        Field::new("attempt", DataType::Int32, false),
-        Field::new("duration_ms", DataType::Float64, false),
-        Field::new("started_at", ts(), true),
-        Field::new("finished_at", ts(), false),
-        Field::new("ci_provider", DataType::Utf8, true),
-        Field::new("host", DataType::Utf8, true),
-        Field::new("failure_message", DataType::Utf8, true),
-        Field::new("tags", tags_type(), true),
-        Field::new("schema_version", DataType::Int32, false),
-        // Lineage: where the row came from.
-        Field::new("kafka_topic", DataType::Utf8, false),
-        Field::new("kafka_partition", DataType::Int32, false),
-        Field::new("kafka_offset", DataType::Int64, false),
-        Field::new("ingested_at", ts(), false),
-    ]))
-});
-
-static REJECTED: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("kafka_topic", DataType::Utf8, false),
-        Field::new("kafka_partition", DataType::Int32, false),
-        Field::new("kafka_offset", DataType::Int64, false),
-        Field::new("kafka_key", DataType::Binary, true),
-        Field::new("payload", DataType::Binary, true),
-        Field::new("reason_code", DataType::Utf8, false),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("ingested_at", timestamp_type(), false),
-    ]))
-});
 
 static TRENDS: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = vec![
@@ -173,209 +115,140 @@ pub struct Lineage<'a> {
     pub ingested_at: DateTime<Utc>,
 }
 
-/// Accumulates `results` rows.
-pub struct ResultsBuilder {
-    event_id: StringBuilder,
-    repository: StringBuilder,
-    branch: StringBuilder,
-    commit_sha: StringBuilder,
-    run_id: StringBuilder,
-    job_id: StringBuilder,
-    suite: StringBuilder,
-    test_id: StringBuilder,
-    name: StringBuilder,
-    status: StringBuilder,
-    attempt: Int32Builder,
-    duration_ms: Float64Builder,
-    started_at: TimestampMicrosecondBuilder,
-    finished_at: TimestampMicrosecondBuilder,
-    ci_provider: StringBuilder,
-    host: StringBuilder,
-    failure_message: StringBuilder,
-    tags: MapBuilder<StringBuilder, StringBuilder>,
-    schema_version: Int32Builder,
-    kafka_topic: StringBuilder,
-    kafka_partition: Int32Builder,
-    kafka_offset: Int64Builder,
-    ingested_at: TimestampMicrosecondBuilder,
-    rows: usize,
+/// Declares a table written row by row, once: each line names a column (the Rust field is the
+/// column name), its Arrow builder, type and nullability, and how one row fills it. The schema,
+/// the builder struct, its `Default`, the append method and `finish` are all generated from that
+/// one list and in its order, so no two copies of the column list can disagree — adding a column
+/// is one line here (plus, for `results`, the decoder rule that produces its value).
+macro_rules! row_table {
+    (
+        $(#[$doc:meta])*
+        pub struct $builder:ident, schema $schema:ident;
+        $(#[$append_doc:meta])*
+        pub fn $append:ident(&mut self, $($arg:ident: $arg_ty:ty),* $(,)?);
+        $( $column:ident: $column_builder:ty = $new:expr, $data_type:expr, $nullable:literal,
+           |$b:ident| $fill:expr; )*
+    ) => {
+        static $schema: LazyLock<SchemaRef> = LazyLock::new(|| {
+            Arc::new(Schema::new(vec![$( Field::new(stringify!($column), $data_type, $nullable) ),*]))
+        });
+
+        $(#[$doc])*
+        pub struct $builder {
+            $( $column: $column_builder, )*
+            rows: usize,
+        }
+
+        impl Default for $builder {
+            fn default() -> Self {
+                Self { $( $column: $new, )* rows: 0 }
+            }
+        }
+
+        impl $builder {
+            pub fn len(&self) -> usize {
+                self.rows
+            }
+
+            pub fn is_empty(&self) -> bool {
+                self.rows == 0
+            }
+
+            $(#[$append_doc])*
+            pub fn $append(&mut self, $($arg: $arg_ty),*) {
+                $( { let $b = &mut self.$column; $fill; } )*
+                self.rows += 1;
+            }
+
+            /// Takes the rows accumulated so far as a batch, leaving the builder empty.
+            pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+                self.rows = 0;
+                let columns: Vec<ArrayRef> = vec![$( Arc::new(self.$column.finish()) ),*];
+                RecordBatch::try_new(Arc::clone(&$schema), columns)
+            }
+        }
+    };
 }
 
-impl Default for ResultsBuilder {
-    fn default() -> Self {
-        let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
-        Self {
-            event_id: StringBuilder::new(),
-            repository: StringBuilder::new(),
-            branch: StringBuilder::new(),
-            commit_sha: StringBuilder::new(),
-            run_id: StringBuilder::new(),
-            job_id: StringBuilder::new(),
-            suite: StringBuilder::new(),
-            test_id: StringBuilder::new(),
-            name: StringBuilder::new(),
-            status: StringBuilder::new(),
-            attempt: Int32Builder::new(),
-            duration_ms: Float64Builder::new(),
-            started_at: ts(),
-            finished_at: ts(),
-            ci_provider: StringBuilder::new(),
-            host: StringBuilder::new(),
-            failure_message: StringBuilder::new(),
-            tags: MapBuilder::new(Some(tags_field_names()), StringBuilder::new(), StringBuilder::new())
-                .with_values_field(Field::new("value", DataType::Utf8, true)),
-            schema_version: Int32Builder::new(),
-            kafka_topic: StringBuilder::new(),
-            kafka_partition: Int32Builder::new(),
-            kafka_offset: Int64Builder::new(),
-            ingested_at: ts(),
-            rows: 0,
+fn string() -> StringBuilder {
+    StringBuilder::new()
+}
+
+fn timestamps() -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::new().with_timezone("UTC")
+}
+
+fn tags_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(Some(tags_field_names()), StringBuilder::new(), StringBuilder::new()).with_values_field(Field::new(
+        "value",
+        DataType::Utf8,
+        true,
+    ))
+}
+
+row_table! {
+    /// Accumulates `results` rows: one per valid test execution, with its lineage.
+    pub struct ResultsBuilder, schema RESULTS;
+    /// Appends one decoded event (the ingest's path: no owned copy of the event in between).
+    pub fn append_view(&mut self, e: &EventView<'_>, from: Lineage<'_>);
+    event_id: StringBuilder = string(), DataType::Utf8, false,
+        |b| b.append_value(e.event_id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+    repository: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(&e.repository);
+    branch: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(&e.branch);
+    commit_sha: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(&e.commit_sha);
+    run_id: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(&e.run_id);
+    job_id: StringBuilder = string(), DataType::Utf8, true, |b| b.append_option(e.job_id.as_deref());
+    suite: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(&e.suite);
+    test_id: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(&e.test_id);
+    name: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(&e.name);
+    status: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(e.status.as_str());
+    attempt: Int32Builder = Int32Builder::new(), DataType::Int32, false,
+        |b| b.append_value(e.attempt.min(i32::MAX as u32) as i32);
+    duration_ms: Float64Builder = Float64Builder::new(), DataType::Float64, false, |b| b.append_value(e.duration_ms);
+    started_at: TimestampMicrosecondBuilder = timestamps(), timestamp_type(), true,
+        |b| b.append_option(e.started_at.map(|t| t.timestamp_micros()));
+    finished_at: TimestampMicrosecondBuilder = timestamps(), timestamp_type(), false,
+        |b| b.append_value(e.finished_at.timestamp_micros());
+    ci_provider: StringBuilder = string(), DataType::Utf8, true, |b| b.append_option(e.ci_provider.as_deref());
+    host: StringBuilder = string(), DataType::Utf8, true, |b| b.append_option(e.host.as_deref());
+    failure_message: StringBuilder = string(), DataType::Utf8, true,
+        |b| b.append_option(e.failure_message.as_deref());
+    tags: MapBuilder<StringBuilder, StringBuilder> = tags_builder(), tags_type(), true, |b| {
+        for (k, v) in &e.tags {
+            b.keys().append_value(k);
+            b.values().append_value(v);
         }
-    }
+        b.append(true).expect("keys and values appended in pairs")
+    };
+    schema_version: Int32Builder = Int32Builder::new(), DataType::Int32, false,
+        |b| b.append_value(crate::event::SCHEMA_VERSION as i32);
+    // Lineage: where the row came from.
+    kafka_topic: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(from.topic);
+    kafka_partition: Int32Builder = Int32Builder::new(), DataType::Int32, false, |b| b.append_value(from.partition);
+    kafka_offset: Int64Builder = Int64Builder::new(), DataType::Int64, false, |b| b.append_value(from.offset);
+    ingested_at: TimestampMicrosecondBuilder = timestamps(), timestamp_type(), false,
+        |b| b.append_value(from.ingested_at.timestamp_micros());
 }
 
 impl ResultsBuilder {
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
     pub fn append(&mut self, e: &TestEvent, from: Lineage<'_>) {
         self.append_view(&e.view(), from);
     }
-
-    /// Appends one decoded event (the ingest's path: no owned copy of the event in between).
-    pub fn append_view(&mut self, e: &EventView<'_>, from: Lineage<'_>) {
-        let mut uuid = uuid::Uuid::encode_buffer();
-        self.event_id.append_value(e.event_id.hyphenated().encode_lower(&mut uuid));
-        self.repository.append_value(&e.repository);
-        self.branch.append_value(&e.branch);
-        self.commit_sha.append_value(&e.commit_sha);
-        self.run_id.append_value(&e.run_id);
-        self.job_id.append_option(e.job_id.as_deref());
-        self.suite.append_value(&e.suite);
-        self.test_id.append_value(&e.test_id);
-        self.name.append_value(&e.name);
-        self.status.append_value(e.status.as_str());
-        self.attempt.append_value(e.attempt.min(i32::MAX as u32) as i32);
-        self.duration_ms.append_value(e.duration_ms);
-        self.started_at.append_option(e.started_at.map(|t| t.timestamp_micros()));
-        self.finished_at.append_value(e.finished_at.timestamp_micros());
-        self.ci_provider.append_option(e.ci_provider.as_deref());
-        self.host.append_option(e.host.as_deref());
-        self.failure_message.append_option(e.failure_message.as_deref());
-        for (k, v) in &e.tags {
-            self.tags.keys().append_value(k);
-            self.tags.values().append_value(v);
-        }
-        self.tags.append(true).expect("keys and values appended in pairs");
-        self.schema_version.append_value(crate::event::SCHEMA_VERSION as i32);
-        self.kafka_topic.append_value(from.topic);
-        self.kafka_partition.append_value(from.partition);
-        self.kafka_offset.append_value(from.offset);
-        self.ingested_at.append_value(from.ingested_at.timestamp_micros());
-        self.rows += 1;
-    }
-
-    /// Takes the rows accumulated so far as a batch, leaving the builder empty.
-    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.repository.finish()),
-            Arc::new(self.branch.finish()),
-            Arc::new(self.commit_sha.finish()),
-            Arc::new(self.run_id.finish()),
-            Arc::new(self.job_id.finish()),
-            Arc::new(self.suite.finish()),
-            Arc::new(self.test_id.finish()),
-            Arc::new(self.name.finish()),
-            Arc::new(self.status.finish()),
-            Arc::new(self.attempt.finish()),
-            Arc::new(self.duration_ms.finish()),
-            Arc::new(self.started_at.finish()),
-            Arc::new(self.finished_at.finish()),
-            Arc::new(self.ci_provider.finish()),
-            Arc::new(self.host.finish()),
-            Arc::new(self.failure_message.finish()),
-            Arc::new(self.tags.finish()),
-            Arc::new(self.schema_version.finish()),
-            Arc::new(self.kafka_topic.finish()),
-            Arc::new(self.kafka_partition.finish()),
-            Arc::new(self.kafka_offset.finish()),
-            Arc::new(self.ingested_at.finish()),
-        ];
-        self.rows = 0;
-        RecordBatch::try_new(results_schema(), columns)
-    }
 }
 
-/// Accumulates `rejected` rows.
-pub struct RejectedBuilder {
-    topic: StringBuilder,
-    partition: Int32Builder,
-    offset: Int64Builder,
-    key: BinaryBuilder,
-    payload: BinaryBuilder,
-    reason_code: StringBuilder,
-    reason: StringBuilder,
-    ingested_at: TimestampMicrosecondBuilder,
-    rows: usize,
-}
-
-impl Default for RejectedBuilder {
-    fn default() -> Self {
-        Self {
-            topic: StringBuilder::new(),
-            partition: Int32Builder::new(),
-            offset: Int64Builder::new(),
-            key: BinaryBuilder::new(),
-            payload: BinaryBuilder::new(),
-            reason_code: StringBuilder::new(),
-            reason: StringBuilder::new(),
-            ingested_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            rows: 0,
-        }
-    }
-}
-
-impl RejectedBuilder {
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
-    pub fn append(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, why: &Rejection, from: Lineage<'_>) {
-        self.topic.append_value(from.topic);
-        self.partition.append_value(from.partition);
-        self.offset.append_value(from.offset);
-        self.key.append_option(key);
-        self.payload.append_option(payload);
-        self.reason_code.append_value(why.code());
-        self.reason.append_value(why.to_string());
-        self.ingested_at.append_value(from.ingested_at.timestamp_micros());
-        self.rows += 1;
-    }
-
-    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.topic.finish()),
-            Arc::new(self.partition.finish()),
-            Arc::new(self.offset.finish()),
-            Arc::new(self.key.finish()),
-            Arc::new(self.payload.finish()),
-            Arc::new(self.reason_code.finish()),
-            Arc::new(self.reason.finish()),
-            Arc::new(self.ingested_at.finish()),
-        ];
-        self.rows = 0;
-        RecordBatch::try_new(rejected_schema(), columns)
-    }
+row_table! {
+    /// Accumulates `rejected` rows: one per message the decoder refused, with the reason.
+    pub struct RejectedBuilder, schema REJECTED;
+    pub fn append(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>, why: &Rejection, from: Lineage<'_>);
+    kafka_topic: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(from.topic);
+    kafka_partition: Int32Builder = Int32Builder::new(), DataType::Int32, false, |b| b.append_value(from.partition);
+    kafka_offset: Int64Builder = Int64Builder::new(), DataType::Int64, false, |b| b.append_value(from.offset);
+    kafka_key: BinaryBuilder = BinaryBuilder::new(), DataType::Binary, true, |b| b.append_option(key);
+    payload: BinaryBuilder = BinaryBuilder::new(), DataType::Binary, true, |b| b.append_option(payload);
+    reason_code: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(why.code());
+    reason: StringBuilder = string(), DataType::Utf8, false, |b| b.append_value(why.to_string());
+    ingested_at: TimestampMicrosecondBuilder = timestamps(), timestamp_type(), false,
+        |b| b.append_value(from.ingested_at.timestamp_micros());
 }
 
 #[cfg(test)]

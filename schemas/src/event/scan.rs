@@ -34,55 +34,45 @@ pub(super) fn scan(text: &str) -> Option<WireEvent<'_>> {
         }
         seen |= 1 << index;
         r.expect(b':')?;
-        match index {
-            0 => event.schema_version = r.integer()?,
-            1 => event.event_id = r.text()?,
-            2 => event.repository = r.text()?,
-            3 => event.branch = r.text()?,
-            4 => event.commit_sha = r.text()?,
-            5 => event.run_id = r.text()?,
-            6 => event.job_id = r.text()?,
-            7 => event.suite = r.text()?,
-            8 => event.test_id = r.text()?,
-            9 => event.name = r.text()?,
-            10 => event.status = r.text()?,
-            11 => event.attempt = r.integer()?,
-            12 => event.duration_ms = r.decimal()?,
-            13 => event.started_at = r.text()?,
-            14 => event.finished_at = r.text()?,
-            15 => event.ci_provider = r.text()?,
-            16 => event.host = r.text()?,
-            17 => event.failure_message = r.text()?,
-            _ => event.tags = r.tags()?,
-        }
-        Some(())
+        (FIELDS[index].1)(r, &mut event)
     })?;
     r.skip_whitespace();
     (r.pos == r.bytes.len()).then_some(event)
 }
 
-/// The fields of an event, in the order [`WireEvent`] declares them and producers write them.
-const FIELDS: [&str; 19] = [
-    "schema_version",
-    "event_id",
-    "repository",
-    "branch",
-    "commit_sha",
-    "run_id",
-    "job_id",
-    "suite",
-    "test_id",
-    "name",
-    "status",
-    "attempt",
-    "duration_ms",
-    "started_at",
-    "finished_at",
-    "ci_provider",
-    "host",
-    "failure_message",
-    "tags",
+/// Reads one field's value into the event, or `None`: not the plain shape.
+type ReadField = for<'a> fn(&mut Reader<'a>, &mut WireEvent<'a>) -> Option<()>;
+
+/// Every field of an event with how its value is read, in the order producers write them (which
+/// the reader tries first). A field's name and its reader sit on one line; the names are checked
+/// against the `results` columns in `tests.rs`.
+const FIELDS: [(&str, ReadField); 19] = [
+    ("schema_version", |r, e| r.integer().map(|v| e.schema_version = v)),
+    ("event_id", |r, e| r.text().map(|v| e.event_id = v)),
+    ("repository", |r, e| r.text().map(|v| e.repository = v)),
+    ("branch", |r, e| r.text().map(|v| e.branch = v)),
+    ("commit_sha", |r, e| r.text().map(|v| e.commit_sha = v)),
+    ("run_id", |r, e| r.text().map(|v| e.run_id = v)),
+    ("job_id", |r, e| r.text().map(|v| e.job_id = v)),
+    ("suite", |r, e| r.text().map(|v| e.suite = v)),
+    ("test_id", |r, e| r.text().map(|v| e.test_id = v)),
+    ("name", |r, e| r.text().map(|v| e.name = v)),
+    ("status", |r, e| r.text().map(|v| e.status = v)),
+    ("attempt", |r, e| r.integer().map(|v| e.attempt = v)),
+    ("duration_ms", |r, e| r.decimal().map(|v| e.duration_ms = v)),
+    ("started_at", |r, e| r.text().map(|v| e.started_at = v)),
+    ("finished_at", |r, e| r.text().map(|v| e.finished_at = v)),
+    ("ci_provider", |r, e| r.text().map(|v| e.ci_provider = v)),
+    ("host", |r, e| r.text().map(|v| e.host = v)),
+    ("failure_message", |r, e| r.text().map(|v| e.failure_message = v)),
+    ("tags", |r, e| r.tags().map(|v| e.tags = v)),
 ];
+
+/// The field names the reader knows, for the tests.
+#[cfg(test)]
+pub(super) fn field_names() -> impl Iterator<Item = &'static str> {
+    FIELDS.iter().map(|(name, _)| *name)
+}
 
 /// Powers of ten that are exact in an `f64`.
 const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
@@ -219,7 +209,7 @@ impl<'a> Reader<'a> {
     /// is compared first, in place, without searching for the closing quote.
     fn field(&mut self, expected: usize) -> Option<usize> {
         self.skip_whitespace();
-        if let Some(name) = FIELDS.get(expected).map(|name| name.as_bytes()) {
+        if let Some(name) = FIELDS.get(expected).map(|(name, _)| name.as_bytes()) {
             let rest = &self.bytes[self.pos..];
             if rest.len() > name.len() + 1
                 && rest[0] == b'"'
@@ -231,7 +221,7 @@ impl<'a> Reader<'a> {
             }
         }
         let key = self.string()?;
-        FIELDS.iter().position(|&field| field == key)
+        FIELDS.iter().position(|&(field, _)| field == key)
     }
 
     /// An object: `member` reads each member, key, colon and value.

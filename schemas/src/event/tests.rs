@@ -285,3 +285,20 @@ fn the_plain_timestamp_reader_agrees_with_chrono() {
         assert!(scan::rfc3339(seed).is_some(), "plain: {seed}");
     }
 }
+
+/// The plain-shape reader knows exactly the event's fields: the `results` columns that come from
+/// the message (all but the lineage columns the ingest adds).
+#[test]
+fn the_reader_knows_every_wire_column_of_results() {
+    let lineage = ["kafka_topic", "kafka_partition", "kafka_offset", "ingested_at"];
+    let mut columns: Vec<String> = crate::tables::results_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|name| !lineage.contains(&name.as_str()))
+        .collect();
+    let mut read: Vec<String> = scan::field_names().map(str::to_owned).collect();
+    columns.sort();
+    read.sort();
+    assert_eq!(read, columns);
+}

@@ -47,3 +47,73 @@ fn computed_paths() {
     assert_eq!(computed_file_path(Table::TrendsDaily, d), "trends_daily/date=2026-03-09/data.parquet");
     assert_eq!("trends_hourly".parse::<Table>().unwrap(), Table::TrendsHourly);
 }
+
+/// Every kind of object name the system writes prints and parses back to itself, and refuses
+/// near misses.
+#[test]
+fn every_written_name_round_trips() {
+    fn round_trip<T: FromStr + fmt::Display + PartialEq + fmt::Debug>(value: T, text: &str) {
+        assert_eq!(value.to_string(), text);
+        assert_eq!(text.parse::<T>().ok(), Some(value), "{text}");
+    }
+    let hour: HourPartition = "date=2026-11-27/hour=04".parse().unwrap();
+    let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    round_trip(CompactedFileName { seq: 7, n: 1 }, "compacted_00000000000000000007_0001.parquet");
+    round_trip(CompactedFileName { seq: 7, n: 12_345 }, "compacted_00000000000000000007_12345.parquet");
+    round_trip(
+        HourFilePath::Compacted { table: Table::Results, partition: hour, file: CompactedFileName { seq: 3, n: 0 } },
+        "results/date=2026-11-27/hour=04/compacted_00000000000000000003_0000.parquet",
+    );
+    let ingest =
+        "results/date=2026-11-27/hour=04/ci_p00001_o00000000000000000000-00000000000000000009_e0000000000.parquet";
+    round_trip(HourFilePath::Ingest(ingest.parse().unwrap()), ingest);
+    round_trip(ComputedFilePath { table: Table::FlakyScores, date }, "flaky_scores/date=2026-11-27/data.parquet");
+    round_trip(LogDir::Partition { topic: "ci-events".into(), partition: 3 }, "_log/ci-events/p00003");
+    round_trip(LogDir::Compaction(Table::Results), "_compaction/results");
+    for (object, suffix) in
+        [(EntryObject::Intent, "intent"), (EntryObject::Outcome, "outcome"), (EntryObject::Cleaned, "cleaned")]
+    {
+        round_trip(
+            LogEntryPath {
+                dir: LogDir::Partition { topic: "ci".into(), partition: 0 },
+                name: EntryName { seq: 42, object },
+            },
+            &format!("_log/ci/p00000/00000000000000000042.{suffix}.json"),
+        );
+    }
+    round_trip(
+        LeasePath { key: "trends/2026-11-27".into(), generation: 3 },
+        "_leases/compute/trends/2026-11-27/0000000003.json",
+    );
+
+    for bad in [
+        "results/date=2026-11-27/hour=04/compacted_7_0001.parquet",
+        "results/date=2026-11-27/hour=04/compacted_00000000000000000007_01.parquet",
+        "results/date=2026-11-27/hour=04/compacted_0000000000000000000+_0001.parquet",
+        "results/date=2026-11-27/hour=4/compacted_00000000000000000007_0001.parquet",
+        "nosuch/date=2026-11-27/hour=04/compacted_00000000000000000007_0001.parquet",
+        "results/date=2026-11-27/hour=04/data.parquet",
+    ] {
+        assert!(bad.parse::<HourFilePath>().is_err(), "{bad}");
+    }
+    for bad in [
+        "results/date=2026-11-27/data.parquet",
+        "trends_daily/date=2026-11-27/x.parquet",
+        "trends_daily/2026-11-27/data.parquet",
+    ] {
+        assert!(bad.parse::<ComputedFilePath>().is_err(), "{bad}");
+    }
+    for bad in [
+        "_log/ci/p3/00000000000000000042.intent.json",
+        "_log/ci/p00000/42.intent.json",
+        "_log/p00000/00000000000000000042.intent.json",
+        "_compaction/nosuch/00000000000000000001.outcome.json",
+        "_log/ci/p00000/0000000000000000004+.outcome.json",
+        "_log/ci/p00000/00000000000000000042.json",
+    ] {
+        assert!(bad.parse::<LogEntryPath>().is_err(), "{bad}");
+    }
+    for bad in ["_leases/compute/k/3.json", "_leases/compute/0000000003.json", "_leases/other/k/0000000003.json"] {
+        assert!(bad.parse::<LeasePath>().is_err(), "{bad}");
+    }
+}

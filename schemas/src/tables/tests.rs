@@ -46,3 +46,60 @@ fn rejected_batches_keep_the_reason() {
     assert_eq!(reason.value(0), "required field `status` is missing");
     assert!(batch.column_by_name("kafka_key").unwrap().is_null(0));
 }
+
+/// The `results` and `rejected` files as written since schema version 1: these columns, in this
+/// order, with these types. Schemas evolve only by adding nullable columns at the end, so this
+/// list may grow, never change.
+#[test]
+fn persisted_columns_only_grow_by_nullable_columns_at_the_end() {
+    let described = |schema: &SchemaRef| -> Vec<String> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}{}", f.name(), f.data_type(), if f.is_nullable() { "?" } else { "" }))
+            .collect()
+    };
+    let ts = "Timestamp(µs, \"UTC\")";
+    let tags = described(&results_schema()).into_iter().find(|c| c.starts_with("tags ")).unwrap();
+    let results_v1 = [
+        "event_id Utf8",
+        "repository Utf8",
+        "branch Utf8",
+        "commit_sha Utf8",
+        "run_id Utf8",
+        "job_id Utf8?",
+        "suite Utf8",
+        "test_id Utf8",
+        "name Utf8",
+        "status Utf8",
+        "attempt Int32",
+        "duration_ms Float64",
+        &format!("started_at {ts}?"),
+        &format!("finished_at {ts}"),
+        "ci_provider Utf8?",
+        "host Utf8?",
+        "failure_message Utf8?",
+        &tags,
+        "schema_version Int32",
+        "kafka_topic Utf8",
+        "kafka_partition Int32",
+        "kafka_offset Int64",
+        &format!("ingested_at {ts}"),
+    ];
+    assert!(tags.starts_with("tags Map(") && tags.ends_with('?'), "{tags}");
+    let rejected_v1 = [
+        "kafka_topic Utf8",
+        "kafka_partition Int32",
+        "kafka_offset Int64",
+        "kafka_key Binary?",
+        "payload Binary?",
+        "reason_code Utf8",
+        "reason Utf8",
+        &format!("ingested_at {ts}"),
+    ];
+    for (schema, v1) in [(results_schema(), &results_v1[..]), (rejected_schema(), &rejected_v1[..])] {
+        let now = described(&schema);
+        assert_eq!(&now[..v1.len()], v1);
+        assert!(schema.fields()[v1.len()..].iter().all(|f| f.is_nullable()), "added columns must be nullable");
+    }
+}
