@@ -8,7 +8,9 @@ use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use rdkafka::producer::FutureRecord;
 use testlake_schemas::TestEvent;
-use testlake_schemas::junit::{self, RunContext};
+pub use report::RunContext;
+
+mod report;
 
 /// The run context the usual CI environment variables describe (GitHub Actions, GitLab CI,
 /// CircleCI, Buildkite, Jenkins), reading variables through `var`. Fields it cannot find stay
@@ -100,7 +102,7 @@ pub fn convert(files: &[PathBuf], context: &RunContext) -> Result<Vec<TestEvent>
     for path in files {
         let name = path.display().to_string();
         let xml = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
-        match junit::parse(&name, &xml, context, now) {
+        match report::parse(&name, &xml, context, now) {
             Ok(mut converted) => events.append(&mut converted),
             Err(e) => errors.push(e.to_string()),
         }

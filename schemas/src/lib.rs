@@ -8,7 +8,6 @@
 pub mod commits;
 pub mod event;
 pub mod files;
-pub mod junit;
 pub mod lake;
 pub mod landed;
 pub mod paths;

@@ -21,7 +21,7 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use uuid::Uuid;
 
-use crate::event::{MAX_FAILURE_MESSAGE_BYTES, SCHEMA_VERSION, Status, TestEvent, default_name};
+use testlake_schemas::event::{MAX_FAILURE_MESSAGE_BYTES, SCHEMA_VERSION, Status, TestEvent, default_name};
 
 /// Where the events came from: what a JUnit file does not say.
 #[derive(Debug, Clone, Default, PartialEq)]
