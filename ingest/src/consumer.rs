@@ -2,10 +2,12 @@
 //! lake through the partition's commit log ([`crate::commit`]), and only then commits the Kafka
 //! offset (a hint) and announces what landed.
 //!
-//! The loop itself is thin: decisions live in [`crate::buffer`], [`crate::flush`] and
-//! [`crate::commit`].
+//! The loop only loops — a `select!` over the consumer, finished flushes, a ticker and the
+//! shutdown token — and does the I/O: what to do with each partition is decided by
+//! [`crate::ownership`], when to flush by [`crate::flush`], which offsets are new by
+//! [`crate::cursor`]; retries by [`crate::retry`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,38 +15,24 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use testlake_schemas::commits::EntryFile;
-use testlake_schemas::files::{self, WriteError};
-use testlake_schemas::{Lake, Landed, Table};
+use testlake_schemas::{Lake, Landed};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::buffer::{PartitionBuffer, PendingFlush, Pushed};
-use crate::commit::{CommitError, PartitionLog, StagedFile};
+use crate::buffer::{PendingFlush, Pushed};
+use crate::commit::PartitionLog;
 use crate::crash::{CrashPoint, Crasher};
-use crate::cursor::Cursor;
 use crate::flush::FlushPolicy;
 use crate::metrics::IngestMetrics;
+use crate::ownership::{Admit, Committed, Finished, Flush, FlushDone, FlushJob, FlushSummary, Ownership};
+use crate::retry::Retry;
+use crate::stage::stage;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("kafka error: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    #[error(transparent)]
-    Commit(#[from] CommitError),
-    #[error("arrow error building a batch: {0}")]
-    Arrow(#[from] arrow::error::ArrowError),
-    #[error("bad configuration: {0}")]
-    Config(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use crate::error::{Error, Result};
 
 /// How the ingest connects and when it writes.
 #[derive(Debug, Clone)]
@@ -140,48 +128,18 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// A partition this member owns: its recovered log, its buffer, and the next offset it accepts.
-struct Owned {
-    /// `None` while a flush of this partition is in flight (it holds the log meanwhile).
-    log: Option<PartitionLog>,
-    /// Which recovery of the partition this is; a flush started by an earlier one is stale.
-    generation: u64,
-    buffer: PartitionBuffer,
-    cursor: Cursor,
-}
-
-/// What a flush task hands back to the loop.
-struct FlushDone {
-    partition: i32,
-    generation: u64,
-    log: PartitionLog,
-    flush: FlushSummary,
-    outcome: Result<(Vec<EntryFile>, usize), CommitError>,
-}
-
-/// The bookkeeping of a flush, without its batches.
-struct FlushSummary {
-    first_offset: i64,
-    last_offset: i64,
-    next_offset: i64,
-    valid: usize,
-    rejected: usize,
-}
-
 pub struct Ingest {
     config: IngestConfig,
     lake: Lake,
     consumer: Arc<StreamConsumer<GroupContext>>,
-    owned: HashMap<i32, Owned>,
-    topic: Arc<str>,
+    partitions: Ownership<PartitionLog>,
     process_id: uuid::Uuid,
-    recoveries: u64,
     landed: Option<broadcast::Sender<Landed>>,
     metrics: Arc<IngestMetrics>,
     crash: Arc<Crasher>,
     /// Flushes encoding and uploading on other threads while the loop keeps consuming; at most
     /// one per partition, so a partition's log entries stay in order.
-    in_flight: FuturesUnordered<tokio::task::JoinHandle<FlushDone>>,
+    in_flight: FuturesUnordered<tokio::task::JoinHandle<FlushDone<PartitionLog>>>,
 }
 
 impl Ingest {
@@ -196,15 +154,13 @@ impl Ingest {
         let client = config.consumer_config();
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(GroupContext::default())?;
         consumer.subscribe(&[&config.topic])?;
-        let topic = Arc::from(config.topic.as_str());
+        let partitions = Ownership::new(Arc::from(config.topic.as_str()), config.flush);
         Ok(Self {
             config,
             lake,
             consumer: Arc::new(consumer),
-            owned: HashMap::new(),
-            topic,
+            partitions,
             process_id: uuid::Uuid::new_v4(),
-            recoveries: 0,
             landed,
             metrics,
             crash: Arc::new(crash),
@@ -212,7 +168,9 @@ impl Ingest {
         })
     }
 
-    /// Consumes until `shutdown`, then flushes and commits what is buffered.
+    /// Consumes until `shutdown`, then flushes and commits what is buffered. Retries of the
+    /// object store stop at `shutdown` too: a flush that cannot finish then is left to the
+    /// partition's next owner.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         info!(topic = %self.config.topic, group = %self.config.group_id, lake = %self.lake.url(), "ingest started");
         // A local handle, so a received message borrows it rather than `self`.
@@ -225,13 +183,10 @@ impl Ingest {
                 message = consumer.recv() => {
                     self.drop_revoked();
                     match message {
-                        Ok(m) => {
-                            let partition = m.partition();
-                            if self.accept(partition, m.offset()).await? {
-                                self.push(partition, m.offset(), m.key(), m.payload());
-                                self.flush_if_due(partition, None).await?;
-                            }
-                        }
+                        Ok(m) => match self.consume(&m, &shutdown).await {
+                            Err(Error::ShuttingDown) => break,
+                            result => result?,
+                        },
                         Err(e) => warn!(error = %e, "kafka consumer error"),
                     }
                 }
@@ -240,27 +195,24 @@ impl Ingest {
                 }
                 _ = tick.tick() => {
                     self.drop_revoked();
-                    let due: Vec<i32> = self.owned.keys().copied().collect();
                     let now = Instant::now();
-                    for partition in due {
-                        self.flush_if_due(partition, Some(now)).await?;
+                    for partition in self.partitions.partitions() {
+                        let due = self.partitions.due(partition, Some(now))?;
+                        self.flush(due, &shutdown).await?;
                     }
                 }
             }
         }
         // Drain: finish what is in flight, flush what is left, finish that too.
         self.wait_in_flight().await?;
-        let partitions: Vec<i32> = self.owned.keys().copied().collect();
-        for &partition in &partitions {
-            self.start_flush(partition)?;
+        for job in self.partitions.drain()? {
+            self.start_flush(job, &shutdown);
         }
         self.wait_in_flight().await?;
         // Leave the hint where the log says the lake ends, synchronously, before leaving the group.
         let mut offsets = TopicPartitionList::new();
-        for (&partition, owned) in &self.owned {
-            if let Some(resume) = owned.log.as_ref().and_then(PartitionLog::resume_offset) {
-                offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(resume))?;
-            }
+        for (partition, resume) in self.partitions.resume_offsets() {
+            offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(resume))?;
         }
         if offsets.count() > 0
             && let Err(e) = self.consumer.commit(&offsets, CommitMode::Sync)
@@ -271,51 +223,52 @@ impl Ingest {
         Ok(())
     }
 
-    /// Whether the message at `offset` is new. The first message of a newly owned partition
-    /// recovers the partition's commit log and, if the log says consumption must resume
-    /// elsewhere, seeks there and skips the message.
-    async fn accept(&mut self, partition: i32, offset: i64) -> Result<bool> {
-        if !self.owned.contains_key(&partition) {
-            self.recoveries += 1;
-            let writer = format!("{}/{partition}/{}", self.process_id, self.recoveries);
-            let log = retry("recover the commit log", partition, &self.metrics, || {
-                PartitionLog::recover(&self.lake, &self.config.topic, partition, &writer)
-            })
-            .await;
-            let position = log.resume_offset();
-            let buffer = PartitionBuffer::new(Arc::clone(&self.topic), partition);
-            let owned = Owned { log: Some(log), generation: self.recoveries, buffer, cursor: Cursor::at(position) };
-            self.owned.insert(partition, owned);
-            if let Some(resume) = position
-                && resume != offset
-            {
+    /// Handles one message: recovers its partition's log first if the partition is new here
+    /// (and seeks if the log says so), buffers it if it is new, and starts the flushes it makes due.
+    async fn consume(&mut self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> Result<()> {
+        let (partition, offset) = (message.partition(), message.offset());
+        let admit = match self.partitions.admit(partition, offset) {
+            Admit::Recover { generation } => {
+                let writer = format!("{}/{partition}/{generation}", self.process_id);
+                let (lake, topic) = (&self.lake, self.config.topic.as_str());
+                let mut retry = Retry::new("recover the commit log", partition, &self.metrics, shutdown);
+                let log = loop {
+                    match PartitionLog::recover(lake, topic, partition, &writer).await {
+                        Ok(log) => break log,
+                        Err(e) => retry.failed(e).await?,
+                    }
+                };
+                self.partitions.recovered(partition, generation, log, offset)
+            }
+            admit => admit,
+        };
+        match admit {
+            Admit::Recover { .. } => unreachable!("a recovered partition is owned"),
+            Admit::Seek { resume } => {
                 info!(partition, offset, resume, "seeking to where the commit log says the lake ends");
                 let seek =
                     self.consumer.seek(&self.config.topic, partition, Offset::Offset(resume), Duration::from_secs(10));
                 if let Err(e) = seek {
                     // Forget the partition: its next message recovers and seeks again.
                     warn!(partition, resume, error = %e, "seek failed; will retry");
-                    self.owned.remove(&partition);
+                    self.partitions.forget(partition);
                 }
-                return Ok(false);
+            }
+            Admit::Skip => debug!(partition, offset, "skipping a message that is already durable or a duplicate"),
+            Admit::Buffer => {
+                match self.partitions.push(partition, offset, message.key(), message.payload(), chrono::Utc::now()) {
+                    Some(Pushed::Accepted) => self.metrics.message_accepted(),
+                    Some(Pushed::Rejected(why)) => {
+                        debug!(partition, offset, reason = %why, "message rejected");
+                        self.metrics.message_rejected();
+                    }
+                    None => {}
+                }
+                let due = self.partitions.due(partition, None)?;
+                self.flush(due, shutdown).await?;
             }
         }
-        let admitted = self.owned.get_mut(&partition).expect("owned above").cursor.admit(offset);
-        if !admitted {
-            debug!(partition, offset, "skipping a message that is already durable or a duplicate");
-        }
-        Ok(admitted)
-    }
-
-    fn push(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) {
-        let buffer = &mut self.owned.get_mut(&partition).expect("accepted partitions are owned").buffer;
-        match buffer.push(offset, key, payload, chrono::Utc::now()) {
-            Pushed::Accepted => self.metrics.message_accepted(),
-            Pushed::Rejected(why) => {
-                debug!(partition, offset, reason = %why, "message rejected");
-                self.metrics.message_rejected();
-            }
-        }
+        Ok(())
     }
 
     fn drop_revoked(&mut self) {
@@ -324,86 +277,35 @@ impl Ingest {
             return;
         }
         let revoked = std::mem::take(&mut *context.revoked.lock().expect("revoked lock"));
-        for partition in revoked {
-            if let Some(owned) = self.owned.remove(&partition) {
-                info!(partition, rows = owned.buffer.rows(), "dropped the state of a revoked partition");
-            }
-        }
+        self.partitions.revoke(revoked);
     }
 
-    /// Flushes the partition if its buffer is full, or, given the time `now`, old enough. Per
-    /// message the age is not looked at (reading the clock per message cost ~3 % of the ingest's
-    /// CPU): the tick looks at every buffer's age.
-    async fn flush_if_due(&mut self, partition: i32, now: Option<Instant>) -> Result<()> {
-        let Some(owned) = self.owned.get(&partition) else { return Ok(()) };
-        let b = &owned.buffer;
-        let age = now.map_or(Duration::ZERO, |now| b.age(now));
-        if self.config.flush.should_flush(b.rows(), b.bytes(), age) {
-            self.start_flush(partition)?;
-        }
-        // Cheap per message: the budget is looked at only when this one buffer could matter.
-        let bytes = self.owned.get(&partition).map_or(0, |o| o.buffer.bytes());
-        if bytes.saturating_mul(self.owned.len()) < self.config.flush.max_total_bytes {
-            return Ok(());
-        }
-        let sizes = self.owned.iter().map(|(&p, o)| (p, o.buffer.bytes()));
-        if let Some(largest) = self.config.flush.over_budget(sizes) {
-            debug!(partition = largest, "buffers over the memory budget: flushing the largest early");
-            if !self.start_flush(largest)? {
-                // Its previous flush is still in flight: stop consuming until one completes.
-                if let Some(done) = self.in_flight.next().await {
-                    self.finish_flush(done.expect("flush tasks do not panic"))?;
+    /// Starts the flushes that are due; when the buffers are over the memory budget and the
+    /// largest one's flush is in flight, stops consuming until a flush completes.
+    async fn flush(&mut self, due: Vec<Flush<PartitionLog>>, shutdown: &CancellationToken) -> Result<()> {
+        for flush in due {
+            match flush {
+                Flush::Start(job) => self.start_flush(job, shutdown),
+                Flush::WaitForAFlush => {
+                    if let Some(done) = self.in_flight.next().await {
+                        self.finish_flush(done.expect("flush tasks do not panic"))?;
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    /// Starts flushing the partition's buffer on another task, unless one is in flight already
-    /// (returns whether it started one). The task makes the files durable through the
-    /// partition's commit log, retrying faults; [`Self::finish_flush`] then commits the Kafka
-    /// offset and announces what landed.
-    fn start_flush(&mut self, partition: i32) -> Result<bool> {
-        let Some(owned) = self.owned.get_mut(&partition) else { return Ok(false) };
-        let Some(next_seq) = owned.log.as_ref().map(PartitionLog::next_seq) else { return Ok(false) };
-        let Some(flush) = owned.buffer.take(next_seq)? else { return Ok(false) };
-        let mut log = owned.log.take().expect("checked above");
-        let generation = owned.generation;
-        let (crash, metrics) = (Arc::clone(&self.crash), Arc::clone(&self.metrics));
+    /// Flushes on another task: stages the files, then makes them durable through the
+    /// partition's commit log, retrying faults; [`Self::finish_flush`] takes it back.
+    fn start_flush(&mut self, job: FlushJob<PartitionLog>, shutdown: &CancellationToken) {
+        let FlushJob { partition, generation, mut log, flush } = job;
+        let (crash, metrics, shutdown) = (Arc::clone(&self.crash), Arc::clone(&self.metrics), shutdown.clone());
         self.in_flight.push(tokio::spawn(async move {
-            let summary = FlushSummary {
-                first_offset: flush.first_offset,
-                last_offset: flush.last_offset,
-                next_offset: flush.next_offset(),
-                valid: flush.valid,
-                rejected: flush.rejected,
-            };
-            let staged = match tokio::task::spawn_blocking(move || stage(&flush)).await.expect("staging does not panic")
-            {
-                Ok(staged) => staged,
-                Err(e) => {
-                    let outcome = Err(CommitError::Write(match e {
-                        Error::Write(w) => w,
-                        other => WriteError::Arrow {
-                            path: format!("partition {partition}"),
-                            source: arrow::error::ArrowError::ExternalError(Box::new(other)),
-                        },
-                    }));
-                    return FlushDone { partition, generation, log, flush: summary, outcome };
-                }
-            };
-            let bytes: usize = staged.iter().map(|f| f.bytes.len()).sum();
-            let mut backoff = Backoff::default();
-            let outcome = loop {
-                match log.commit(summary.first_offset, summary.next_offset, staged.clone(), &crash).await {
-                    Ok(entries) => break Ok((entries, bytes)),
-                    Err(e @ CommitError::Fenced { .. }) => break Err(e),
-                    Err(e) => backoff.failed(partition, "flush", &e, &metrics).await,
-                }
-            };
-            FlushDone { partition, generation, log, flush: summary, outcome }
+            let summary = FlushSummary::of(&flush);
+            let outcome = write(&mut log, flush, &crash, &metrics, &shutdown).await;
+            FlushDone { partition, generation, log, summary, outcome }
         }));
-        Ok(true)
     }
 
     async fn wait_in_flight(&mut self) -> Result<()> {
@@ -413,43 +315,45 @@ impl Ingest {
         Ok(())
     }
 
-    /// Takes a finished flush back: commits the Kafka offset (a hint) and announces what landed,
-    /// or drops the partition's state when the flush was fenced. A flush whose partition was
-    /// revoked (or recovered again) meanwhile is only logged: the log holds what it did.
-    fn finish_flush(&mut self, done: FlushDone) -> Result<()> {
-        let FlushDone { partition, generation, log, flush, outcome } = done;
-        let current = self.owned.get_mut(&partition).filter(|o| o.generation == generation && o.log.is_none());
-        let (entries, bytes) = match outcome {
-            Ok(committed) => committed,
-            Err(e @ CommitError::Fenced { .. }) => {
-                warn!(partition, error = %e, "fenced: another member owns this partition now");
-                if current.is_some() {
-                    self.owned.remove(&partition);
-                }
+    /// Takes a finished flush back and does what [`Ownership::finished`] decides: commits the
+    /// Kafka offset (a hint) and announces what landed, or only logs.
+    fn finish_flush(&mut self, done: FlushDone<PartitionLog>) -> Result<()> {
+        let (partition, summary, Committed { entries, bytes }) = match self.partitions.finished(done) {
+            Finished::Landed { partition, summary, committed } => (partition, summary, committed),
+            Finished::Stale { partition, summary } => {
+                info!(partition, next_offset = summary.next_offset, "a flush finished after its partition was revoked");
                 return Ok(());
             }
-            Err(e) => return Err(e.into()),
+            Finished::Fenced { partition, error } => {
+                warn!(partition, %error, "fenced: another member owns this partition now");
+                return Ok(());
+            }
+            Finished::Abandoned { partition, summary } => {
+                warn!(
+                    partition,
+                    first_offset = summary.first_offset,
+                    last_offset = summary.last_offset,
+                    "shutting down before a flush could commit; the partition's next owner consumes it again"
+                );
+                return Ok(());
+            }
+            Finished::Failed(error) => return Err(error),
         };
-        let Some(owned) = current else {
-            info!(partition, next_offset = flush.next_offset, "a flush finished after its partition was revoked");
-            return Ok(());
-        };
-        owned.log = Some(log);
         let mut offsets = TopicPartitionList::new();
-        offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(flush.next_offset))?;
+        offsets.add_partition_offset(&self.config.topic, partition, Offset::Offset(summary.next_offset))?;
         if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
             // The commit log holds the truth; a failed hint only costs a seek on the next start.
-            warn!(partition, offset = flush.next_offset, error = %e, "kafka offset commit failed");
+            warn!(partition, offset = summary.next_offset, error = %e, "kafka offset commit failed");
         }
         self.crash.reached(CrashPoint::AfterKafkaCommit);
         self.metrics.flushed();
         self.metrics.files_written(entries.len(), bytes);
         info!(
             partition,
-            first_offset = flush.first_offset,
-            last_offset = flush.last_offset,
-            valid = flush.valid,
-            rejected = flush.rejected,
+            first_offset = summary.first_offset,
+            last_offset = summary.last_offset,
+            valid = summary.valid,
+            rejected = summary.rejected,
             files = entries.len(),
             "flushed"
         );
@@ -462,33 +366,26 @@ impl Ingest {
     }
 }
 
-/// Sorts and encodes every file of a flush.
-fn stage(flush: &PendingFlush) -> Result<Vec<StagedFile>> {
-    flush
-        .files
-        .iter()
-        .map(|file| {
-            let path = file.path.to_string();
-            let sort_by: &[&str] = match file.path.table {
-                Table::Results => files::RESULTS_SORT,
-                _ => &["kafka_offset"],
-            };
-            let sorted = files::sort_batch(&file.batch, sort_by)
-                .map_err(|source| WriteError::Arrow { path: path.clone(), source })?;
-            let bytes = files::encode_parquet(&sorted, &path)?;
-            let entry = EntryFile {
-                path,
-                table: file.path.table.name().to_owned(),
-                date: file.path.partition.date,
-                hour: file.path.partition.hour,
-                rows: file.batch.num_rows() as u64,
-                min_time: file.min_time,
-                max_time: file.max_time,
-                repositories: file.repositories.clone(),
-            };
-            Ok(StagedFile { entry, bytes })
-        })
-        .collect()
+/// A flush's I/O: stages its files off the runtime, then commits them through the log,
+/// retrying transient faults until `shutdown`.
+async fn write(
+    log: &mut PartitionLog,
+    flush: PendingFlush,
+    crash: &Crasher,
+    metrics: &IngestMetrics,
+    shutdown: &CancellationToken,
+) -> Result<Committed> {
+    let (partition, first_offset, next_offset) = (flush.partition, flush.first_offset, flush.next_offset());
+    let staged = tokio::task::spawn_blocking(move || stage(&flush)).await.expect("staging does not panic")?;
+    let bytes = staged.iter().map(|f| f.bytes.len()).sum();
+    let mut retry = Retry::new("flush", partition, metrics, shutdown);
+    let entries = loop {
+        match log.commit(first_offset, next_offset, staged.clone(), crash).await {
+            Ok(entries) => break entries,
+            Err(e) => retry.failed(e).await?,
+        }
+    };
+    Ok(Committed { entries, bytes })
 }
 
 fn landed_notice(entry: EntryFile) -> Landed {
@@ -501,39 +398,5 @@ fn landed_notice(entry: EntryFile) -> Landed {
         min_time: entry.min_time,
         max_time: entry.max_time,
         repositories: entry.repositories,
-    }
-}
-
-/// Capped exponential backoff between retries of an object-store operation.
-struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self(Duration::from_millis(50))
-    }
-}
-
-impl Backoff {
-    /// Counts and logs a failure of `what`, then waits before the next attempt.
-    async fn failed(&mut self, partition: i32, what: &str, error: &CommitError, metrics: &IngestMetrics) {
-        metrics.flush_failed();
-        warn!(partition, error = %error, backoff = ?self.0, "failed to {what}; retrying");
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Retries an object-store operation with capped exponential backoff until it succeeds.
-async fn retry<T, F, Fut>(what: &str, partition: i32, metrics: &IngestMetrics, mut op: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, CommitError>>,
-{
-    let mut backoff = Backoff::default();
-    loop {
-        match op().await {
-            Ok(value) => return value,
-            Err(e) => backoff.failed(partition, what, &e, metrics).await,
-        }
     }
 }

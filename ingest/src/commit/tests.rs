@@ -130,3 +130,16 @@ async fn a_fenced_writers_cleanup_never_touches_the_new_owners_files() {
     assert!(exists(&lake, &name(1)).await, "B's committed file survives A's cleanup");
     assert_eq!(PartitionLog::durable_offset(&lake, "t", 0).await.unwrap(), Some(10));
 }
+
+#[tokio::test]
+async fn a_corrupt_entry_is_an_error_no_retry_fixes() {
+    let lake = Lake::in_memory();
+    let mut a = PartitionLog::recover(&lake, "t", 0, "a").await.unwrap();
+    a.commit(0, 10, vec![staged("results/a.parquet")], &Crasher::default()).await.unwrap();
+    let outcome = entry_path("t", 0, 1, EntryObject::Outcome);
+    assert!(create(&lake, &entry_path("t", 0, 1, EntryObject::Intent), b"{}".to_vec()).await.unwrap());
+    assert!(create(&lake, &outcome, b"committed".to_vec()).await.unwrap());
+    let err = PartitionLog::recover(&lake, "t", 0, "b").await.unwrap_err();
+    assert!(matches!(&err, CommitError::Corrupt { path, .. } if *path == outcome), "{err}");
+    assert!(!err.is_transient());
+}
