@@ -1,5 +1,6 @@
 //! decode → Arrow → sorted zstd Parquet, on one core, without the broker: the per-event cost of
-//! the ingest's own work. Baseline measured in the same run: parsing the same JSON into a
+//! the ingest's own work — its buffer, then the very function that stages a flush
+//! (`testlake_ingest::stage`). Baseline measured in the same run: parsing the same JSON into a
 //! `serde_json::Value` (the least any JSON ingest must do).
 //!
 //! `cargo bench -p testlake-benches --bench decode_to_parquet [-- EVENTS]`
@@ -8,8 +9,8 @@ use chrono::{Duration, Utc};
 use testlake::fleet::{Fleet, FleetConfig};
 use testlake_benches::{best_of, report};
 use testlake_ingest::buffer::PartitionBuffer;
+use testlake_ingest::stage::stage;
 use testlake_schemas::EventView;
-use testlake_schemas::files::{RESULTS_SORT, encode_parquet, sort_batch};
 
 fn main() {
     let events: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
@@ -42,11 +43,7 @@ fn main() {
             buffer.push(offset as i64, None, Some(m), now);
         }
         let flush = buffer.take(0).expect("arrow").expect("rows");
-        parquet_bytes = 0;
-        for file in &flush.files {
-            let sorted = sort_batch(&file.batch, RESULTS_SORT).expect("sort");
-            parquet_bytes += encode_parquet(&sorted, "bench").expect("parquet").len();
-        }
+        parquet_bytes = stage(&flush).expect("stage").iter().map(|f| f.bytes.len()).sum();
     });
     // Where the time goes: decoding alone, and the sort and encode of what was buffered.
     let decode = best_of(3, || messages.iter().filter(|m| EventView::decode(m, now).is_ok()).count());
@@ -55,16 +52,7 @@ fn main() {
         buffer.push(offset as i64, None, Some(m), now);
     }
     let flush = buffer.take(0).expect("arrow").expect("rows");
-    let encode = best_of(3, || {
-        flush
-            .files
-            .iter()
-            .map(|file| {
-                let sorted = sort_batch(&file.batch, RESULTS_SORT).expect("sort");
-                encode_parquet(&sorted, "bench").expect("parquet").len()
-            })
-            .sum::<usize>()
-    });
+    let encode = best_of(3, || stage(&flush).expect("stage").iter().map(|f| f.bytes.len()).sum::<usize>());
     let per_event = |d: std::time::Duration| d.as_secs_f64() * 1e6 / events as f64;
     println!("decode_to_parquet: {events} events, {json_bytes} JSON bytes, one core");
     report("testlake decode→Arrow→Parquet per event", per_event(ours), "µs");

@@ -3,14 +3,17 @@
 
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
+use testlake_ingest::buffer::PendingFile;
 use testlake_ingest::commit::{PartitionLog, StagedFile};
 use testlake_ingest::crash::Crasher;
-use testlake_schemas::commits::{EntryFile, EntryObject, Intent, entry_path};
-use testlake_schemas::files::{encode_parquet, put_create};
+use testlake_ingest::stage::stage_file;
+use testlake_schemas::commits::{EntryObject, Intent, entry_path};
+use testlake_schemas::files::put_create;
 use testlake_schemas::tables::{Lineage, ResultsBuilder};
 use testlake_schemas::{DataFileName, DataFilePath, HourPartition, Lake, Table, TestEvent};
 
-fn results_file(entry: u64, first: i64, ids: std::ops::Range<u32>) -> (DataFilePath, Bytes) {
+/// A results file of entry `entry` for offsets from `first`, staged as the ingest stages it.
+fn results_file(entry: u64, first: i64, ids: std::ops::Range<u32>) -> StagedFile {
     let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
     let mut rows = ResultsBuilder::default();
     for i in ids.clone() {
@@ -30,22 +33,8 @@ fn results_file(entry: u64, first: i64, ids: std::ops::Range<u32>) -> (DataFileP
         partition: HourPartition { date: now.date_naive(), hour: 10 },
         file: DataFileName { topic: "t".into(), partition: 0, first_offset: first, last_offset: first + 9, entry },
     };
-    let bytes = encode_parquet(&rows.finish().unwrap(), &path.to_string()).unwrap();
-    (path, bytes)
-}
-
-fn staged(path: &DataFilePath, bytes: Bytes, rows: u64) -> StagedFile {
-    let entry = EntryFile {
-        path: path.to_string(),
-        table: "results".into(),
-        date: path.partition.date,
-        hour: path.partition.hour,
-        rows,
-        min_time: None,
-        max_time: None,
-        repositories: None,
-    };
-    StagedFile { entry, bytes }
+    let file = PendingFile { path, batch: rows.finish().unwrap(), min_time: None, max_time: None, repositories: None };
+    stage_file(&file).unwrap()
 }
 
 #[tokio::test]
@@ -55,11 +44,10 @@ async fn trends_count_committed_files_only() {
 
     // Entry 0: committed, 10 events.
     let mut log = PartitionLog::recover(&lake, "t", 0, "w").await.unwrap();
-    let (path, bytes) = results_file(0, 0, 0..10);
-    log.commit(0, 10, vec![staged(&path, bytes, 10)], &Crasher::default()).await.unwrap();
+    log.commit(0, 10, vec![results_file(0, 0, 0..10)], &Crasher::default()).await.unwrap();
 
     // Entry 1: the writer died after its data file, before the outcome.
-    let (path, bytes) = results_file(1, 10, 10..17);
+    let file = results_file(1, 10, 10..17);
     let intent = Intent {
         seq: 1,
         topic: "t".into(),
@@ -67,12 +55,12 @@ async fn trends_count_committed_files_only() {
         from_offset: 10,
         next_offset: 20,
         writer: "w".into(),
-        files: vec![staged(&path, Bytes::new(), 7).entry],
+        files: vec![file.entry.clone()],
         created_at: Utc::now(),
     };
     let intent_path = entry_path("t", 0, 1, EntryObject::Intent);
     put_create(&lake, &intent_path, Bytes::from(serde_json::to_vec(&intent).unwrap())).await.unwrap();
-    put_create(&lake, &path.to_string(), bytes).await.unwrap();
+    put_create(&lake, &file.entry.path, file.bytes).await.unwrap();
 
     // A folder listing sees 17 rows; compute must count 10.
     let ctx = testlake_compute::catalog::lake_session(&lake).unwrap();

@@ -419,8 +419,9 @@ pub async fn land_committed_chunks<'e>(
     first_offset: i64,
     chunks: impl IntoIterator<Item = &'e [testlake_schemas::TestEvent]>,
 ) -> i64 {
-    use testlake_ingest::commit::{PartitionLog, StagedFile};
-    use testlake_schemas::commits::EntryFile;
+    use testlake_ingest::buffer::PendingFile;
+    use testlake_ingest::commit::PartitionLog;
+    use testlake_ingest::stage::stage_file;
     use testlake_schemas::tables::{Lineage, ResultsBuilder};
     use testlake_schemas::{DataFileName, DataFilePath, HourPartition, Table};
 
@@ -450,24 +451,16 @@ pub async fn land_committed_chunks<'e>(
                     entry: log.next_seq(),
                 },
             };
-            // Sorted as the ingest sorts its files.
-            let batch = testlake_schemas::files::sort_batch(
-                &rows.finish().expect("rows"),
-                testlake_schemas::files::RESULTS_SORT,
-            )
-            .expect("sort");
-            let bytes = testlake_schemas::files::encode_parquet(&batch, &path.to_string()).expect("encode");
-            let entry = EntryFile {
-                path: path.to_string(),
-                table: Table::Results.name().into(),
-                date: hour.date,
-                hour: hour.hour,
-                rows: es.len() as u64,
+            // Sorted and encoded by the ingest's own staging.
+            let file = PendingFile {
+                path,
+                batch: rows.finish().expect("rows"),
                 min_time: None,
                 max_time: None,
                 repositories: None,
             };
-            log.commit(offset, next, vec![StagedFile { entry, bytes }], &Default::default()).await.expect("commit");
+            let staged = stage_file(&file).expect("stage");
+            log.commit(offset, next, vec![staged], &Default::default()).await.expect("commit");
             offset = next;
         }
     }
