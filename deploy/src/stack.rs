@@ -80,7 +80,7 @@ impl Stack {
         state.metrics.push(Arc::new(move |out: &mut String| render_metrics.render(out)));
         let render_compute = Arc::clone(&compute_metrics);
         state.metrics.push(Arc::new(move |out: &mut String| render_compute.render(out)));
-        state.health.push(Arc::new(move || ("compute", compute_metrics.health().as_str())));
+        state.liveness.push(Arc::new(move || ("compute", compute_metrics.health().as_str())));
         let state = Arc::new(state);
         let (bound_tx, bound_rx) = oneshot::channel();
         let (token, notices) = (shutdown.clone(), landed.subscribe());

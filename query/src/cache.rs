@@ -10,6 +10,7 @@
 //! Concurrent misses of one key are coalesced by moka: one load runs, the others wait for it.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::ops::RangeInclusive;
@@ -90,7 +91,7 @@ impl Answer {
     fn new(loaded: Loaded, epoch: u64, coverage: Coverage) -> Result<Self, ApiError> {
         let mut hasher = std::hash::DefaultHasher::new();
         serde_json::to_string(&loaded.head).expect("json").hash(&mut hasher);
-        crate::render::arrow_ipc(&loaded.batch)?.hash(&mut hasher);
+        crate::frame::arrow_ipc(&loaded.batch)?.hash(&mut hasher);
         let bytes = loaded.batch.get_array_memory_size() + 256;
         Ok(Self {
             head: loaded.head,
@@ -251,6 +252,48 @@ impl AnswerCache {
 
     pub fn weighted_size(&self) -> u64 {
         self.cache.weighted_size()
+    }
+
+    /// Prometheus text of the counters and the cached bytes, for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let stats = &self.stats;
+        let counters = [
+            ("testlake_query_cache_hits_total", "Answers served from the cache.", &stats.hits),
+            ("testlake_query_cache_misses_total", "Answers loaded from the lake.", &stats.misses),
+            (
+                "testlake_query_cache_evictions_total",
+                "Answers evicted to stay within the memory budget.",
+                &stats.evictions,
+            ),
+            (
+                "testlake_query_cache_stale_total",
+                "Cached answers found stale at read time (a load raced a notice) and reloaded.",
+                &stats.stale,
+            ),
+            (
+                "testlake_query_cache_invalidated_answers_total",
+                "Cached answers removed by landed notices.",
+                &stats.invalidated_answers,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ =
+                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP testlake_query_cache_invalidations_total Landed notices applied, by table (the reason).\n\
+             # TYPE testlake_query_cache_invalidations_total counter"
+        );
+        for (table, n) in stats.invalidations.lock().expect("stats lock").iter() {
+            let _ = writeln!(out, "testlake_query_cache_invalidations_total{{reason=\"{table}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP testlake_query_cache_bytes Bytes of cached answers.\n# TYPE testlake_query_cache_bytes gauge\n\
+             testlake_query_cache_bytes {}",
+            self.weighted_size()
+        );
     }
 
     /// Applies pending maintenance (tests use it to observe evictions and sizes).

@@ -1,6 +1,11 @@
-//! The one place where errors become HTTP statuses.
+//! The one place where errors become HTTP statuses and bodies. Handlers, the SQL engine and the
+//! auth middleware say *what* went wrong by constructing an [`ApiError`]; [`ApiError::status`]
+//! decides the status, and [`IntoResponse`] writes `{"error": "…"}` (with `WWW-Authenticate` on
+//! a 401).
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
 
@@ -9,6 +14,25 @@ pub enum ApiError {
     /// The request is wrong: a bad parameter, a bad range.
     #[error("{0}")]
     BadRequest(String),
+    /// A SQL statement refused while planning: bad SQL, DDL, DML, a statement, an unknown table.
+    /// The message is DataFusion's.
+    #[error("{0}")]
+    StatementRefused(DataFusionError),
+    /// A SQL statement that needed more memory than its own pool (`SqlLimits::memory_bytes`).
+    #[error("the statement exceeded its memory limit: {0}")]
+    StatementOverMemory(DataFusionError),
+    /// A SQL statement that ran past its time limit, and was stopped.
+    #[error("the statement ran longer than {0:?} and was stopped")]
+    StatementTimeout(Duration),
+    /// The task running a SQL statement ended without an answer: it panicked.
+    #[error("the statement failed: {0}")]
+    StatementPanicked(tokio::task::JoinError),
+    /// `/api/*` without a bearer token, when one is configured.
+    #[error("a bearer token is required")]
+    TokenMissing,
+    /// `/api/*` with a bearer token other than the configured one.
+    #[error("invalid bearer token")]
+    TokenInvalid,
     #[error("query failed: {0}")]
     DataFusion(#[from] DataFusionError),
     #[error("encoding the answer failed: {0}")]
@@ -21,9 +45,27 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A failure while running a user's SQL statement that planned fine. Running out of memory
+    /// there means the statement outgrew its own pool: see [`ApiError::status`].
+    pub fn statement_failed(e: DataFusionError) -> Self {
+        match e.find_root() {
+            DataFusionError::ResourcesExhausted(_) => Self::StatementOverMemory(e),
+            _ => Self::DataFusion(e),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::StatementRefused(_) => StatusCode::BAD_REQUEST,
+            // A statement over its own limits is the caller's doing: the limits are the
+            // service's stated terms, and the same statement would fail the same way again. A
+            // load of a dashboard answer exhausting the service's resources is not (see
+            // `datafusion_status`).
+            Self::StatementOverMemory(_) | Self::StatementTimeout(_) => StatusCode::BAD_REQUEST,
+            // What panics is DataFusion on this statement, and it would again: kept the 400 it
+            // has always been, although the bug is ours.
+            Self::StatementPanicked(_) => StatusCode::BAD_REQUEST,
+            Self::TokenMissing | Self::TokenInvalid => StatusCode::UNAUTHORIZED,
             Self::DataFusion(e) => datafusion_status(e),
             Self::Arrow(_) | Self::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Shared(e) => e.status(),
@@ -31,7 +73,10 @@ impl ApiError {
     }
 }
 
-/// Planning and SQL errors are the caller's; execution and I/O faults are ours.
+/// Planning and SQL errors are the caller's; execution and I/O faults are ours. Resources
+/// exhausted while loading an answer (a dashboard, a trend) are the service's load: 503, try
+/// again later. A user's statement over its memory limit never gets here: it is a
+/// [`ApiError::StatementOverMemory`].
 fn datafusion_status(e: &DataFusionError) -> StatusCode {
     match e.find_root() {
         DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
@@ -48,6 +93,12 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
-        (status, axum::Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        let mut response = (status, axum::Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"testlake\""));
+        }
+        response
     }
 }

@@ -9,11 +9,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::AppState;
+use crate::error::ApiError;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -105,12 +105,12 @@ impl RequestMetrics {
 
 /// Counts the request under its route template (`/api/v1/trends`, never the raw URI, so the
 /// label set stays bounded).
-pub async fn measure(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub async fn measure(State(requests): State<Arc<RequestMetrics>>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned(); // an Arc: no copy of the text
     let started = Instant::now();
     let response = next.run(request).await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    state.requests.observe(route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    requests.observe(route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 
@@ -121,8 +121,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// With a configured token, `/api/*` needs `Authorization: Bearer <token>` (or, for clients that
 /// cannot set headers such as a browser's `EventSource`, `access_token=<token>` in the query).
-pub async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let Some(token) = state.auth_token.as_deref() else {
+pub async fn authorize(State(token): State<Option<Arc<str>>>, request: Request, next: Next) -> Response {
+    let Some(token) = token else {
         return next.run(request).await;
     };
     if !request.uri().path().starts_with("/api/") {
@@ -135,32 +135,9 @@ pub async fn authorize(State(state): State<Arc<AppState>>, request: Request, nex
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let from_query = request.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")));
-    let presented = from_header.or(from_query);
-    if presented.is_some_and(|p| same(p.as_bytes(), token.as_bytes())) {
-        return next.run(request).await;
-    }
-    let message = if presented.is_some() { "invalid bearer token" } else { "a bearer token is required" };
-    let mut response = (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({ "error": message }))).into_response();
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"testlake\""));
-    response
-}
-
-/// `GET /readyz`: ready when the lake answers a listing.
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    use futures::StreamExt;
-    let root = state.lake.path("");
-    let mut listing = state.lake.store().list(Some(&root));
-    match tokio::time::timeout(std::time::Duration::from_secs(5), listing.next()).await {
-        Ok(None | Some(Ok(_))) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Ok(Some(Err(e))) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "unready", "error": e.to_string() })),
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "unready", "error": "the lake did not answer within 5 s" })),
-        )
-            .into_response(),
+    match from_header.or(from_query) {
+        Some(presented) if same(presented.as_bytes(), token.as_bytes()) => next.run(request).await,
+        Some(_) => ApiError::TokenInvalid.into_response(),
+        None => ApiError::TokenMissing.into_response(),
     }
 }

@@ -1,23 +1,14 @@
-//! Freshness: landed notices (from ingest and compute) invalidate exactly the cached answers they
-//! cover and are pushed to connected dashboards over Server-Sent Events, with pass-rate alerts
-//! when a repository's pass rate today falls below the configured threshold. No timer is
-//! involved: a dashboard hears of new data the moment its notice arrives.
+//! Freshness, what it says: landed notices (from ingest and compute) invalidate exactly the
+//! cached answers they cover and are pushed to connected dashboards as [`LiveEvent`]s, with
+//! pass-rate [`Alert`]s when a repository's pass rate today falls below the configured
+//! threshold. No timer is involved: a dashboard hears of new data the moment its notice arrives.
+//! `handlers::events` applies the notices and serves the event stream.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use chrono::{NaiveDate, Utc};
-use futures::Stream;
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use testlake_schemas::{Landed, Table};
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
-
-use crate::AppState;
+use testlake_schemas::Landed;
 
 /// A pass-rate alert: a repository's pass rate on `date` is below `threshold`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,129 +44,50 @@ impl Default for AlertConfig {
     }
 }
 
-/// Applies notices until `shutdown`: invalidate, push, check alerts.
-pub fn follow(state: Arc<AppState>, mut notices: broadcast::Receiver<Landed>, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        // Per (repository, date): whether the last check found it below the threshold.
-        let mut below: HashMap<(String, NaiveDate), bool> = HashMap::new();
-        loop {
-            let notice = tokio::select! {
-                () = shutdown.cancelled() => break,
-                notice = notices.recv() => notice,
-            };
-            match notice {
-                Ok(notice) => {
-                    debug!(table = %notice.table, date = %notice.date, "invalidating");
-                    state.cache.invalidate(&notice);
-                    let daily = notice.table == Table::TrendsDaily.name() && notice.date == Utc::now().date_naive();
-                    let date = notice.date;
-                    let _ = state.live.send(LiveEvent::Update(notice));
-                    if daily {
-                        check_alerts(&state, date, &mut below).await;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // Which answers the missed notices covered is unknown: drop them all.
-                    warn!(missed, "missed landed notices; invalidating every cached answer");
-                    state.cache.invalidate_all("missed_notices");
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
+/// When alerts fire: a repository's pass rate on a date going below the threshold raises one
+/// alert, and no other until a check finds it back above.
+#[derive(Debug, Default)]
+pub struct AlertTracker {
+    /// Per (repository, date): whether the last check found it below the threshold.
+    below: HashMap<(String, NaiveDate), bool>,
+}
+
+impl AlertTracker {
+    /// The alerts raised by `date`'s pass rates, as (repository, passed, passed + failed).
+    pub fn check(&mut self, config: &AlertConfig, date: NaiveDate, rates: Vec<(String, i64, i64)>) -> Vec<Alert> {
+        let Some(threshold) = config.pass_rate_below else { return Vec::new() };
+        let mut alerts = Vec::new();
+        for (repository, passed, executions) in rates {
+            if executions < config.min_executions {
+                continue;
+            }
+            let pass_rate = passed as f64 / executions as f64;
+            let is_below = pass_rate < threshold;
+            let was_below = self.below.insert((repository.clone(), date), is_below).unwrap_or(false);
+            if is_below && !was_below {
+                alerts.push(Alert { repository, date, pass_rate, threshold, executions });
             }
         }
-    });
-}
-
-async fn check_alerts(state: &AppState, date: NaiveDate, below: &mut HashMap<(String, NaiveDate), bool>) {
-    let Some(threshold) = state.alerts.pass_rate_below else { return };
-    let rates = match daily_pass_rates(state, date).await {
-        Ok(rates) => rates,
-        Err(e) => {
-            warn!(error = %e, %date, "could not check pass-rate alerts");
-            return;
-        }
-    };
-    for (repository, passed, executions) in rates {
-        if executions < state.alerts.min_executions {
-            continue;
-        }
-        let pass_rate = passed as f64 / executions as f64;
-        let is_below = pass_rate < threshold;
-        let was_below = below.insert((repository.clone(), date), is_below).unwrap_or(false);
-        if is_below && !was_below {
-            let alert = Alert { repository, date, pass_rate, threshold, executions };
-            warn!(?alert, "pass rate below threshold");
-            let _ = state.live.send(LiveEvent::Alert(alert));
-        }
+        alerts
     }
 }
 
-/// (repository, passed, passed + failed) on `date`, from `trends_daily`.
-async fn daily_pass_rates(
-    state: &AppState,
-    date: NaiveDate,
-) -> Result<Vec<(String, i64, i64)>, crate::error::ApiError> {
-    use arrow::array::AsArray;
-    let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
-    let sql = format!(
-        "SELECT repository, CAST(sum(passed) AS BIGINT), CAST(sum(passed + failed) AS BIGINT)
-         FROM trends_daily WHERE date = '{}' GROUP BY repository",
-        date.format("%Y-%m-%d")
-    );
-    let mut out = Vec::new();
-    for batch in ctx.sql(&sql).await?.collect().await? {
-        let repository = batch.column(0).as_string::<i32>();
-        let passed = batch.column(1).as_primitive::<arrow::datatypes::Int64Type>();
-        let executions = batch.column(2).as_primitive::<arrow::datatypes::Int64Type>();
-        for row in 0..batch.num_rows() {
-            out.push((repository.value(row).to_owned(), passed.value(row), executions.value(row)));
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_fires_once_per_fall_below() {
+        let config = AlertConfig { pass_rate_below: Some(0.8), min_executions: 10 };
+        let date = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let mut tracker = AlertTracker::default();
+        let rates = |passed: i64, executions: i64| vec![("acme/a".to_owned(), passed, executions)];
+        assert!(tracker.check(&config, date, rates(5, 9)).is_empty(), "too few executions");
+        assert_eq!(tracker.check(&config, date, rates(7, 10)).len(), 1);
+        assert!(tracker.check(&config, date, rates(6, 10)).is_empty(), "still below: no second alert");
+        assert!(tracker.check(&config, date, rates(9, 10)).is_empty());
+        assert_eq!(tracker.check(&config, date, rates(1, 10)).len(), 1, "below again");
+        let off = AlertConfig { pass_rate_below: None, ..config };
+        assert!(tracker.check(&off, date, rates(0, 10)).is_empty());
     }
-    Ok(out)
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct EventsQuery {
-    /// Comma-separated tables whose updates to send (default: every table).
-    pub tables: Option<String>,
-    /// Only alerts of this repository.
-    pub repository: Option<String>,
-}
-
-/// `GET /api/v1/events`: Server-Sent Events. `ready` once subscribed, then `update` (a landed
-/// notice: table, date, hour, files, rows) and `alert` events; `resync` when this client fell
-/// behind and should refetch everything.
-pub async fn events(
-    State(state): State<Arc<AppState>>,
-    Query(q): Query<EventsQuery>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let rx = state.live.subscribe();
-    let tables: Option<Vec<String>> =
-        q.tables.map(|t| t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
-    let ready = futures::stream::once(async { Ok(Event::default().event("ready").data("{}")) });
-    let updates = futures::stream::unfold((rx, tables, q.repository), |(mut rx, tables, repository)| async move {
-        loop {
-            let event = match rx.recv().await {
-                Ok(LiveEvent::Update(notice)) => {
-                    if tables.as_ref().is_some_and(|t| !t.contains(&notice.table)) {
-                        continue;
-                    }
-                    Event::default().event("update").data(serde_json::to_string(&notice).expect("json"))
-                }
-                Ok(LiveEvent::Alert(alert)) => {
-                    if repository.as_ref().is_some_and(|r| *r != alert.repository) {
-                        continue;
-                    }
-                    Event::default().event("alert").data(serde_json::to_string(&alert).expect("json"))
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
-                Err(broadcast::error::RecvError::Closed) => return None,
-            };
-            return Some((Ok(event), (rx, tables, repository)));
-        }
-    });
-    let stream = futures::StreamExt::take_until(
-        futures::StreamExt::chain(ready, updates),
-        state.stopping.clone().cancelled_owned(),
-    );
-    Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -2,15 +2,14 @@
 //! or `Accept`, a page of rows, `ETag` / `If-None-Match` → 304, `Cache-Control`.
 
 use arrow::array::RecordBatch;
-use arrow::json::writer::{JsonArray, WriterBuilder};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::cache::Answer;
 use crate::error::ApiError;
+use crate::frame::{arrow_ipc, csv, first_row, json_rows};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -95,38 +94,12 @@ impl View {
     }
 }
 
-pub fn arrow_ipc(batch: &RecordBatch) -> Result<Vec<u8>, ApiError> {
-    let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema())?;
-    writer.write(batch)?;
-    writer.finish()?;
-    Ok(writer.into_inner()?)
-}
-
-fn csv(batch: &RecordBatch) -> Result<Vec<u8>, ApiError> {
-    let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(Vec::new());
-    writer.write(batch)?;
-    Ok(writer.into_inner())
-}
-
-/// Rows as a JSON array of objects, nulls included.
-pub fn json_rows(batch: &RecordBatch) -> Result<Vec<u8>, ApiError> {
-    let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
-    writer.write(batch)?;
-    writer.finish()?;
-    let mut out = writer.into_inner();
-    if out.is_empty() {
-        out.extend_from_slice(b"[]");
-    }
-    Ok(out)
-}
-
 /// The JSON body: the head's fields, then either the one row's fields (an object answer) or the
 /// page: `total`, `page`, `size`, `next_page` and `rows`.
 fn json(answer: &Answer, shape: Shape, rows: &RecordBatch) -> Result<Vec<u8>, ApiError> {
     let mut body = answer.head.clone();
     if answer.object {
-        let row: Vec<serde_json::Map<String, Value>> = serde_json::from_slice(&json_rows(rows)?).expect("json");
-        body.extend(row.into_iter().next().unwrap_or_default());
+        body.extend(first_row(rows)?);
         return Ok(serde_json::to_vec(&body).expect("json"));
     }
     let total = answer.batch.num_rows();

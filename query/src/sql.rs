@@ -1,4 +1,4 @@
-//! Read-only SQL over the lake's tables, for `POST /api/v1/sql` and `testlake sql`.
+//! Read-only SQL over the lake's tables, for `POST /api/v1/sql` (`handlers::sql`) and `testlake sql`.
 //!
 //! What keeps it read-only and inside the lake:
 //! - DataFusion's `SQLOptions` refuse any plan with DDL (`CREATE [EXTERNAL] TABLE`, views, …),
@@ -63,13 +63,7 @@ pub async fn session(
     }
     committed.refresh(lake).await?;
     let files: Vec<String> = committed.dates().into_iter().flat_map(|d| committed.results_for(d)).collect();
-    if files.is_empty() {
-        let empty =
-            datafusion::datasource::MemTable::try_new(testlake_schemas::tables::results_schema(), vec![vec![]])?;
-        ctx.register_table(COMMITTED, Arc::new(empty))?;
-    } else {
-        testlake_compute::catalog::register_files(&ctx, lake, COMMITTED, Table::Results, &files)?;
-    }
+    crate::frame::register_results(&ctx, lake, COMMITTED, &files)?;
     ctx.sql(&format!(
         "CREATE VIEW results AS SELECT *, to_char(finished_at, '%Y-%m-%d') AS date, to_char(finished_at, '%H') AS hour
          FROM {COMMITTED}"
@@ -84,85 +78,30 @@ pub struct SqlAnswer {
     pub truncated: bool,
 }
 
-/// Runs one read-only statement. Bad SQL, a refused statement or an exceeded limit is a
-/// `BadRequest` carrying DataFusion's message.
+/// Runs one read-only statement. Bad SQL, a refused statement or an exceeded limit is an error
+/// the caller is told of with DataFusion's message (which status each gets is `error.rs`'s call).
 pub async fn run(ctx: &SessionContext, sql: &str, limits: &SqlLimits) -> Result<SqlAnswer, ApiError> {
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let bad = |e: datafusion::error::DataFusionError| ApiError::BadRequest(e.to_string());
     let (ctx, sql, limits) = (ctx.clone(), sql.to_owned(), limits.clone());
     let timeout = limits.timeout;
     // On its own task, so the timeout fires even while the plan is busy; aborting it stops the
     // plan at its next yield (between batches).
     let mut work = tokio::spawn(async move {
-        let sql = sql.as_str();
-        let df = ctx.sql_with_options(sql, options).await.map_err(bad)?;
+        let df = ctx.sql_with_options(&sql, options).await.map_err(ApiError::StatementRefused)?;
         let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches =
-            df.limit(0, Some(limits.max_rows + 1)).map_err(bad)?.collect().await.map_err(|e| match e.find_root() {
-                datafusion::error::DataFusionError::ResourcesExhausted(_) => {
-                    ApiError::BadRequest(format!("the statement exceeded its memory limit: {e}"))
-                }
-                _ => ApiError::from(e),
-            })?;
+        let df = df.limit(0, Some(limits.max_rows + 1)).map_err(ApiError::StatementRefused)?;
+        let batches = df.collect().await.map_err(ApiError::statement_failed)?;
         let batch = concat_batches(&schema, &batches)?;
         let truncated = batch.num_rows() > limits.max_rows;
         Ok(SqlAnswer { batch: batch.slice(0, batch.num_rows().min(limits.max_rows)), truncated })
     });
     match tokio::time::timeout(timeout, &mut work).await {
-        Ok(done) => done.map_err(|e| ApiError::BadRequest(format!("the statement failed: {e}")))?,
+        Ok(done) => done.map_err(ApiError::StatementPanicked)?,
         Err(_) => {
             work.abort();
-            Err(ApiError::BadRequest(format!("the statement ran longer than {timeout:?} and was stopped")))
+            Err(ApiError::StatementTimeout(timeout))
         }
     }
-}
-
-#[derive(Debug, serde::Deserialize)]
-pub struct SqlRequest {
-    pub sql: String,
-    /// At most this many rows (default and upper bound: the service's `max_rows`).
-    pub max_rows: Option<usize>,
-}
-
-/// `POST /api/v1/sql`: a JSON body `{"sql": "…", "max_rows": n}` or the statement as plain text.
-/// The answer is shown like any other (`format=` or `Accept`): JSON carries `truncated`.
-pub async fn endpoint(
-    axum::extract::State(state): axum::extract::State<Arc<crate::AppState>>,
-    axum::extract::Query(view): axum::extract::Query<crate::render::View>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<axum::response::Response, ApiError> {
-    let shape = view.shape(&headers)?;
-    let json_body = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let request = if json_body {
-        serde_json::from_slice::<SqlRequest>(&body)
-            .map_err(|e| ApiError::BadRequest(format!("the body must be {{\"sql\": \"…\"}}: {e}")))?
-    } else {
-        let sql = std::str::from_utf8(&body).map_err(|_| ApiError::BadRequest("the body must be UTF-8".into()))?;
-        SqlRequest { sql: sql.to_owned(), max_rows: None }
-    };
-    if request.sql.trim().is_empty() {
-        return Err(ApiError::BadRequest("no SQL statement in the body".into()));
-    }
-    let mut limits = state.sql_limits.clone();
-    limits.max_rows = request.max_rows.unwrap_or(limits.max_rows).min(limits.max_rows);
-    let ctx = {
-        let mut committed = state.committed.lock().await;
-        session(&state.lake, &mut committed, &limits).await?
-    };
-    let answer = run(&ctx, &request.sql, &limits).await?;
-    let serde_json::Value::Object(head) = serde_json::json!({
-        "truncated": answer.truncated,
-        "max_rows": limits.max_rows,
-    }) else {
-        unreachable!()
-    };
-    let answer = crate::cache::Answer::uncached(crate::cache::Loaded { head, batch: answer.batch, object: false })?;
-    let shape = crate::render::Shape { page: 1, size: limits.max_rows.max(1), ..shape };
-    crate::render::respond(&answer, shape, &headers, false)
 }
 
 #[cfg(test)]

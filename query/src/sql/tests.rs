@@ -10,10 +10,11 @@ async fn ctx(limits: &SqlLimits) -> (tempfile::TempDir, SessionContext) {
     (dir, ctx)
 }
 
-fn refused(result: Result<SqlAnswer, ApiError>) -> String {
+/// The error of a refused statement, which must be a 400.
+fn refused(result: Result<SqlAnswer, ApiError>) -> ApiError {
     match result {
-        Err(ApiError::BadRequest(message)) => message,
-        Err(other) => panic!("expected a bad request, got {other}"),
+        Err(e) if e.status() == axum::http::StatusCode::BAD_REQUEST => e,
+        Err(other) => panic!("expected a bad request, got {} {other}", other.status()),
         Ok(a) => panic!("expected a refusal, got {} rows", a.batch.num_rows()),
     }
 }
@@ -48,7 +49,7 @@ async fn anything_but_a_query_is_refused() {
         ("SELECT * FROM read_parquet('/etc/x.parquet')", "read_parquet"),
         ("SELEC 1", "SELEC"),
     ] {
-        let message = refused(run(&ctx, sql, &limits).await);
+        let message = refused(run(&ctx, sql, &limits).await).to_string();
         assert!(message.contains(why), "{sql}: {message}");
     }
     assert!(!outside.exists(), "COPY wrote nothing");
@@ -73,8 +74,9 @@ async fn a_statement_over_its_time_is_stopped() {
     // Many batches (a cross join), so the plan yields between them.
     let sql = "SELECT count(DISTINCT a.x * 100000 + b.y) FROM unnest(range(1, 100000)) AS a(x) CROSS JOIN unnest(range(1, 100000)) AS b(y)";
     let started = std::time::Instant::now();
-    let message = refused(run(&ctx, sql, &limits).await);
-    assert!(message.contains("ran longer than"), "{message}");
+    let error = refused(run(&ctx, sql, &limits).await);
+    assert!(matches!(error, ApiError::StatementTimeout(_)), "{error}");
+    assert!(error.to_string().contains("ran longer than"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
 }
 
@@ -83,6 +85,7 @@ async fn a_statement_over_its_memory_is_refused() {
     let limits = SqlLimits { memory_bytes: 1 << 20, ..SqlLimits::default() };
     let (_dir, ctx) = ctx(&limits).await;
     let sql = "SELECT v, count(*) FROM unnest(range(1, 3000000)) AS t(v) GROUP BY v";
-    let message = refused(run(&ctx, sql, &limits).await);
-    assert!(message.contains("memory"), "{message}");
+    let error = refused(run(&ctx, sql, &limits).await);
+    assert!(matches!(error, ApiError::StatementOverMemory(_)), "{error}");
+    assert!(error.to_string().contains("memory"), "{error}");
 }

@@ -1,41 +1,44 @@
-//! Numbers derived from the materialized tables at query time: the health score and the
-//! period-over-period comparison. The formulas are documented in the README ("Health score and
+//! `GET /api/v1/compare`: this period against the previous one, derived from the materialized
+//! tables at query time. The definitions of every field are in the README ("Health score and
 //! comparison") and here, next to the SQL that implements them.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::routing::on;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::{col, lit};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use testlake_schemas::Table;
 
-use crate::AppState;
-use crate::api::{collect, date_text, dates, filtered, head, register_committed, ts};
 use crate::cache::{Coverage, Loaded};
+use crate::endpoint::{BRANCH, Endpoint, FORMAT, Method, Param, REPOSITORY, SUITE};
 use crate::error::ApiError;
+use crate::frame::{collect, date_text, dates, filtered, first_row, register_committed, ts};
 use crate::params::{Filters, Range, parse_time};
 use crate::render::{View, respond};
+use crate::state::AppState;
 
-/// Weights of the health score's parts; they sum to 1.
-pub const HEALTH_WEIGHTS: (f64, f64, f64) = (0.5, 0.3, 0.2);
-
-/// The date of the latest `flaky_scores` snapshot, if any.
-pub(crate) async fn latest_snapshot(ctx: &SessionContext) -> Result<Option<String>, ApiError> {
-    let latest = collect(ctx.sql("SELECT max(date) FROM flaky_scores").await?).await?;
-    Ok(latest.column(0).as_string_opt::<i32>().filter(|a| a.len() == 1 && !a.is_null(0)).map(|a| a.value(0).to_owned()))
-}
-
-/// The first row of `batch` as a JSON object (empty when there is none).
-fn first_row(batch: &RecordBatch) -> Result<Map<String, Value>, ApiError> {
-    let rows: Vec<Map<String, Value>> =
-        serde_json::from_slice(&crate::render::json_rows(batch)?).expect("the JSON writer writes JSON");
-    Ok(rows.into_iter().next().unwrap_or_default())
-}
+pub const COMPARE: Endpoint = Endpoint {
+    method: Method::Get,
+    path: "/api/v1/compare",
+    summary: "This period against the previous one: pass rate, durations, new failures, newly flaky, recovered.",
+    params: &[
+        Param::int("days", "Length of each period in days, 1..=366 (default 7)."),
+        Param::text("to", "End of the current period (default: the end of today, UTC)."),
+        REPOSITORY,
+        BRANCH,
+        SUITE,
+        FORMAT,
+    ],
+    formats: true,
+    handler: |method| on(method, compare),
+    cache_key: Some("compare"),
+};
 
 /// A one-row batch of a JSON object's fields (types inferred; nulls are Null columns).
 fn object_batch(object: &Map<String, Value>) -> Result<RecordBatch, ApiError> {
@@ -44,81 +47,6 @@ fn object_batch(object: &Map<String, Value>) -> Result<RecordBatch, ApiError> {
     let mut decoder = arrow::json::ReaderBuilder::new(Arc::new(schema)).build_decoder()?;
     decoder.serialize(&[value])?;
     Ok(decoder.flush()?.expect("one row"))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct HealthQuery {
-    #[serde(flatten)]
-    pub filters: Filters,
-    #[serde(flatten)]
-    pub view: View,
-}
-
-/// `GET /api/v1/health?from=&to=&repository=&branch=&suite=`: per repository,
-///
-/// `health = 100 × (0.5 × pass_rate + 0.3 × (1 − flaky_tests / tests) + 0.2 × (1 − broken_tests / tests))`
-///
-/// with `pass_rate` over the range from `trends_daily` (1 when nothing passed or failed) and the
-/// test counts from the latest `flaky_scores` snapshot (parts count as 1 without scored tests).
-/// Ordered by health ascending: the repositories that need attention first.
-pub async fn health(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<HealthQuery>,
-) -> Result<Response, ApiError> {
-    let shape = q.view.shape(&headers)?;
-    let range = q.filters.range(Utc::now())?;
-    let key = format!("health|{}", q.filters.key(range));
-    let coverage = Coverage::of(Table::TrendsDaily, Some(dates(range)))
-        .and(Table::FlakyScores, None)
-        .for_repository(q.filters.repository.as_deref());
-    let (answer, hit) = state
-        .cache
-        .get(&key, &coverage, || async {
-            let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
-            ctx.register_table("buckets", filtered(&ctx, Table::TrendsDaily, range, &q.filters).await?.into_view())?;
-            let snapshot = latest_snapshot(&ctx).await?;
-            let mut scores =
-                ctx.table("flaky_scores").await?.filter(col("date").eq(lit(snapshot.clone().unwrap_or_default())))?;
-            for (column, value) in [("repository", &q.filters.repository), ("suite", &q.filters.suite)] {
-                if let Some(value) = value {
-                    scores = scores.filter(col(column).eq(lit(value.as_str())))?;
-                }
-            }
-            ctx.register_table("scores", scores.into_view())?;
-            let (wp, wf, wb) = HEALTH_WEIGHTS;
-            let df = ctx
-                .sql(&format!(
-                    "WITH t AS (
-                        SELECT repository, CAST(sum(runs) AS BIGINT) AS runs, CAST(sum(passed) AS BIGINT) AS passed,
-                               CAST(sum(failed) AS BIGINT) AS failed
-                        FROM buckets GROUP BY repository
-                    ),
-                    s AS (
-                        SELECT repository, count(*) AS tests,
-                               count(*) FILTER (WHERE state = 'flaky') AS flaky_tests,
-                               count(*) FILTER (WHERE state = 'broken') AS broken_tests
-                        FROM scores GROUP BY repository
-                    ),
-                    j AS (
-                        SELECT t.repository, t.runs, t.passed, t.failed,
-                               CAST(t.passed AS DOUBLE) / CAST(nullif(t.passed + t.failed, 0) AS DOUBLE) AS pass_rate,
-                               coalesce(s.tests, 0) AS tests, coalesce(s.flaky_tests, 0) AS flaky_tests,
-                               coalesce(s.broken_tests, 0) AS broken_tests
-                        FROM t LEFT JOIN s ON t.repository = s.repository
-                    )
-                    SELECT *, 100.0 * ({wp} * coalesce(pass_rate, 1.0)
-                        + {wf} * (1.0 - CAST(flaky_tests AS DOUBLE) / CAST(greatest(tests, 1) AS DOUBLE))
-                        + {wb} * (1.0 - CAST(broken_tests AS DOUBLE) / CAST(greatest(tests, 1) AS DOUBLE))) AS health
-                    FROM j ORDER BY health, repository"
-                ))
-                .await?;
-            let mut head = head(range, &q.filters);
-            head.insert("snapshot".into(), json!(snapshot));
-            Ok(Loaded { head, batch: collect(df).await?, object: false })
-        })
-        .await?;
-    respond(&answer, shape, &headers, hit)
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,7 +93,7 @@ pub async fn compare(
         suite: q.suite.clone(),
     };
     let snapshot_of = |end: DateTime<Utc>| -> NaiveDate { (end - Duration::microseconds(1)).date_naive() };
-    let key = format!("compare|{days}|{}", filters.key(whole));
+    let key = COMPARE.key(format_args!("{days}|{}", filters.key(whole)));
     let coverage = Coverage::of(Table::TrendsDaily, Some(dates(whole)))
         .and(Table::Results, Some(dates(whole)))
         .and(Table::FlakyScores, Some(snapshot_of(mid)..=snapshot_of(to).max(Utc::now().date_naive())))
@@ -211,7 +139,7 @@ pub async fn compare(
             }
 
             // New failures: tests that failed in the current period and ran without failing in the previous.
-            register_committed(&state, &ctx, "committed_results", whole).await?;
+            register_committed(&state.lake, &state.committed, &ctx, "committed_results", whole).await?;
             let mut results = ctx
                 .table("committed_results")
                 .await?

@@ -1,0 +1,143 @@
+//! What the endpoints share for building and reading answers: DataFusion expressions and reads
+//! over the lake's tables, and the encodings of a batch. Depends on no handler, nor on the cache
+//! or the rendering, so every one of those can use it.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::json::writer::{JsonArray, WriterBuilder};
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
+use datafusion::scalar::ScalarValue;
+use serde_json::{Map, Value, json};
+use testlake_schemas::commits::CommittedFiles;
+use testlake_schemas::{Lake, Table};
+
+use crate::error::ApiError;
+use crate::params::{Filters, Range};
+
+/// A UTC timestamp literal, as the tables store them.
+pub fn ts(t: DateTime<Utc>) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into())))
+}
+
+/// A date as its partition folder is named.
+pub fn date_text(d: NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+/// The date partitions a range touches.
+pub fn dates(range: Range) -> std::ops::RangeInclusive<NaiveDate> {
+    let last = (range.to - chrono::Duration::microseconds(1)).date_naive();
+    range.from.date_naive()..=last.max(range.from.date_naive())
+}
+
+/// Every row of `df`, in one batch.
+pub async fn collect(df: DataFrame) -> Result<RecordBatch, ApiError> {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+/// Rows of a trends table whose bucket starts in the range and that match the filters. The
+/// `date` partition column prunes files before any is opened.
+pub async fn filtered(
+    ctx: &SessionContext,
+    table: Table,
+    range: Range,
+    filters: &Filters,
+) -> Result<DataFrame, ApiError> {
+    let days = dates(range);
+    let mut df = ctx
+        .table(table.name())
+        .await?
+        .filter(col("date").gt_eq(lit(date_text(*days.start()))).and(col("date").lt_eq(lit(date_text(*days.end())))))?
+        .filter(col("bucket_start").gt_eq(ts(range.from)).and(col("bucket_start").lt(ts(range.to))))?;
+    for (column, value) in filters.dimensions() {
+        df = df.filter(col(column).eq(lit(value)))?;
+    }
+    Ok(df)
+}
+
+/// The head of a ranged answer: the range and the dimension filters.
+pub fn head(range: Range, filters: &Filters) -> Map<String, Value> {
+    let Value::Object(head) = json!({
+        "from": range.from,
+        "to": range.to,
+        "filters": { "repository": filters.repository, "branch": filters.branch, "suite": filters.suite },
+    }) else {
+        unreachable!()
+    };
+    head
+}
+
+/// Registers `name` as the committed `results` files of the dates `range` touches (never a
+/// folder listing, which may hold a crashed flush's files until recovery).
+pub async fn register_committed(
+    lake: &Lake,
+    committed: &tokio::sync::Mutex<CommittedFiles>,
+    ctx: &SessionContext,
+    name: &str,
+    range: Range,
+) -> Result<(), ApiError> {
+    let files: Vec<String> = {
+        let mut committed = committed.lock().await;
+        committed.refresh(lake).await?;
+        let days = dates(range);
+        days.start().iter_days().take_while(|d| d <= days.end()).flat_map(|d| committed.results_for(d)).collect()
+    };
+    register_results(ctx, lake, name, &files)
+}
+
+/// Registers `name` as exactly these `results` files: an empty table when there are none.
+pub fn register_results(ctx: &SessionContext, lake: &Lake, name: &str, files: &[String]) -> Result<(), ApiError> {
+    if files.is_empty() {
+        let empty =
+            datafusion::datasource::MemTable::try_new(testlake_schemas::tables::results_schema(), vec![vec![]])?;
+        ctx.register_table(name, Arc::new(empty))?;
+    } else {
+        testlake_compute::catalog::register_files(ctx, lake, name, Table::Results, files)?;
+    }
+    Ok(())
+}
+
+/// The date of the latest `flaky_scores` snapshot, if any.
+pub async fn latest_snapshot(ctx: &SessionContext) -> Result<Option<String>, ApiError> {
+    let latest = collect(ctx.sql("SELECT max(date) FROM flaky_scores").await?).await?;
+    Ok(latest.column(0).as_string_opt::<i32>().filter(|a| a.len() == 1 && !a.is_null(0)).map(|a| a.value(0).to_owned()))
+}
+
+/// The first row of `batch` as a JSON object (empty when there is none).
+pub fn first_row(batch: &RecordBatch) -> Result<Map<String, Value>, ApiError> {
+    let rows: Vec<Map<String, Value>> =
+        serde_json::from_slice(&json_rows(batch)?).expect("the JSON writer writes JSON");
+    Ok(rows.into_iter().next().unwrap_or_default())
+}
+
+/// The batch as an Arrow IPC stream: the `arrow` format, and what an answer's version hashes.
+pub fn arrow_ipc(batch: &RecordBatch) -> Result<Vec<u8>, ApiError> {
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    Ok(writer.into_inner()?)
+}
+
+/// The batch as CSV with a header line.
+pub fn csv(batch: &RecordBatch) -> Result<Vec<u8>, ApiError> {
+    let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(Vec::new());
+    writer.write(batch)?;
+    Ok(writer.into_inner())
+}
+
+/// Rows as a JSON array of objects, nulls included.
+pub fn json_rows(batch: &RecordBatch) -> Result<Vec<u8>, ApiError> {
+    let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
+    writer.write(batch)?;
+    writer.finish()?;
+    let mut out = writer.into_inner();
+    if out.is_empty() {
+        out.extend_from_slice(b"[]");
+    }
+    Ok(out)
+}
