@@ -81,3 +81,10 @@ impl ServeConfig {
         }
     }
 }
+
+impl Default for ServeConfig {
+    /// Listens on 127.0.0.1:8080.
+    fn default() -> Self {
+        Self::new(SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+}
