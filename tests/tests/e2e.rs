@@ -141,90 +141,200 @@ async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, timeout: Du
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_lands_every_event_once_and_numbers_match() {
-    let broker = Broker::start();
-    let topic = unique_topic("e2e");
-    testlake::kafka::ensure_topic(&broker.bootstrap(), &topic, 3).await.unwrap();
+    let run = Run::start().await;
+    every_event_lands_exactly_once(&run).await;
+    malformed_messages_are_rejected_with_their_reason(&run).await;
+    trends_equal_the_model(&run).await;
+    dashboard_and_trends_answer_the_model(&run).await;
+    pages_etag_csv_and_arrow_agree(&run).await;
+    let flaky = flaky_scores_equal_the_model(&run).await;
+    health_follows_the_formula(&run, &flaky.rows).await;
+    compare_splits_today_from_yesterday(&run).await;
+    history_lists_one_tests_executions(&run, flaky.expected.keys().next().unwrap()).await;
+    sql_answers_over_http_and_cli(&run).await;
+    bad_requests_are_400s(&run).await;
+    run.shutdown().await;
+}
 
-    // ~3,000 events from 30 CI runs an hour apart, ending now: at least two UTC dates.
-    let now = Utc::now();
-    let mut fleet = Fleet::new(FleetConfig { seed: 7, ..FleetConfig::default() });
-    let events: Vec<TestEvent> =
-        (0..30).flat_map(|i| fleet.run(now - TimeDelta::hours(30) + TimeDelta::hours(i))).collect();
-    let bad = malformed(now);
-    assert!(events.len() > 2500, "{} events", events.len());
+/// What the phases share: the events produced and the model's trends of them, the malformed
+/// messages, the lake they land in and the stack's API over it.
+struct Run {
+    events: Vec<TestEvent>,
+    /// The model's trends of `events`, hour and day buckets.
+    hourly: BTreeMap<Key, Trend>,
+    daily: BTreeMap<Key, Trend>,
+    bad: Vec<(Vec<u8>, &'static str)>,
+    /// How many malformed messages were produced (one before every 60th event).
+    bad_sent: usize,
+    lake: Lake,
+    lake_dir: tempfile::TempDir,
+    /// The API's base address, `http://127.0.0.1:<port>`.
+    base: String,
+    now: DateTime<Utc>,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _broker: Broker,
+}
 
-    let producer = testlake::kafka::producer(&broker.bootstrap()).unwrap();
+impl Run {
+    /// Produces ~3,000 events from 30 CI runs an hour apart, ending now (at least two UTC dates),
+    /// with a malformed message before every 60th, then starts the stack on them.
+    async fn start() -> Self {
+        let broker = Broker::start();
+        let topic = unique_topic("e2e");
+        testlake::kafka::ensure_topic(&broker.bootstrap(), &topic, 3).await.unwrap();
+
+        let now = Utc::now();
+        let mut fleet = Fleet::new(FleetConfig { seed: 7, ..FleetConfig::default() });
+        let events: Vec<TestEvent> =
+            (0..30).flat_map(|i| fleet.run(now - TimeDelta::hours(30) + TimeDelta::hours(i))).collect();
+        let bad = malformed(now);
+        assert!(events.len() > 2500, "{} events", events.len());
+        produce(&broker.bootstrap(), &topic, &events, &bad).await;
+        let bad_sent = events.len().div_ceil(60);
+
+        let lake_dir = tempfile::tempdir().unwrap();
+        let mut ingest = IngestConfig::new(broker.bootstrap(), &topic);
+        ingest.group_id = unique_topic("group");
+        ingest.flush = FlushPolicy { max_rows: 1000, max_age: Duration::from_millis(200), ..FlushPolicy::default() };
+        let config = StackConfig {
+            lake: lake_dir.path().to_str().unwrap().to_owned(),
+            ingest,
+            // Off: this test reads the folders, which show a compacted hour twice during the grace
+            // (tests/tests/compaction.rs covers compaction).
+            compact: testlake_ingest::CompactConfig::off(),
+            compute: ComputeConfig {
+                interval: Duration::from_secs(2),
+                debounce: Duration::from_millis(100),
+                flaky_refresh: Duration::from_millis(500),
+                ..ComputeConfig::default()
+            },
+            serve: ServeConfig::new("127.0.0.1:0".parse().unwrap()),
+        };
+        let shutdown = CancellationToken::new();
+        let stack = Stack::start(config, shutdown.clone()).await.unwrap();
+        let (lake, base) = (stack.lake.clone(), format!("http://{}", stack.addr));
+        let running = tokio::spawn(stack.wait());
+        Self {
+            hourly: model::trends(&events, TimeDelta::hours(1)),
+            daily: model::trends(&events, TimeDelta::days(1)),
+            events,
+            bad,
+            bad_sent,
+            lake,
+            lake_dir,
+            base,
+            now,
+            http: reqwest::Client::new(),
+            shutdown,
+            running,
+            _broker: broker,
+        }
+    }
+
+    /// How many valid events were produced.
+    fn valid(&self) -> i64 {
+        self.events.len() as i64
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A GET of `path` over the common range (three days back to an hour ahead) and `extra`.
+    fn request(&self, path: &str, extra: Vec<(&str, String)>) -> reqwest::RequestBuilder {
+        let mut params = vec![
+            ("from", (self.now - TimeDelta::days(3)).to_rfc3339()),
+            ("to", (self.now + TimeDelta::hours(1)).to_rfc3339()),
+        ];
+        params.extend(extra);
+        self.http.get(self.url(path)).query(&params)
+    }
+
+    async fn get(&self, path: &str, extra: Vec<(&str, String)>) -> reqwest::Response {
+        self.request(path, extra).send().await.unwrap()
+    }
+
+    async fn get_json(&self, path: &str, extra: Vec<(&str, String)>) -> Value {
+        self.get(path, extra).await.json().await.unwrap()
+    }
+
+    /// `GET path?query` without the common range, as JSON.
+    async fn get_json_without_range(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        self.http.get(self.url(path)).query(query).send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn sql(&self, body: Value) -> reqwest::Response {
+        self.http.post(self.url("/api/v1/sql")).json(&body).send().await.unwrap()
+    }
+
+    /// Waits until `sql`, a count over the lake, satisfies `done`.
+    async fn wait_for_count(&self, what: &str, timeout: Duration, sql: &str, done: impl Fn(i64) -> bool) {
+        wait_for(what, timeout, || {
+            let lake = self.lake.clone();
+            let done = &done;
+            async move { done(count(&lake, sql).await) }
+        })
+        .await;
+    }
+
+    /// Stops the stack and checks every stage stopped cleanly.
+    async fn shutdown(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.running).await.expect("stack stops").unwrap().unwrap();
+    }
+}
+
+/// Produces `events` keyed by test id, `bad`'s messages in turn before every 60th, and waits for
+/// every delivery.
+async fn produce(bootstrap: &str, topic: &str, events: &[TestEvent], bad: &[(Vec<u8>, &'static str)]) {
+    let producer = testlake::kafka::producer(bootstrap).unwrap();
     let mut sends = Vec::new();
     for (i, e) in events.iter().enumerate() {
         let payload = e.to_json();
-        let record = FutureRecord::to(&topic).key(&e.test_id).payload(&payload);
+        let record = FutureRecord::to(topic).key(&e.test_id).payload(&payload);
         sends.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueued"));
         if i % 60 == 0 {
             let (payload, _) = &bad[(i / 60) % bad.len()];
-            let record = FutureRecord::<(), _>::to(&topic).payload(payload);
+            let record = FutureRecord::<(), _>::to(topic).payload(payload);
             sends.push(producer.send_result(record).map_err(|(e, _)| e).expect("enqueued"));
         }
     }
-    let bad_sent = events.len().div_ceil(60);
     for s in sends {
         s.await.expect("delivery reported").map_err(|(e, _)| e).expect("delivered");
     }
+}
 
-    let lake_dir = tempfile::tempdir().unwrap();
-    let mut ingest = IngestConfig::new(broker.bootstrap(), &topic);
-    ingest.group_id = unique_topic("group");
-    ingest.flush = FlushPolicy { max_rows: 1000, max_age: Duration::from_millis(200), ..FlushPolicy::default() };
-    let config = StackConfig {
-        lake: lake_dir.path().to_str().unwrap().to_owned(),
-        ingest,
-        // Off: this test reads the folders, which show a compacted hour twice during the grace
-        // (tests/tests/compaction.rs covers compaction).
-        compact: testlake_ingest::CompactConfig::off(),
-        compute: ComputeConfig {
-            interval: Duration::from_secs(2),
-            debounce: Duration::from_millis(100),
-            flaky_refresh: Duration::from_millis(500),
-            ..ComputeConfig::default()
-        },
-        serve: ServeConfig::new("127.0.0.1:0".parse().unwrap()),
-    };
-    let shutdown = CancellationToken::new();
-    let stack = Stack::start(config, shutdown.clone()).await.unwrap();
-    let (lake, addr) = (stack.lake.clone(), stack.addr);
-    let running = tokio::spawn(stack.wait());
-
-    // Caught up is judged by what landed, never by the broker's watermark.
-    let valid = events.len() as i64;
-    wait_for("every event to land", Duration::from_secs(120), || {
-        let lake = lake.clone();
-        async move { count(&lake, "SELECT count(*) FROM results").await >= valid }
-    })
-    .await;
-    wait_for("every malformed message to be rejected", Duration::from_secs(60), || {
-        let lake = lake.clone();
-        async move { count(&lake, "SELECT count(*) FROM rejected").await >= bad_sent as i64 }
-    })
-    .await;
-
-    // Exactly once: the produced ids, each once.
+/// Every produced event lands, each exactly once (caught up is judged by what landed, never by
+/// the broker's watermark).
+async fn every_event_lands_exactly_once(run: &Run) {
+    let valid = run.valid();
+    run.wait_for_count("every event to land", Duration::from_secs(120), "SELECT count(*) FROM results", |n| n >= valid)
+        .await;
     let mut landed = BTreeMap::<String, usize>::new();
-    for b in query_lake(&lake, "SELECT event_id FROM results").await {
+    for b in query_lake(&run.lake, "SELECT event_id FROM results").await {
         for id in b.column(0).as_string::<i32>().iter().flatten() {
             *landed.entry(id.to_owned()).or_default() += 1;
         }
     }
-    let produced: BTreeSet<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    let produced: BTreeSet<String> = run.events.iter().map(|e| e.event_id.to_string()).collect();
     assert_eq!(landed.keys().cloned().collect::<BTreeSet<_>>(), produced, "the lake holds exactly the produced ids");
     assert!(landed.values().all(|&n| n == 1), "no event landed twice");
+}
 
-    // Every malformed message is rejected with its reason.
+/// Every malformed message is rejected with its reason.
+async fn malformed_messages_are_rejected_with_their_reason(run: &Run) {
+    let bad_sent = run.bad_sent as i64;
+    let sql = "SELECT count(*) FROM rejected";
+    run.wait_for_count("every malformed message to be rejected", Duration::from_secs(60), sql, |n| n >= bad_sent).await;
     let mut expected_reasons: BTreeMap<Vec<u8>, &str> = BTreeMap::new();
-    for i in (0..events.len()).step_by(60) {
-        let (payload, code) = &bad[(i / 60) % bad.len()];
+    for i in (0..run.events.len()).step_by(60) {
+        let (payload, code) = &run.bad[(i / 60) % run.bad.len()];
         expected_reasons.insert(payload.clone(), code);
     }
     let mut rejected = 0;
-    for b in query_lake(&lake, "SELECT payload, reason_code, reason FROM rejected").await {
+    for b in query_lake(&run.lake, "SELECT payload, reason_code, reason FROM rejected").await {
         let payloads = b.column(0).as_binary::<i32>();
         for row in 0..b.num_rows() {
             let payload = if payloads.is_null(row) { vec![] } else { payloads.value(row).to_vec() };
@@ -240,37 +350,31 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
             rejected += 1;
         }
     }
-    assert_eq!(rejected, bad_sent);
+    assert_eq!(rejected, run.bad_sent);
+}
 
-    // Trends equal the independent computation, once compute has caught up.
-    let hourly = model::trends(&events, TimeDelta::hours(1));
-    let daily = model::trends(&events, TimeDelta::days(1));
-    wait_for("trends to cover every event", Duration::from_secs(60), || {
-        let lake = lake.clone();
-        async move { count(&lake, "SELECT CAST(sum(runs) AS BIGINT) FROM trends_daily").await == valid }
-    })
-    .await;
-    assert_trends_equal("trends_hourly", &lake_trends(&lake, "trends_hourly").await, &hourly);
-    assert_trends_equal("trends_daily", &lake_trends(&lake, "trends_daily").await, &daily);
+/// The hourly and daily trends tables equal the independent computation, once compute has
+/// caught up.
+async fn trends_equal_the_model(run: &Run) {
+    let valid = run.valid();
+    let sql = "SELECT CAST(sum(runs) AS BIGINT) FROM trends_daily";
+    run.wait_for_count("trends to cover every event", Duration::from_secs(60), sql, |n| n == valid).await;
+    assert_trends_equal("trends_hourly", &lake_trends(&run.lake, "trends_hourly").await, &run.hourly);
+    assert_trends_equal("trends_daily", &lake_trends(&run.lake, "trends_daily").await, &run.daily);
+}
 
-    // The HTTP API answers the same numbers.
-    let http = reqwest::Client::new();
-    let base = format!("http://{addr}");
-    let range = [("from", (now - TimeDelta::days(3)).to_rfc3339()), ("to", (now + TimeDelta::hours(1)).to_rfc3339())];
-    let get = |path: &str, extra: Vec<(&str, String)>| {
-        let mut params: Vec<(&str, String)> = range.to_vec();
-        params.extend(extra);
-        http.get(format!("{base}{path}")).query(&params).send()
-    };
-    let health: Value = http.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+/// The HTTP API's health, dashboard (all and one repository) and daily trends answer the model's
+/// numbers.
+async fn dashboard_and_trends_answer_the_model(run: &Run) {
+    let health = run.get_json_without_range("/healthz", &[]).await;
     assert_eq!(health["status"], "ok");
 
     for repository in [None, Some("acme/checkout")] {
         let extra = repository.map(|r| vec![("repository", r.to_owned())]).unwrap_or_default();
-        let response = get("/api/v1/dashboard", extra).await.unwrap();
+        let response = run.get("/api/v1/dashboard", extra).await;
         assert_eq!(response.status(), 200);
         let got: Value = response.json().await.unwrap();
-        let want = model::summary(&events, repository);
+        let want = model::summary(&run.events, repository);
         let int = |k: &str| got[k].as_i64().unwrap_or(-1);
         assert_eq!(
             (int("runs"), int("passed"), int("failed"), int("skipped"), int("repositories")),
@@ -282,11 +386,11 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
         assert!(close(got["duration_max_ms"].as_f64(), want.duration_max_ms), "max {got}");
     }
 
-    let response = get("/api/v1/trends", vec![("interval", "daily".into())]).await.unwrap();
+    let response = run.get("/api/v1/trends", vec![("interval", "daily".into())]).await;
     assert_eq!(response.status(), 200);
     let got: Value = response.json().await.unwrap();
     let rows = got["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), daily.len());
+    assert_eq!(rows.len(), run.daily.len());
     for row in rows {
         let start: DateTime<Utc> = row["bucket_start"].as_str().unwrap().parse().unwrap();
         let key = (
@@ -295,39 +399,38 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
             row["branch"].as_str().unwrap().into(),
             row["suite"].as_str().unwrap().into(),
         );
-        let want = &daily[&key];
+        let want = &run.daily[&key];
         assert_eq!(row["runs"].as_i64(), Some(want.runs), "{row}");
         assert_eq!(row["flaky_tests"].as_i64(), Some(want.flaky_tests), "{row}");
         assert!(close(row["duration_p95_ms"].as_f64(), want.duration_p95_ms), "{row}");
     }
+}
 
-    // Pages of a stable order: page 2 of 10 is rows 10..20 of the whole list.
-    let all: Value = get("/api/v1/trends", vec![]).await.unwrap().json().await.unwrap();
-    let page: Value =
-        get("/api/v1/trends", vec![("page", "2".into()), ("size", "10".into())]).await.unwrap().json().await.unwrap();
-    assert_eq!(page["total"].as_u64(), Some(hourly.len() as u64));
+/// Pages follow a stable order; an unchanged answer is a 304 from the cache; CSV and Arrow IPC
+/// carry the same rows.
+async fn pages_etag_csv_and_arrow_agree(run: &Run) {
+    // Page 2 of 10 is rows 10..20 of the whole list.
+    let all = run.get_json("/api/v1/trends", vec![]).await;
+    let page = run.get_json("/api/v1/trends", vec![("page", "2".into()), ("size", "10".into())]).await;
+    assert_eq!(page["total"].as_u64(), Some(run.hourly.len() as u64));
     assert_eq!(page["rows"].as_array().unwrap()[..], all["rows"].as_array().unwrap()[10..20]);
     assert_eq!(page["next_page"], 3);
 
-    // ETag and If-None-Match: an unchanged answer is a 304 from the cache.
-    let first = get("/api/v1/dashboard", vec![]).await.unwrap();
+    // ETag and If-None-Match.
+    let first = run.get("/api/v1/dashboard", vec![]).await;
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
-    let again =
-        http.get(format!("{base}/api/v1/dashboard")).query(&range).header("if-none-match", &etag).send().await.unwrap();
+    let again = run.request("/api/v1/dashboard", vec![]).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(again.status(), 304);
     assert_eq!(again.headers()["x-cache"], "hit");
     assert_eq!(again.headers()["cache-control"], "no-cache");
 
-    // CSV and Arrow IPC carry the same rows.
-    let csv = get("/api/v1/trends", vec![("interval", "daily".into()), ("format", "csv".into())]).await.unwrap();
+    let csv = run.get("/api/v1/trends", vec![("interval", "daily".into()), ("format", "csv".into())]).await;
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = csv.text().await.unwrap();
     assert!(csv.starts_with("bucket_start,repository,branch,suite,runs,"), "{csv}");
-    assert_eq!(csv.lines().count(), daily.len() + 1);
-    let ipc = http
-        .get(format!("{base}/api/v1/trends"))
-        .query(&range)
-        .query(&[("interval", "daily")])
+    assert_eq!(csv.lines().count(), run.daily.len() + 1);
+    let ipc = run
+        .request("/api/v1/trends", vec![("interval", "daily".into())])
         .header("accept", "application/vnd.apache.arrow.stream")
         .send()
         .await
@@ -339,31 +442,28 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
     let runs: i64 = reader
         .map(|b| b.unwrap().column_by_name("runs").unwrap().as_primitive::<Int64Type>().iter().flatten().sum::<i64>())
         .sum();
-    assert_eq!(runs, valid);
+    assert_eq!(runs, run.valid());
+}
 
-    // Flaky scores: every test's numbers equal the model's over the snapshot's window.
-    let scored_events = events.iter().filter(|e| e.status != testlake_schemas::Status::Skipped).count() as i64;
+/// The flaky snapshot as served (every state) and the model's numbers it matched.
+struct FlakySnapshot {
+    rows: Vec<Value>,
+    expected: BTreeMap<(String, String), model::FlakyNumbers>,
+}
+
+/// Once the flaky scores cover every event, every test's numbers equal the model's over the
+/// snapshot's window, and the default listing is the flaky tests ranked by score.
+async fn flaky_scores_equal_the_model(run: &Run) -> FlakySnapshot {
+    let scored_events = run.events.iter().filter(|e| e.status != testlake_schemas::Status::Skipped).count() as i64;
     let today = Utc::now().date_naive().format("%Y-%m-%d");
-    wait_for("flaky scores to cover every event", Duration::from_secs(60), || {
-        let lake = lake.clone();
-        let sql = format!(
-            "SELECT CAST(sum(executions + outage_executions) AS BIGINT) FROM flaky_scores WHERE date = '{today}'"
-        );
-        async move { count(&lake, &sql).await == scored_events }
-    })
-    .await;
-    let flaky: Value = http
-        .get(format!("{base}/api/v1/flaky"))
-        .query(&[("state", "all"), ("size", "100000")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let sql =
+        format!("SELECT CAST(sum(executions + outage_executions) AS BIGINT) FROM flaky_scores WHERE date = '{today}'");
+    run.wait_for_count("flaky scores to cover every event", Duration::from_secs(60), &sql, |n| n == scored_events)
+        .await;
+    let flaky = run.get_json_without_range("/api/v1/flaky", &[("state", "all"), ("size", "100000")]).await;
     assert_eq!(flaky["definition_version"], 1);
     let as_of: DateTime<Utc> = flaky["as_of"].as_str().unwrap().parse().unwrap();
-    let expected = model::flaky_numbers(&events, as_of - TimeDelta::days(30), as_of, 0.8);
+    let expected = model::flaky_numbers(&run.events, as_of - TimeDelta::days(30), as_of, 0.8);
     let rows = flaky["rows"].as_array().unwrap();
     assert_eq!(rows.len(), expected.len(), "one score per test");
     for row in rows {
@@ -383,34 +483,39 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
             "{row}"
         );
     }
-    let flaky_only: Value = http.get(format!("{base}/api/v1/flaky")).send().await.unwrap().json().await.unwrap();
+    let flaky_only = run.get_json_without_range("/api/v1/flaky", &[]).await;
     let scores: Vec<f64> =
         flaky_only["rows"].as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
     assert!(!scores.is_empty(), "the fleet has flaky tests: {flaky_only}");
     assert!(flaky_only["rows"].as_array().unwrap().iter().all(|r| r["state"] == "flaky"));
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked by score: {scores:?}");
+    FlakySnapshot { rows: rows.clone(), expected }
+}
 
-    // Health score per repository from the documented formula, over the model's pass rate and
-    // the snapshot's states.
-    let health: Value = get("/api/v1/health", vec![]).await.unwrap().json().await.unwrap();
+/// The health score per repository follows the documented formula, over the model's pass rate
+/// and the snapshot's states (`flaky_rows`).
+async fn health_follows_the_formula(run: &Run, flaky_rows: &[Value]) {
+    let health = run.get_json("/api/v1/health", vec![]).await;
     let health_rows = health["rows"].as_array().unwrap();
     assert_eq!(health_rows.len(), 3, "{health}");
     for row in health_rows {
         let repository = row["repository"].as_str().unwrap();
         let states: Vec<&str> =
-            rows.iter().filter(|r| r["repository"] == repository).map(|r| r["state"].as_str().unwrap()).collect();
+            flaky_rows.iter().filter(|r| r["repository"] == repository).map(|r| r["state"].as_str().unwrap()).collect();
         let share = |s: &str| states.iter().filter(|x| **x == s).count() as f64 / states.len() as f64;
-        let pass_rate = model::summary(&events, Some(repository)).pass_rate.unwrap();
+        let pass_rate = model::summary(&run.events, Some(repository)).pass_rate.unwrap();
         let want = 100.0 * (0.5 * pass_rate + 0.3 * (1.0 - share("flaky")) + 0.2 * (1.0 - share("broken")));
         assert!(model::close(row["health"].as_f64(), Some(want)), "{row} vs {want}");
         assert_eq!(row["tests"].as_u64(), Some(states.len() as u64));
     }
+}
 
-    // This day against the day before.
-    let compare: Value =
-        http.get(format!("{base}/api/v1/compare")).query(&[("days", "1")]).send().await.unwrap().json().await.unwrap();
+/// Compare: this day against the day before — runs, failures, pass rate and new failures.
+async fn compare_splits_today_from_yesterday(run: &Run) {
+    let compare = run.get_json_without_range("/api/v1/compare", &[("days", "1")]).await;
     let midnight = Utc::now().date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
-    let (today_events, yesterday_events): (Vec<TestEvent>, Vec<TestEvent>) = events
+    let (today_events, yesterday_events): (Vec<TestEvent>, Vec<TestEvent>) = run
+        .events
         .iter()
         .filter(|e| e.finished_at >= midnight - TimeDelta::days(1))
         .cloned()
@@ -434,59 +539,59 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
         failing(&today_events).into_iter().filter(|t| ran_before.contains(t) && !failed_before.contains(t)).count();
     assert_eq!(compare["new_failures"].as_u64(), Some(new_failures as u64), "{compare}");
     assert_eq!(compare["newly_flaky"], Value::Null, "no snapshot of yesterday was computed: {compare}");
+}
 
-    // Drill-down: one test's executions, newest first, exactly the produced ones.
-    let (repository, test_id) = expected.keys().next().unwrap().clone();
-    let history: Value = get(
-        "/api/v1/tests/history",
-        vec![("repository", repository.clone()), ("test_id", test_id.clone()), ("size", "100000".into())],
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+/// Drill-down: one test's executions, newest first, exactly the produced ones; without a test
+/// it is a 400.
+async fn history_lists_one_tests_executions(run: &Run, (repository, test_id): &(String, String)) {
+    let history = run
+        .get_json(
+            "/api/v1/tests/history",
+            vec![("repository", repository.clone()), ("test_id", test_id.clone()), ("size", "100000".into())],
+        )
+        .await;
     let mut want: Vec<&TestEvent> =
-        events.iter().filter(|e| e.repository == repository && e.test_id == test_id).collect();
+        run.events.iter().filter(|e| &e.repository == repository && &e.test_id == test_id).collect();
     want.sort_by_key(|e| std::cmp::Reverse((e.finished_at, e.attempt)));
     let got: Vec<&str> = history["rows"].as_array().unwrap().iter().map(|r| r["event_id"].as_str().unwrap()).collect();
     let want: Vec<String> = want.iter().map(|e| e.event_id.to_string()).collect();
     assert_eq!(got, want, "history of {test_id}");
-    let missing = http.get(format!("{base}/api/v1/tests/history")).send().await.unwrap();
+    let missing = run.http.get(run.url("/api/v1/tests/history")).send().await.unwrap();
     assert_eq!(missing.status(), 400);
+}
 
-    // Read-only SQL over the same tables, over HTTP and from the command line.
-    let sql = |body: Value| http.post(format!("{base}/api/v1/sql")).json(&body).send();
-    let answer: Value = sql(json!({"sql": "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM results"}))
+/// Read-only SQL over the same tables, over HTTP (JSON and CSV, capped rows, refused
+/// statements) and from the command line.
+async fn sql_answers_over_http_and_cli(run: &Run) {
+    let valid = run.valid();
+    let answer: Value = run
+        .sql(json!({"sql": "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM results"}))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(answer["rows"][0]["n"].as_i64(), Some(valid), "{answer}");
     assert_eq!(answer["rows"][0]["ids"].as_i64(), Some(valid), "{answer}");
     assert_eq!(answer["truncated"], false);
-    let by_date: Value = sql(json!({
-        "sql": "SELECT date, count(*) AS n FROM results GROUP BY date ORDER BY date", "max_rows": 1
-    }))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let first_date = events.iter().map(|e| e.finished_at.date_naive()).min().unwrap();
-    let on_first = events.iter().filter(|e| e.finished_at.date_naive() == first_date).count() as i64;
+    let by_date: Value = run
+        .sql(json!({
+            "sql": "SELECT date, count(*) AS n FROM results GROUP BY date ORDER BY date", "max_rows": 1
+        }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let first_date = run.events.iter().map(|e| e.finished_at.date_naive()).min().unwrap();
+    let on_first = run.events.iter().filter(|e| e.finished_at.date_naive() == first_date).count() as i64;
     assert_eq!(by_date["rows"][0]["date"], first_date.to_string(), "{by_date}");
     assert_eq!(by_date["rows"][0]["n"].as_i64(), Some(on_first), "{by_date}");
     assert_eq!((by_date["rows"].as_array().unwrap().len(), &by_date["truncated"]), (1, &json!(true)));
     for statement in ["DROP VIEW results", "COPY (SELECT 1) TO '/tmp/testlake-e2e-copy.csv'", "SELECT * FROM nowhere"] {
-        let response = sql(json!({ "sql": statement })).await.unwrap();
-        assert_eq!(response.status(), 400, "{statement}");
-        let body: Value = response.json().await.unwrap();
-        assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        assert_bad_request(run.sql(json!({ "sql": statement })).await, statement).await;
     }
-    let text = http
-        .post(format!("{base}/api/v1/sql?format=csv"))
+    let text = run
+        .http
+        .post(run.url("/api/v1/sql?format=csv"))
         .header("content-type", "text/plain")
         .body("SELECT count(*) AS n FROM rejected")
         .send()
@@ -495,16 +600,18 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
         .text()
         .await
         .unwrap();
-    assert_eq!(text, format!("n\n{bad_sent}\n"));
+    assert_eq!(text, format!("n\n{}\n", run.bad_sent));
     let cli = std::process::Command::new(testlake_tests::testlake_binary())
-        .args(["sql", "--lake", lake_dir.path().to_str().unwrap(), "--format", "csv"])
+        .args(["sql", "--lake", run.lake_dir.path().to_str().unwrap(), "--format", "csv"])
         .arg("SELECT count(*) AS n FROM results")
         .output()
         .unwrap();
     assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
     assert_eq!(String::from_utf8_lossy(&cli.stdout), format!("n\n{valid}\n"));
+}
 
-    // Bad requests are 400s with a message.
+/// Bad query parameters are 400s with a message.
+async fn bad_requests_are_400s(run: &Run) {
     for (path, extra) in [
         ("/api/v1/trends", vec![("interval", "weekly".to_owned())]),
         ("/api/v1/dashboard", vec![("from", "yesterday".to_owned())]),
@@ -514,12 +621,14 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
         ("/api/v1/flaky", vec![("sort", "name; DROP TABLE".to_owned())]),
         ("/api/v1/flaky", vec![("min_executions", "-1".to_owned())]),
     ] {
-        let response = http.get(format!("{base}{path}")).query(&extra).send().await.unwrap();
-        assert_eq!(response.status(), 400, "{path} {extra:?}");
-        let body: Value = response.json().await.unwrap();
-        assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        let response = run.http.get(run.url(path)).query(&extra).send().await.unwrap();
+        assert_bad_request(response, &format!("{path} {extra:?}")).await;
     }
+}
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running).await.expect("stack stops").unwrap().unwrap();
+/// A 400 whose JSON body carries a non-empty `error` message.
+async fn assert_bad_request(response: reqwest::Response, what: &str) {
+    assert_eq!(response.status(), 400, "{what}");
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
 }
