@@ -134,7 +134,8 @@ pub fn trends_sql(interval: Interval, table: &str, matches: &str) -> String {
 /// Puts a query result into the documented trends schema, matching columns by name: a column
 /// the schema names that the query did not produce, or produced with another type, is an error
 /// (never a silent cast). The only conversions are the ones that change a column's encoding and
-/// not its values: string views (how `results` is read) to strings, and nullability.
+/// not its values: string views (how `results` is read) to strings, a timestamp's unit within
+/// one time zone (`date_bin` answers in nanoseconds), and nullability.
 fn conform(batch: &RecordBatch) -> Result<RecordBatch> {
     conform_to(&trends_schema(), batch)
 }
@@ -151,6 +152,10 @@ pub(crate) fn conform_to(schema: &SchemaRef, batch: &RecordBatch) -> Result<Reco
             match (column.data_type(), field.data_type()) {
                 (found, wanted) if found == wanted => Ok(Arc::clone(column)),
                 (DataType::Utf8View | DataType::LargeUtf8, DataType::Utf8) => Ok(cast(column, field.data_type())?),
+                // `date_bin` answers in nanoseconds; bucket starts are whole hours, exact in µs.
+                (DataType::Timestamp(_, found), DataType::Timestamp(_, wanted)) if found == wanted => {
+                    Ok(cast(column, field.data_type())?)
+                }
                 (found, wanted) => Err(mismatch(format!(
                     "the trends query produced `{}` as {found}, the schema says {wanted}",
                     field.name()

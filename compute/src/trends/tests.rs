@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringViewArray};
+use arrow::array::{ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringViewArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
 use super::conform_to;
@@ -60,4 +60,22 @@ fn a_missing_or_mistyped_column_is_an_error_not_a_cast() {
     .unwrap_err()
     .to_string();
     assert!(mistyped.contains("`pass_rate` as Int64") && mistyped.contains("Float64"), "{mistyped}");
+}
+
+#[test]
+fn timestamps_change_unit_only_within_their_time_zone() {
+    use arrow::array::TimestampNanosecondArray;
+    use arrow::datatypes::TimeUnit;
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "bucket_start",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    )]));
+    let hour = 3_600_000_000_000i64;
+    let utc: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![hour]).with_timezone("UTC"));
+    let got = conform_to(&schema, &batch(vec![("bucket_start", utc)])).unwrap();
+    let micros = got.column(0).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    assert_eq!(micros.value(0), 3_600_000_000);
+    let naive: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![hour]));
+    assert!(conform_to(&schema, &batch(vec![("bucket_start", naive)])).is_err(), "no time zone is not UTC");
 }
