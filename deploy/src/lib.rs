@@ -6,4 +6,5 @@ pub mod junit;
 pub mod kafka;
 pub mod probes;
 pub mod produce;
+pub mod shutdown;
 pub mod stack;

@@ -1,8 +1,10 @@
 //! The all-in-one process: ingest, compute and the query service in one runtime, connected by
 //! in-process landed-partition notices (and, given a publisher, forwarding them to Kafka).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use testlake_compute::ComputeConfig;
@@ -11,8 +13,9 @@ use testlake_ingest::{CompactConfig, Compactor, Ingest, IngestConfig, IngestMetr
 use testlake_query::{AppState, ServeConfig};
 use testlake_schemas::{Lake, Landed};
 use tokio::sync::{broadcast, oneshot};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::shutdown::{COMPUTE, DEFAULT_GRACE, INGEST, INPUT, SERVE, Stages};
 
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -24,12 +27,17 @@ pub struct StackConfig {
     pub serve: ServeConfig,
 }
 
-/// A running stack; stops when the token is cancelled or any stage fails.
+/// The lake root unless configured otherwise.
+pub const DEFAULT_LAKE: &str = "./lake";
+
+/// A running stack; stops when the token is cancelled or any stage fails: first its inputs
+/// ([`Stack::spawn_input`]), then the ingest (its last flush and commit) and compactor, then
+/// compute (its running cycle), then the query service.
 pub struct Stack {
     pub addr: SocketAddr,
     pub lake: Lake,
     pub metrics: Arc<IngestMetrics>,
-    tasks: JoinSet<Result<()>>,
+    stages: Stages,
     shutdown: CancellationToken,
 }
 
@@ -49,31 +57,30 @@ impl Stack {
         let lake = Lake::open(&config.lake)?;
         let (landed, _) = broadcast::channel::<Landed>(4096);
         let metrics = Arc::new(IngestMetrics::default());
-        let mut tasks = JoinSet::new();
+        let mut stages = Stages::new(&[INPUT, INGEST, COMPUTE, SERVE]);
         if let Some(publisher) = publisher {
             // Subscribed before any stage starts, so no notice is missed; it stops once both
-            // stages have stopped and dropped their senders.
+            // stages have stopped and dropped their senders (so compute's stop waits for it).
             let notices = landed.subscribe();
-            tasks.spawn(async move {
+            stages.spawn(COMPUTE, |_| async move {
                 notices::publish(notices, publisher).await;
                 Ok(())
             });
         }
 
         let ingest = Ingest::new(config.ingest, lake.clone(), Some(landed.clone()), Arc::clone(&metrics))?;
-        let token = shutdown.clone();
-        tasks.spawn(async move { ingest.run(token).await.context("ingest") });
-        let (compactor, token) = (Compactor::new(lake.clone(), config.compact), shutdown.clone());
-        tasks.spawn(async move {
-            compactor.run(token).await;
+        stages.spawn(INGEST, |stop| async move { Ok(ingest.run(stop).await?) });
+        let compactor = Compactor::new(lake.clone(), config.compact);
+        stages.spawn(INGEST, |stop| async move {
+            compactor.run(stop).await;
             Ok(())
         });
 
         // Compute's own notices go on the same channel: the query service hears both.
         let scheduler = testlake_compute::Scheduler::new(lake.clone(), config.compute, Some(landed.clone()));
         let compute_metrics = scheduler.metrics();
-        let (rx, token) = (landed.subscribe(), shutdown.clone());
-        tasks.spawn(async move { testlake_compute::run(scheduler, Some(rx), token).await.context("compute") });
+        let rx = landed.subscribe();
+        stages.spawn(COMPUTE, |stop| async move { Ok(testlake_compute::run(scheduler, Some(rx), stop).await?) });
 
         let render_metrics = Arc::clone(&metrics);
         let mut state = AppState::new(lake.clone(), &config.serve);
@@ -83,24 +90,33 @@ impl Stack {
         state.liveness.push(Arc::new(move || ("compute", compute_metrics.health().as_str())));
         let state = Arc::new(state);
         let (bound_tx, bound_rx) = oneshot::channel();
-        let (token, notices) = (shutdown.clone(), landed.subscribe());
-        tasks.spawn(async move {
-            testlake_query::serve(config.serve, state, Some(notices), token, Some(bound_tx)).await.context("serve")
+        let notices = landed.subscribe();
+        stages.spawn(SERVE, |stop| async move {
+            Ok(testlake_query::serve(config.serve, state, Some(notices), stop, Some(bound_tx)).await?)
         });
         let addr = bound_rx.await.context("the query service did not start")?;
-        Ok(Self { addr, lake, metrics, tasks, shutdown })
+        Ok(Self { addr, lake, metrics, stages, shutdown })
     }
 
-    /// Waits for every stage to stop; the first failure cancels the others.
-    pub async fn wait(mut self) -> Result<()> {
-        let mut first_error = None;
-        while let Some(done) = self.tasks.join_next().await {
-            let result = done.context("a stage panicked").and_then(|r| r);
-            if let Err(e) = result {
-                self.shutdown.cancel();
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+    /// Runs a task that feeds the stack (the synthetic fleet): the first to stop.
+    pub fn spawn_input<F, Fut>(&mut self, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.stages.spawn(INPUT, task);
+    }
+
+    /// Waits until the token is cancelled or a stage fails, then stops the stages in order
+    /// within [`DEFAULT_GRACE`].
+    pub async fn wait(self) -> Result<()> {
+        self.wait_within(DEFAULT_GRACE).await
+    }
+
+    /// [`Self::wait`], giving up on stopping in order after `grace` ([`GraceExpired`]).
+    ///
+    /// [`GraceExpired`]: crate::shutdown::GraceExpired
+    pub async fn wait_within(self, grace: Duration) -> Result<()> {
+        self.stages.run(self.shutdown, grace).await
     }
 }
