@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use rdkafka::producer::FutureRecord;
-use testlake_schemas::TestEvent;
 pub use report::RunContext;
+use testlake_schemas::TestEvent;
 
 mod report;
 

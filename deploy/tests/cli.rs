@@ -90,3 +90,25 @@ fn junit_names_the_malformed_file_and_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{}:3: malformed XML", report.display())), "{stderr}");
 }
+
+#[test]
+fn sigterm_stops_the_service_and_exits_cleanly() {
+    use std::io::{BufRead, BufReader};
+
+    let lake = tempfile::tempdir().unwrap();
+    let mut child = testlake()
+        .args(["serve", "--lake", lake.path().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map(Result::unwrap);
+    assert!(lines.by_ref().any(|line| line.contains("serving")), "the service did not start");
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let rest: Vec<String> = lines.collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {rest:#?}");
+    let said = |what: &str| rest.iter().position(|l| l.contains(what) && l.contains("serve"));
+    assert!(said("stopping") < said("stopped") && said("stopping").is_some(), "{rest:#?}");
+}

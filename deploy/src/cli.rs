@@ -1,0 +1,468 @@
+//! The command line: a struct of flags per subcommand, made of groups (`*Args`) that each turn
+//! into a library's configuration. Every default is the library's own (its `Default`), so the
+//! binary cannot keep an old value when a library's changes; `cli/tests.rs` checks that `testlake
+//! all` without flags builds exactly the libraries' defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use testlake::fleet::FleetConfig;
+use testlake::stack::{DEFAULT_LAKE, StackConfig};
+use testlake_compute::ComputeConfig;
+use testlake_compute::flaky::FlakyConfig;
+use testlake_ingest::{CompactConfig, FlushPolicy, IngestConfig};
+use testlake_query::ServeConfig;
+use testlake_query::live::AlertConfig;
+use testlake_query::sql::SqlLimits;
+
+#[derive(Parser)]
+#[command(name = "testlake", version, about = "CI test analytics: Kafka → Parquet lake → trends → HTTP")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once at start: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum Command {
+    /// Consume test events from Kafka into the lake's `results` table.
+    Ingest(IngestCommand),
+    /// Compact closed hours of `results` into few large files (the ingest and all-in-one
+    /// processes also do it every --compact-every).
+    Compact(CompactCommand),
+    /// Materialize the trend tables, once or periodically.
+    Compute(ComputeCommand),
+    /// Serve the HTTP API (with --brokers: cached, invalidated and pushed by landed notices).
+    Serve(ServeCommand),
+    /// Ingest, compute and serve in one process (a single machine).
+    All(AllCommand),
+    /// Run one read-only SQL statement over the lake's tables (the same tables and rules as
+    /// `POST /api/v1/sql`). Reads the statement from stdin when none is given.
+    Sql(SqlCommand),
+    /// Convert JUnit XML reports into events (every retry attempt its own event) and produce them.
+    Junit(JunitCommand),
+    /// Produce events to the topic from a JSON-lines file or the synthetic CI fleet.
+    Produce(ProduceCommand),
+}
+
+#[derive(Args)]
+pub struct IngestCommand {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    #[command(flatten)]
+    pub compact: CompactArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+#[derive(Args)]
+pub struct CompactCommand {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub compact: CompactArgs,
+    /// One pass, then exit (default: a pass every --compact-every until stopped).
+    #[arg(long)]
+    pub once: bool,
+    /// Test hook: abort the process the n-th time a compaction step is reached.
+    #[arg(long, env = "TESTLAKE_CRASH_AT", hide = true)]
+    pub crash_at: Option<String>,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+#[derive(Args)]
+pub struct ComputeCommand {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub notices: NoticeArgs,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Recompute every date once and exit.
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+    #[command(subcommand)]
+    pub action: Option<ComputeAction>,
+}
+
+#[derive(Subcommand)]
+pub enum ComputeAction {
+    /// Recompute trends and flaky snapshots for every date in [--from, --to], with a progress bar.
+    Backfill {
+        /// First date, YYYY-MM-DD.
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last date, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        to: chrono::NaiveDate,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub notices: NoticeArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+/// The ingest's flags (its stage of the stack) and those of compute and the service.
+#[derive(Args)]
+pub struct AllCommand {
+    #[command(flatten)]
+    pub ingest: IngestCommand,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Also run the synthetic CI fleet in-process at this many events per second (0: off).
+    #[arg(long, env = "TESTLAKE_FLEET_RATE", default_value_t = 0)]
+    pub fleet_rate: u64,
+}
+
+impl AllCommand {
+    /// The stack these flags describe.
+    pub fn config(&self) -> StackConfig {
+        let IngestCommand { kafka, lake, ingest, compact, .. } = &self.ingest;
+        StackConfig {
+            lake: lake.lake.clone(),
+            ingest: ingest.config(kafka),
+            compact: compact.config(),
+            compute: self.compute.config(),
+            serve: self.serve.config(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SqlCommand {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// The statement, e.g. "SELECT repository, count(*) FROM results GROUP BY 1".
+    pub statement: Option<String>,
+    /// table (aligned text), csv or json (one object per line).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// At most this many rows.
+    #[arg(long, default_value_t = SqlLimits::default().max_rows)]
+    pub max_rows: usize,
+    /// Stop the statement after this long (longer than the HTTP API's limit: this is a batch tool).
+    #[arg(long, default_value = "5min")]
+    pub timeout: humantime::Duration,
+}
+
+impl SqlCommand {
+    pub fn limits(&self) -> SqlLimits {
+        SqlLimits { timeout: *self.timeout, max_rows: self.max_rows, ..SqlLimits::default() }
+    }
+}
+
+#[derive(Args)]
+pub struct JunitCommand {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// JUnit XML report files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Repository (default: from the CI environment, e.g. GITHUB_REPOSITORY).
+    #[arg(long)]
+    pub repository: Option<String>,
+    /// Branch (default: from the CI environment).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Commit SHA (default: from the CI environment).
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// CI pipeline run id (default: from the CI environment).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// CI job or shard inside the run (default: from the CI environment).
+    #[arg(long)]
+    pub job_id: Option<String>,
+    /// Print the events as JSON lines instead of producing them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct ProduceCommand {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// A JSON-lines file, one message per line, sent as is.
+    #[arg(long, conflicts_with = "synthetic")]
+    pub file: Option<PathBuf>,
+    /// Produce runs of the synthetic CI fleet.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Messages per second (0: as fast as the broker takes them).
+    #[arg(long, default_value_t = 100)]
+    pub rate: u64,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Number of repositories in the synthetic fleet.
+    #[arg(long, default_value_t = FleetConfig::default().repositories)]
+    pub repositories: usize,
+    /// Seed of the synthetic fleet.
+    #[arg(long, default_value_t = FleetConfig::default().seed)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+impl ProduceCommand {
+    /// The synthetic fleet these flags describe.
+    pub fn fleet(&self) -> FleetConfig {
+        FleetConfig { repositories: self.repositories, seed: self.seed, ..FleetConfig::default() }
+    }
+}
+
+#[derive(Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "TESTLAKE_BROKERS", default_value_t = IngestConfig::default().brokers)]
+    pub brokers: String,
+    /// Topic of test events.
+    #[arg(long, env = "TESTLAKE_TOPIC", default_value_t = IngestConfig::default().topic)]
+    pub topic: String,
+    /// Topic the ingest announces landed partitions on, for other processes ("" to disable).
+    #[arg(long, env = "TESTLAKE_LANDED_TOPIC", default_value = testlake_ingest::notices::DEFAULT_TOPIC)]
+    pub landed_topic: String,
+}
+
+impl KafkaArgs {
+    /// The topic to announce landed partitions on, unless disabled.
+    pub fn landed_topic(&self) -> Option<&str> {
+        Some(self.landed_topic.as_str()).filter(|t| !t.is_empty())
+    }
+}
+
+#[derive(Args)]
+pub struct NoticeArgs {
+    /// Kafka bootstrap servers to follow landed-partition notices from (none: scan the lake only).
+    #[arg(long, env = "TESTLAKE_BROKERS")]
+    pub brokers: Option<String>,
+    /// Topic of landed-partition notices.
+    #[arg(long, env = "TESTLAKE_LANDED_TOPIC", default_value = testlake_ingest::notices::DEFAULT_TOPIC)]
+    pub landed_topic: String,
+}
+
+impl NoticeArgs {
+    /// Brokers and topic of the notices, unless there are no brokers or the topic is disabled.
+    pub fn topic(&self) -> Option<(&str, &str)> {
+        let brokers = self.brokers.as_deref()?;
+        Some((brokers, self.landed_topic.as_str())).filter(|(_, topic)| !topic.is_empty())
+    }
+}
+
+#[derive(Args)]
+pub struct LakeArgs {
+    /// Lake root: a path, file:///…, or s3://… .
+    #[arg(long, env = "TESTLAKE_LAKE", default_value = DEFAULT_LAKE)]
+    pub lake: String,
+}
+
+#[derive(Args)]
+pub struct ShutdownArgs {
+    /// How long stopping may take (inputs, then the ingest's last flush and commit, compute's
+    /// running cycle, then the service) before the process exits anyway, naming what was still
+    /// running. Longer loses less work to a kill; shorter stops sooner.
+    #[arg(long, env = "TESTLAKE_SHUTDOWN_GRACE", default_value_t = testlake::shutdown::DEFAULT_GRACE.into())]
+    pub shutdown_grace: humantime::Duration,
+}
+
+#[derive(Args)]
+pub struct CompactArgs {
+    /// Time between compaction passes over closed hours ("0s": no compaction in this process).
+    #[arg(long, env = "TESTLAKE_COMPACT_EVERY", default_value_t = CompactConfig::default().every.into())]
+    pub compact_every: humantime::Duration,
+    /// An hour is compacted once it ended this long ago.
+    #[arg(long, env = "TESTLAKE_COMPACT_CLOSED_AFTER", default_value_t = CompactConfig::default().closed_after.into())]
+    pub compact_closed_after: humantime::Duration,
+    /// Rows per compacted file at most; files this large are left alone.
+    #[arg(long, env = "TESTLAKE_COMPACT_ROWS", default_value_t = CompactConfig::default().target_rows)]
+    pub compact_rows: u64,
+    /// Replaced files are deleted this long after their compaction commits (readers listing
+    /// folders see the hour twice meanwhile; statements following the log finish first).
+    #[arg(long, env = "TESTLAKE_COMPACT_GRACE", default_value_t = CompactConfig::default().grace.into())]
+    pub compact_grace: humantime::Duration,
+    /// A compaction left undecided this long is taken for a crashed compactor's and aborted.
+    #[arg(long, env = "TESTLAKE_COMPACT_STALE_AFTER", default_value_t = CompactConfig::default().stale_after.into())]
+    pub compact_stale_after: humantime::Duration,
+}
+
+impl CompactArgs {
+    pub fn config(&self) -> CompactConfig {
+        CompactConfig {
+            every: *self.compact_every,
+            closed_after: *self.compact_closed_after,
+            target_rows: self.compact_rows.max(1),
+            grace: *self.compact_grace,
+            stale_after: *self.compact_stale_after,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// Consumer group; members of one group share the topic's partitions.
+    #[arg(long, env = "TESTLAKE_GROUP", default_value_t = IngestConfig::default().group_id)]
+    pub group: String,
+    /// Flush a partition's buffer at this many rows (bigger files, more memory).
+    #[arg(long, env = "TESTLAKE_FLUSH_ROWS", default_value_t = FlushPolicy::default().max_rows)]
+    pub flush_rows: usize,
+    /// Flush a partition's buffer at this many input bytes.
+    #[arg(long, env = "TESTLAKE_FLUSH_BYTES", default_value_t = FlushPolicy::default().max_bytes)]
+    pub flush_bytes: usize,
+    /// Flush a partition's buffer when its oldest row is this old (freshness vs. file count).
+    #[arg(long, env = "TESTLAKE_FLUSH_AGE", default_value_t = FlushPolicy::default().max_age.into())]
+    pub flush_age: humantime::Duration,
+    /// Extra librdkafka consumer property, KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
+    #[arg(long = "kafka-property", value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// Input bytes buffered over all partitions before the largest buffer is flushed early:
+    /// the ingest's memory bound.
+    #[arg(long, env = "TESTLAKE_BUFFER_BYTES", default_value_t = FlushPolicy::default().max_total_bytes)]
+    pub buffer_bytes: usize,
+    /// Test hook: abort the process the n-th time a commit step is reached (`after_intent:3`).
+    #[arg(long, env = "TESTLAKE_CRASH_AT", hide = true)]
+    pub crash_at: Option<String>,
+}
+
+impl IngestArgs {
+    pub fn config(&self, kafka: &KafkaArgs) -> IngestConfig {
+        IngestConfig {
+            group_id: self.group.clone(),
+            flush: FlushPolicy {
+                max_rows: self.flush_rows,
+                max_bytes: self.flush_bytes,
+                max_age: *self.flush_age,
+                max_total_bytes: self.buffer_bytes,
+            },
+            crash_at: self.crash_at.clone(),
+            kafka_properties: self.kafka_properties.clone(),
+            ..IngestConfig::new(&kafka.brokers, &kafka.topic)
+        }
+    }
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    Ok((key.trim().to_owned(), value.trim().to_owned()))
+}
+
+#[derive(Args)]
+pub struct ComputeArgs {
+    /// Run the periodic cycle (notices drive recompute either way).
+    #[arg(long, env = "TESTLAKE_COMPUTE_ENABLED", default_value_t = ComputeConfig::default().enabled,
+        action = clap::ArgAction::Set)]
+    pub compute_enabled: bool,
+    /// How far back the cycle checks hourly trends.
+    #[arg(long, env = "TESTLAKE_HOURLY_LOOKBACK", default_value_t = ComputeConfig::default().hourly_lookback.into())]
+    pub hourly_lookback: humantime::Duration,
+    /// How far back the cycle checks daily trends.
+    #[arg(long, env = "TESTLAKE_DAILY_LOOKBACK", default_value_t = ComputeConfig::default().daily_lookback.into())]
+    pub daily_lookback: humantime::Duration,
+    /// At most this many dates recomputed per cycle.
+    #[arg(long, env = "TESTLAKE_COMPUTE_BATCH_SIZE", default_value_t = ComputeConfig::default().batch_size)]
+    pub compute_batch_size: usize,
+    /// Wait this long after start before the first cycle.
+    #[arg(long, env = "TESTLAKE_COMPUTE_STARTUP_DELAY", default_value_t = ComputeConfig::default().startup_delay.into())]
+    pub compute_startup_delay: humantime::Duration,
+    /// Serve /healthz and /metrics of a standalone compute process here.
+    #[arg(long, env = "TESTLAKE_COMPUTE_LISTEN")]
+    pub compute_listen: Option<SocketAddr>,
+    /// How long a partition lease lasts unless released (several compute processes).
+    #[arg(long, env = "TESTLAKE_LEASE_TTL", default_value_t = ComputeConfig::default().lease_ttl.into())]
+    pub lease_ttl: humantime::Duration,
+    /// How often compute scans the lake for dates whose results changed.
+    #[arg(long, env = "TESTLAKE_COMPUTE_INTERVAL", default_value_t = ComputeConfig::default().interval.into())]
+    pub compute_interval: humantime::Duration,
+    /// The shortest time between two refreshes of today's flaky scores.
+    #[arg(long, env = "TESTLAKE_FLAKY_REFRESH", default_value_t = ComputeConfig::default().flaky_refresh.into())]
+    pub flaky_refresh: humantime::Duration,
+    /// How far back flaky scores look.
+    #[arg(long, env = "TESTLAKE_FLAKY_WINDOW", default_value_t = flaky_window_default())]
+    pub flaky_window: humantime::Duration,
+    /// A flip that lifts the weighted flip rate above this marks a flake (with enough executions).
+    #[arg(long, env = "TESTLAKE_FLIP_THRESHOLD", default_value_t = FlakyConfig::default().flip_threshold)]
+    pub flip_threshold: f64,
+    /// Executions a test needs before its weighted flip rate can call it flaky.
+    #[arg(long, env = "TESTLAKE_FLAKY_MIN_EXECUTIONS", default_value_t = FlakyConfig::default().min_executions)]
+    pub flaky_min_executions: u64,
+    /// A run in which at least this share of tests failed is an outage, left out of flaky scores.
+    #[arg(long, env = "TESTLAKE_OUTAGE_SHARE", default_value_t = FlakyConfig::default().outage_failure_share)]
+    pub outage_share: f64,
+}
+
+fn flaky_window_default() -> humantime::Duration {
+    FlakyConfig::default().window.to_std().expect("the default flaky window is positive").into()
+}
+
+impl ComputeArgs {
+    pub fn config(&self) -> ComputeConfig {
+        let defaults = ComputeConfig::default();
+        ComputeConfig {
+            enabled: self.compute_enabled,
+            hourly_lookback: *self.hourly_lookback,
+            daily_lookback: *self.daily_lookback,
+            batch_size: self.compute_batch_size.max(1),
+            startup_delay: *self.compute_startup_delay,
+            lease_ttl: *self.lease_ttl,
+            interval: *self.compute_interval,
+            flaky_refresh: *self.flaky_refresh,
+            flaky: FlakyConfig {
+                // Only a window of over 292 million years does not fit.
+                window: chrono::Duration::from_std(*self.flaky_window).unwrap_or(defaults.flaky.window),
+                flip_threshold: self.flip_threshold,
+                min_executions: self.flaky_min_executions,
+                outage_failure_share: self.outage_share,
+                ..defaults.flaky.clone()
+            },
+            ..defaults
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "TESTLAKE_LISTEN", default_value_t = ServeConfig::default().listen)]
+    pub listen: SocketAddr,
+    /// Memory budget of cached answers, in bytes.
+    #[arg(long, env = "TESTLAKE_CACHE_BYTES", default_value_t = ServeConfig::default().cache_bytes)]
+    pub cache_bytes: u64,
+    /// Push an alert when a repository's pass rate today drops below this (0: no alerts).
+    #[arg(long, env = "TESTLAKE_ALERT_PASS_RATE",
+        default_value_t = AlertConfig::default().pass_rate_below.unwrap_or(0.0))]
+    pub alert_pass_rate: f64,
+    /// Require this bearer token on /api/* (probes stay open). Prefer the environment variable.
+    #[arg(long, env = "TESTLAKE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> ServeConfig {
+        let mut config = ServeConfig::new(self.listen);
+        config.cache_bytes = self.cache_bytes;
+        config.alerts.pass_rate_below = Some(self.alert_pass_rate).filter(|r| *r > 0.0);
+        config.auth_token = self.api_token.clone().filter(|t| !t.is_empty());
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,30 @@
+//! `testlake ingest`: Kafka → the lake, compacting closed hours on the side.
+
+use anyhow::Result;
+use testlake::shutdown::{INGEST, Stages};
+use testlake_ingest::{Compactor, Ingest};
+use testlake_schemas::Lake;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::IngestCommand;
+
+pub async fn run(command: IngestCommand, shutdown: CancellationToken) -> Result<()> {
+    let IngestCommand { kafka, lake, ingest, compact, shutdown: grace } = command;
+    let lake = Lake::open(&lake.lake)?;
+    let (landed, notices) = kafka.landed_topic().map(|_| broadcast::channel(4096)).unzip();
+    // A bad configuration is reported before the broker is asked anything.
+    let ingest = Ingest::new(ingest.config(&kafka), lake.clone(), landed, Default::default())?;
+    let mut stages = Stages::new(&[INGEST]);
+    if let (Some(topic), Some(notices)) = (kafka.landed_topic(), notices) {
+        let publisher = super::notice_publisher(&kafka.brokers, topic).await?;
+        super::forward_notices(&mut stages, INGEST, notices, publisher);
+    }
+    stages.spawn(INGEST, |stop| async move { Ok(ingest.run(stop).await?) });
+    let compactor = Compactor::new(lake, compact.config());
+    stages.spawn(INGEST, |stop| async move {
+        compactor.run(stop).await;
+        Ok(())
+    });
+    stages.run(shutdown, *grace.shutdown_grace).await
+}
