@@ -445,7 +445,7 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => break,
             notice = recv(&mut landed) => match notice {
-                Ok(notice) if notice.table == Table::Results.name() => {
+                Ok(notice) if notice.table == Table::Results => {
                     let entry = dirty.entry(notice.date).or_insert_with(|| Some(BTreeSet::new()));
                     match (entry.as_mut(), notice.repositories) {
                         (Some(known), Some(repositories)) => known.extend(repositories),

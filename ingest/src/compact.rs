@@ -311,7 +311,7 @@ impl Compactor {
             groups.iter().enumerate().map(|(n, group)| merged_entry(hour, seq, n, group)).collect();
         let intent = CompactionIntent {
             seq,
-            table: Table::Results.name().to_owned(),
+            table: Table::Results,
             date: hour.date,
             hour: hour.hour,
             writer: self.writer.clone(),
@@ -464,7 +464,7 @@ fn merged_entry(hour: HourPartition, seq: u64, n: usize, group: &[EntryFile]) ->
             file: CompactedFileName { seq, n: u32::try_from(n).unwrap_or(u32::MAX) },
         }
         .to_string(),
-        table: Table::Results.name().to_owned(),
+        table: Table::Results,
         date: hour.date,
         hour: hour.hour,
         rows: group.iter().map(|f| f.rows).sum(),
@@ -482,7 +482,7 @@ mod tests {
     fn file(name: &str, rows: u64) -> EntryFile {
         EntryFile {
             path: format!("results/date=2026-11-27/hour=04/{name}"),
-            table: "results".into(),
+            table: Table::Results,
             date: chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(),
             hour: 4,
             rows,

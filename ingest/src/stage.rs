@@ -27,7 +27,7 @@ pub fn stage_file(file: &PendingFile) -> Result<StagedFile, WriteError> {
     let bytes = files::encode_parquet(&sorted, &path)?;
     let entry = EntryFile {
         path,
-        table: file.path.table.name().to_owned(),
+        table: file.path.table,
         date: file.path.partition.date,
         hour: file.path.partition.hour,
         rows: file.batch.num_rows() as u64,

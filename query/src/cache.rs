@@ -55,7 +55,7 @@ impl Coverage {
     }
 
     pub fn covers(&self, notice: &Landed) -> bool {
-        self.parts.iter().any(|(t, d)| t.name() == notice.table && d.as_ref().is_none_or(|d| d.contains(&notice.date)))
+        self.parts.iter().any(|(t, d)| *t == notice.table && d.as_ref().is_none_or(|d| d.contains(&notice.date)))
             && self.repository.as_deref().is_none_or(|r| notice.concerns(r))
     }
 }
@@ -239,7 +239,7 @@ impl AnswerCache {
         // Only what matching needs: the file list can be long.
         let notice = Landed { files: Vec::new(), ..notice.clone() };
         self.log(Some(notice.clone()));
-        *self.stats.invalidations.lock().expect("stats lock").entry(notice.table.clone()).or_default() += 1;
+        *self.stats.invalidations.lock().expect("stats lock").entry(notice.table.name().to_owned()).or_default() += 1;
         let covered = self.cache.iter().filter(|(_, a)| a.coverage.covers(&notice)).count() as u64;
         self.stats.invalidated_answers.fetch_add(covered, Ordering::Relaxed);
         // Entries inserted from now on carry a newer epoch, or are caught by `is_stale`.

@@ -50,7 +50,7 @@ pub struct EntryFile {
     /// Path relative to the lake root.
     pub path: String,
     /// Table the file belongs to (`results`, `rejected`).
-    pub table: String,
+    pub table: crate::Table,
     pub date: NaiveDate,
     pub hour: u8,
     pub rows: u64,
@@ -83,7 +83,7 @@ pub struct Intent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompactionIntent {
     pub seq: u64,
-    pub table: String,
+    pub table: crate::Table,
     pub date: NaiveDate,
     pub hour: u8,
     /// Identity of the compactor (one per process).
@@ -221,7 +221,7 @@ impl CommittedFiles {
     }
 
     fn add(&mut self, file: EntryFile) {
-        if file.table == crate::Table::Results.name() && !self.superseded.contains(&file.path) {
+        if file.table == crate::Table::Results && !self.superseded.contains(&file.path) {
             self.results.entry(file.date).or_default().insert(file.path.clone(), file);
         }
     }

@@ -9,8 +9,7 @@ use crate::paths::{HourPartition, Table};
 /// One table partition that received new files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Landed {
-    /// `results`, `rejected`, `trends_hourly`, …
-    pub table: String,
+    pub table: Table,
     /// The hour partition (for date-partitioned tables, hour 00 of the date).
     pub date: chrono::NaiveDate,
     pub hour: u8,
@@ -32,7 +31,7 @@ pub const MAX_LISTED_REPOSITORIES: usize = 64;
 impl Landed {
     pub fn new(table: Table, partition: HourPartition, files: Vec<String>, rows: u64) -> Self {
         Self {
-            table: table.name().to_owned(),
+            table,
             date: partition.date,
             hour: partition.hour,
             files,

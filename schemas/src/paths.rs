@@ -18,8 +18,10 @@ use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 
-/// The tables of the lake, each a folder under the lake root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The tables of the lake, each a folder under the lake root. In notices and log entries a table
+/// is written as its name (`"results"`, `"trends_hourly"`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Table {
     /// One row per valid test execution, partitioned by `finished_at` hour.
     Results,

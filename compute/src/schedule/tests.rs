@@ -42,7 +42,7 @@ async fn a_date_holding_only_compacted_files_is_computed() {
     let bytes = encode_parquet(&rows.finish().unwrap(), "x").unwrap();
     let entry_file = |path: String| EntryFile {
         path,
-        table: Table::Results.name().into(),
+        table: Table::Results,
         date: hour.date,
         hour: hour.hour,
         rows: 7,
@@ -75,7 +75,7 @@ async fn a_date_holding_only_compacted_files_is_computed() {
     put_create(&lake, &output.path, bytes).await.unwrap();
     let compaction = CompactionIntent {
         seq: 0,
-        table: Table::Results.name().into(),
+        table: Table::Results,
         date: hour.date,
         hour: hour.hour,
         writer: "c".into(),

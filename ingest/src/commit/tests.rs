@@ -1,11 +1,12 @@
 use super::*;
 use chrono::NaiveDate;
+use testlake_schemas::Table;
 
 fn staged(path: &str) -> StagedFile {
     StagedFile {
         entry: EntryFile {
             path: path.to_owned(),
-            table: "results".into(),
+            table: Table::Results,
             date: NaiveDate::from_ymd_opt(2026, 11, 27).unwrap(),
             hour: 4,
             rows: 1,
@@ -90,7 +91,7 @@ fn crash_specs_parse() {
 
 #[tokio::test]
 async fn a_fenced_writers_cleanup_never_touches_the_new_owners_files() {
-    use testlake_schemas::{DataFileName, DataFilePath, HourPartition, Table};
+    use testlake_schemas::{DataFileName, DataFilePath, HourPartition};
     let name = |entry| {
         DataFilePath {
             table: Table::Results,

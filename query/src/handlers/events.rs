@@ -45,7 +45,7 @@ pub fn follow(state: Arc<AppState>, mut notices: broadcast::Receiver<Landed>, sh
                 Ok(notice) => {
                     debug!(table = %notice.table, date = %notice.date, "invalidating");
                     state.cache.invalidate(&notice);
-                    let daily = notice.table == Table::TrendsDaily.name() && notice.date == Utc::now().date_naive();
+                    let daily = notice.table == Table::TrendsDaily && notice.date == Utc::now().date_naive();
                     let date = notice.date;
                     let _ = state.live.send(LiveEvent::Update(notice));
                     if daily {
@@ -124,7 +124,7 @@ pub async fn events(
         loop {
             let event = match rx.recv().await {
                 Ok(LiveEvent::Update(notice)) => {
-                    if tables.as_ref().is_some_and(|t| !t.contains(&notice.table)) {
+                    if tables.as_ref().is_some_and(|t| !t.iter().any(|name| name == notice.table.name())) {
                         continue;
                     }
                     Event::default().event("update").data(serde_json::to_string(&notice).expect("json"))

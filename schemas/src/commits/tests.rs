@@ -17,7 +17,7 @@ async fn entry(lake: &crate::Lake, p: i32, seq: u64, date: NaiveDate, outcome: O
     let at = DateTime::<Utc>::UNIX_EPOCH;
     let file = EntryFile {
         path: format!("results/date={date}/hour=00/p{p}-{seq}.parquet"),
-        table: "results".into(),
+        table: crate::Table::Results,
         date,
         hour: 0,
         rows: 1,
@@ -50,7 +50,7 @@ async fn compaction(lake: &crate::Lake, seq: u64, inputs: &[&str], outputs: &[&s
     let date = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
     let file = |name: &&str| EntryFile {
         path: format!("results/date={date}/hour=00/{name}.parquet"),
-        table: "results".into(),
+        table: crate::Table::Results,
         date,
         hour: 0,
         rows: 1,
@@ -61,7 +61,7 @@ async fn compaction(lake: &crate::Lake, seq: u64, inputs: &[&str], outputs: &[&s
     let at = DateTime::<Utc>::UNIX_EPOCH;
     let intent = CompactionIntent {
         seq,
-        table: "results".into(),
+        table: crate::Table::Results,
         date,
         hour: 0,
         writer: "c".into(),
