@@ -18,7 +18,7 @@ use testlake::fleet::{Fleet, FleetConfig};
 use testlake_benches::report;
 use testlake_ingest::compact::{CompactConfig, Compactor};
 use testlake_ingest::crash::Crasher;
-use testlake_schemas::commits::CommittedFiles;
+use testlake_schemas::log_reader::CommittedFiles;
 use testlake_schemas::{HourPartition, Lake, Table, TestEvent};
 
 /// Resets this process's peak RSS (Linux `clear_refs`), so the next reading is the peak since.

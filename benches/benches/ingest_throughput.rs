@@ -27,9 +27,9 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use testlake::fleet::{Fleet, FleetConfig};
 use testlake_benches::report;
 use testlake_ingest::IngestConfig;
-use testlake_ingest::commit::PartitionLog;
+use testlake_ingest::log_writer::PartitionLog;
 use testlake_schemas::Lake;
-use testlake_schemas::commits::CommittedFiles;
+use testlake_schemas::log_reader::CommittedFiles;
 use testlake_tests::{Broker, unique_topic};
 
 const PARTITIONS: i32 = 4;

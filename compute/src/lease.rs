@@ -71,16 +71,17 @@ impl Leases {
             .map(|lease| lease.generation)
             .max();
         if let Some(generation) = newest {
-            let record: Record = match testlake_schemas::commits::read_entry(&self.lake, &path(key, generation)).await {
-                Ok(record) => record,
-                // Superseded and cleaned up since the listing: someone else moved on.
-                Err(testlake_schemas::commits::LogReadError::Store { source, .. })
-                    if matches!(*source, object_store::Error::NotFound { .. }) =>
-                {
-                    return Ok(None);
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let record: Record =
+                match testlake_schemas::log_reader::read_entry(&self.lake, &path(key, generation)).await {
+                    Ok(record) => record,
+                    // Superseded and cleaned up since the listing: someone else moved on.
+                    Err(testlake_schemas::log_reader::LogReadError::Store { source, .. })
+                        if matches!(*source, object_store::Error::NotFound { .. }) =>
+                    {
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             let now = Utc::now();
             if !record.released && record.expires_at > now && record.owner != self.owner {
                 return Ok(None);

@@ -27,7 +27,7 @@ pub enum Error {
     #[error("object store: {0}")]
     Store(Box<object_store::Error>),
     #[error("reading the commit log: {0}")]
-    Log(#[from] testlake_schemas::commits::LogReadError),
+    Log(#[from] testlake_schemas::log_reader::LogReadError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

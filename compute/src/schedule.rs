@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt;
-use testlake_schemas::commits::CommittedFiles;
+use testlake_schemas::log_reader::CommittedFiles;
 use testlake_schemas::{Lake, Landed, Table};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;

@@ -4,11 +4,11 @@
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use testlake_ingest::buffer::PendingFile;
-use testlake_ingest::commit::{PartitionLog, StagedFile};
 use testlake_ingest::crash::Crasher;
+use testlake_ingest::log_writer::{PartitionLog, StagedFile};
 use testlake_ingest::stage::stage_file;
-use testlake_schemas::commits::{EntryObject, Intent, entry_path};
 use testlake_schemas::files::put_create;
+use testlake_schemas::log::{EntryObject, Intent, entry_path};
 use testlake_schemas::tables::{Lineage, ResultsBuilder};
 use testlake_schemas::{DataFileName, DataFilePath, HourPartition, Lake, Table, TestEvent};
 

@@ -25,19 +25,20 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use testlake_schemas::commits::{
-    CleanedRecord, CommittedFiles, CompactionIntent, EntryFile, EntryObject, Intent, Outcome, OutcomeRecord,
-    compaction_dir, entry_path_in,
-};
 use testlake_schemas::files::{
     Created, RESULTS_SORT, WriteError, encode_parquet, put_create, sort_batch, writer_properties,
 };
+use testlake_schemas::log::{
+    CleanedRecord, CompactionIntent, EntryFile, EntryObject, Intent, Outcome, OutcomeRecord, compaction_dir,
+    entry_path_in,
+};
+use testlake_schemas::log_reader::CommittedFiles;
 use testlake_schemas::paths::{CompactedFileName, HourFilePath};
 use testlake_schemas::{HourPartition, Lake, Table};
 use tracing::{info, warn};
 
-use crate::commit::{CommitError, create, decide_at, delete_files, list_entries, read_json};
 use crate::crash::{CrashPoint, Crasher};
+use crate::log_writer::{CommitError, create, decide_at, delete_files, list_entries, read_json};
 
 mod merge;
 
@@ -82,7 +83,7 @@ pub enum CompactError {
     #[error(transparent)]
     Commit(#[from] CommitError),
     #[error(transparent)]
-    Log(#[from] testlake_schemas::commits::LogReadError),
+    Log(#[from] testlake_schemas::log_reader::LogReadError),
     #[error(transparent)]
     Write(#[from] WriteError),
     #[error("reading {path}: {message}")]
@@ -500,8 +501,8 @@ mod tests {
     /// crashed): the file is swept once the abort is older than `stale_after`, and only once.
     #[tokio::test]
     async fn a_late_file_of_an_aborted_entry_is_swept() {
-        use crate::commit::{PartitionLog, StagedFile};
-        use testlake_schemas::commits::entry_path;
+        use crate::log_writer::{PartitionLog, StagedFile};
+        use testlake_schemas::log::entry_path;
         let lake = Lake::in_memory();
         let staged = |name: &str| StagedFile { entry: file(name, 1), bytes: bytes::Bytes::from_static(b"rows") };
         let exists = |path: String| {

@@ -1,5 +1,5 @@
 //! The run loop: a consumer-group member that buffers each owned partition, flushes it to the
-//! lake through the partition's commit log ([`crate::commit`]), and only then commits the Kafka
+//! lake through the partition's commit log ([`crate::log_writer`]), and only then commits the Kafka
 //! offset (a hint) and announces what landed.
 //!
 //! The loop only loops — a `select!` over the consumer, finished flushes, a ticker and the
@@ -17,16 +17,16 @@ use futures::stream::FuturesUnordered;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
-use testlake_schemas::commits::EntryFile;
+use testlake_schemas::log::EntryFile;
 use testlake_schemas::{Lake, Landed};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::buffer::{PendingFlush, Pushed};
-use crate::commit::PartitionLog;
 use crate::crash::{CrashPoint, Crasher};
 use crate::flush::FlushPolicy;
+use crate::log_writer::PartitionLog;
 use crate::metrics::IngestMetrics;
 use crate::ownership::{Admit, Committed, Finished, Flush, FlushDone, FlushJob, FlushSummary, Ownership};
 use crate::retry::Retry;

@@ -14,7 +14,7 @@
 use rdkafka::error::KafkaError;
 use testlake_schemas::files::WriteError;
 
-use crate::commit::CommitError;
+use crate::log_writer::CommitError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

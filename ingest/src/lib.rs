@@ -6,20 +6,20 @@
 //! no I/O, which partitions are owned, which messages are new ([`cursor`]) and when a buffer
 //! flushes ([`flush::FlushPolicy`], the memory budget). A flush is [`stage`]d — sorted zstd
 //! Parquet files named by their Kafka offsets — and made durable through the partition's
-//! [`commit`] log in the lake (the truth about which offsets landed), [`retry`]ing transient
+//! [`log_writer`] in the lake (the truth about which offsets landed), [`retry`]ing transient
 //! [`error`]s; only then is the Kafka offset committed (a hint) and a
 //! [`testlake_schemas::Landed`] notice sent, which [`notices`] forwards to Kafka. [`compact`]
 //! merges closed hours' small files. [`crash`] injects process aborts at each step of the
 //! protocol for the exactly-once tests.
 
 pub mod buffer;
-pub mod commit;
 pub mod compact;
 pub mod consumer;
 pub mod crash;
 pub mod cursor;
 pub mod error;
 pub mod flush;
+pub mod log_writer;
 pub mod metrics;
 pub mod notices;
 pub mod ownership;

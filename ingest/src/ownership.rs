@@ -23,14 +23,14 @@ use std::time::{Duration, Instant};
 
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
-use testlake_schemas::commits::EntryFile;
+use testlake_schemas::log::EntryFile;
 use tracing::{debug, info};
 
 use crate::buffer::{PartitionBuffer, PendingFlush, Pushed};
-use crate::commit::{CommitError, PartitionLog};
 use crate::cursor::Cursor;
 use crate::error::Error;
 use crate::flush::FlushPolicy;
+use crate::log_writer::{CommitError, PartitionLog};
 
 /// What the decisions need of a partition's commit log: a [`PartitionLog`], or a stub in tests.
 pub trait Log {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::commit::CommitError;
 use crate::error::{Error, Result};
+use crate::log_writer::CommitError;
 use crate::metrics::IngestMetrics;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -58,10 +58,10 @@ mod tests {
     use std::time::Instant;
 
     use testlake_schemas::Lake;
-    use testlake_schemas::commits::{EntryObject, entry_path};
+    use testlake_schemas::log::{EntryObject, entry_path};
 
     use super::*;
-    use crate::commit::{PartitionLog, create};
+    use crate::log_writer::{PartitionLog, create};
 
     /// Runs `op` until it succeeds or [`Retry::failed`] gives up, as the run loop does.
     async fn retry<T>(

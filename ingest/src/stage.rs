@@ -3,11 +3,11 @@
 //! the tests' lake builders, compute's tests and the decode bench call this very function.
 
 use testlake_schemas::Table;
-use testlake_schemas::commits::EntryFile;
 use testlake_schemas::files::{self, WriteError};
+use testlake_schemas::log::EntryFile;
 
 use crate::buffer::{PendingFile, PendingFlush};
-use crate::commit::StagedFile;
+use crate::log_writer::StagedFile;
 
 /// Sorts and encodes every file of a flush.
 pub fn stage(flush: &PendingFlush) -> Result<Vec<StagedFile>, WriteError> {

@@ -41,7 +41,7 @@ pub enum ApiError {
     #[error("{0}")]
     Shared(std::sync::Arc<ApiError>),
     #[error("reading the commit log: {0}")]
-    Log(#[from] testlake_schemas::commits::LogReadError),
+    Log(#[from] testlake_schemas::log_reader::LogReadError),
 }
 
 impl ApiError {

@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::prelude::{DataFrame, Expr, SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
 use serde_json::{Map, Value, json};
-use testlake_schemas::commits::CommittedFiles;
+use testlake_schemas::log_reader::CommittedFiles;
 use testlake_schemas::{Lake, Table};
 
 use crate::error::ApiError;

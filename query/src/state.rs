@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use testlake_schemas::Lake;
-use testlake_schemas::commits::CommittedFiles;
+use testlake_schemas::log_reader::CommittedFiles;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 

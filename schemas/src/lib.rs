@@ -5,11 +5,12 @@
 //! [`tables`], and writes them as Parquet under the hive [`paths`] of the lake. Compute reads the
 //! `results` table and writes the trend tables; query serves them.
 
-pub mod commits;
 pub mod event;
 pub mod files;
 pub mod lake;
 pub mod landed;
+pub mod log;
+pub mod log_reader;
 pub mod paths;
 pub mod tables;
 

@@ -111,7 +111,7 @@ pub async fn land_committed_chunks<'e>(
     chunks: impl IntoIterator<Item = &'e [testlake_schemas::TestEvent]>,
 ) -> i64 {
     use testlake_ingest::buffer::PendingFile;
-    use testlake_ingest::commit::PartitionLog;
+    use testlake_ingest::log_writer::PartitionLog;
     use testlake_ingest::stage::stage_file;
     use testlake_schemas::tables::{Lineage, ResultsBuilder};
     use testlake_schemas::{DataFileName, DataFilePath, HourPartition, Table};

@@ -18,7 +18,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use testlake::fleet::{Fleet, FleetConfig};
 use testlake_ingest::compact::{CompactConfig, Compactor};
 use testlake_ingest::crash::Crasher;
-use testlake_schemas::commits::CommittedFiles;
+use testlake_schemas::log_reader::CommittedFiles;
 use testlake_schemas::{HourPartition, Lake, TestEvent};
 use testlake_tests::{land_committed, landed_ids, testlake_binary};
 

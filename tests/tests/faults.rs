@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::local::LocalFileSystem;
-use testlake_ingest::commit::PartitionLog;
+use testlake_ingest::log_writer::PartitionLog;
 use testlake_ingest::{FlushPolicy, Ingest, IngestConfig, IngestMetrics};
 use testlake_schemas::Lake;
 use testlake_tests::faulty_store::{Faults, FaultyStore};

@@ -5,10 +5,10 @@ use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
-use testlake_schemas::commits::{
+use testlake_schemas::files::{encode_parquet, put_create};
+use testlake_schemas::log::{
     CompactionIntent, EntryFile, EntryObject, Intent, Outcome, OutcomeRecord, compaction_dir, entry_path, entry_path_in,
 };
-use testlake_schemas::files::{encode_parquet, put_create};
 use testlake_schemas::paths::{CompactedFileName, HourFilePath};
 use testlake_schemas::tables::{Lineage, ResultsBuilder};
 use testlake_schemas::{DataFileName, DataFilePath, HourPartition, Lake, Table, TestEvent};

@@ -1,4 +1,5 @@
 use super::*;
+use crate::log::entry_path;
 
 #[test]
 fn entry_paths_round_trip() {

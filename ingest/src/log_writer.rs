@@ -19,11 +19,11 @@ use chrono::Utc;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use testlake_schemas::Lake;
-use testlake_schemas::commits::{
-    EntryFile, EntryObject, Intent, LogReadError, Outcome, OutcomeRecord, entry_path, log_dir, parse_entry_name,
-    read_entry,
-};
 use testlake_schemas::files::{Created, WriteError, put_create};
+use testlake_schemas::log::{
+    EntryFile, EntryObject, Intent, Outcome, OutcomeRecord, entry_path, log_dir, parse_entry_name,
+};
+use testlake_schemas::log_reader::{LogReadError, read_entry};
 use tracing::{info, warn};
 
 use crate::crash::{CrashPoint, Crasher};
