@@ -20,11 +20,13 @@ pub async fn run(command: IngestCommand, shutdown: CancellationToken) -> Result<
         let publisher = super::notice_publisher(&kafka.brokers, topic).await?;
         super::forward_notices(&mut stages, INGEST, notices, publisher);
     }
-    stages.spawn(INGEST, |stop| async move { Ok(ingest.run(stop).await?) });
     let compactor = Compactor::new(lake, compact.config());
     stages.spawn(INGEST, |stop| async move {
         compactor.run(stop).await;
         Ok(())
     });
-    stages.run(shutdown, *grace.shutdown_grace).await
+    // The consume loop on this task, not a spawned one: see `Stages::run_with_foreground`.
+    stages
+        .run_with_foreground(INGEST, |stop| async move { Ok(ingest.run(stop).await?) }, shutdown, *grace.shutdown_grace)
+        .await
 }

@@ -124,3 +124,52 @@ fn a_later_stage_s_token_stops_the_earlier_ones_only() {
     let cancelled: Vec<bool> = [INPUT, INGEST, COMPUTE, SERVE].iter().map(|s| stages.token(s).is_cancelled()).collect();
     assert_eq!(cancelled, [true, true, false, false]);
 }
+
+/// A task run on the calling task (the ingest's loop) stops in its stage's turn like a spawned
+/// one, its failure stops the others, and past the grace it is named with the rest.
+#[tokio::test]
+async fn a_foreground_task_stops_in_its_stages_turn() {
+    let log = Log::default();
+    let mut stages = Stages::new(&[INPUT, INGEST, SERVE]);
+    stages.spawn(SERVE, fake(&log, "serve", Duration::ZERO));
+    stages.spawn(INGEST, fake(&log, "compactor", Duration::ZERO));
+    stages.spawn(INPUT, fake(&log, "fleet", Duration::from_millis(10)));
+    let shutdown = CancellationToken::new();
+    let cancel = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cancel.cancel();
+    });
+    let ingest = fake(&log, "ingest", Duration::from_millis(50));
+    stages.run_with_foreground(INGEST, ingest, shutdown, Duration::from_secs(10)).await.unwrap();
+    let mut log = entries(&log);
+    log[2..4].sort();
+    assert_eq!(
+        log,
+        [
+            "stop fleet",
+            "done fleet",
+            "stop compactor",
+            "stop ingest",
+            "done compactor",
+            "done ingest",
+            "stop serve",
+            "done serve"
+        ]
+    );
+
+    let log = Log::default();
+    let mut stages = Stages::new(&[INGEST, SERVE]);
+    stages.spawn(SERVE, fake(&log, "serve", Duration::ZERO));
+    let failing = |_| async { anyhow::bail!("broker unreachable") };
+    let err = stages.run_with_foreground(INGEST, failing, CancellationToken::new(), Duration::from_secs(10)).await;
+    assert_eq!(format!("{:#}", err.unwrap_err()), "ingest: broker unreachable");
+    assert_eq!(entries(&log), ["stop serve", "done serve"]);
+
+    let stages = Stages::new(&[INGEST]);
+    let shutdown = CancellationToken::new();
+    shutdown.cancel();
+    let stuck = |_| std::future::pending::<Result<()>>();
+    let err = stages.run_with_foreground(INGEST, stuck, shutdown, Duration::from_millis(20)).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<GraceExpired>().unwrap().pending, ["ingest"]);
+}
