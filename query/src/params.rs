@@ -1,6 +1,6 @@
 //! Request parameters shared by the endpoints, parsed and validated before any query runs.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -27,14 +27,23 @@ pub const DEFAULT_RANGE_DAYS: i64 = 7;
 /// The widest range one request may cover.
 pub const MAX_RANGE_DAYS: i64 = 3660;
 
+/// Years a `from` or `to` may name. Outside them, the date arithmetic of a range (a week
+/// before `to`, two periods of `compare`) could leave what chrono represents and panic.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
 pub fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
+    let parsed = DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| NaiveDate::parse_from_str(value, "%Y-%m-%d").map(|d| d.and_time(NaiveTime::MIN).and_utc()));
+    match parsed {
+        Ok(t) if YEARS.contains(&t.year()) => Ok(t),
+        Ok(_) => Err(ApiError::BadRequest(format!(
+            "`{name}` must lie in the years {}..={}, got {value:?}",
+            YEARS.start(),
+            YEARS.end()
+        ))),
+        Err(_) => Err(ApiError::BadRequest(format!("`{name}` must be RFC 3339 or YYYY-MM-DD, got {value:?}"))),
     }
-    if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
-    }
-    Err(ApiError::BadRequest(format!("`{name}` must be RFC 3339 or YYYY-MM-DD, got {value:?}")))
 }
 
 /// The end of the UTC hour `t` falls in.
@@ -107,7 +116,15 @@ mod tests {
         let r = f.range(now).unwrap();
         assert_eq!(r.from, Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap());
         assert_eq!(r.to, Utc.with_ymd_and_hms(2026, 11, 2, 4, 0, 0).unwrap());
-        for (from, to) in [("2026-11-02", "2026-11-01"), ("yesterday", "2026-11-01"), ("1900-01-01", "2026-01-01")] {
+        for (from, to) in [
+            ("2026-11-02", "2026-11-01"),
+            ("yesterday", "2026-11-01"),
+            ("1900-01-01", "2026-01-01"),
+            // Far outside chrono's arithmetic: a week before it panicked instead of answering 400.
+            ("2026-01-01", "-262143-01-01"),
+            ("+262142-12-31", "2026-01-01"),
+            ("0000-12-31T23:00:00Z", "2026-01-01"),
+        ] {
             let f = Filters { from: Some(from.into()), to: Some(to.into()), ..Default::default() };
             assert!(matches!(f.range(now), Err(ApiError::BadRequest(_))), "{from}..{to}");
         }

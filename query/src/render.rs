@@ -106,7 +106,8 @@ fn json(answer: &Answer, shape: Shape, rows: &RecordBatch) -> Result<Vec<u8>, Ap
     body.insert("total".into(), total.into());
     body.insert("page".into(), shape.page.into());
     body.insert("size".into(), shape.size.into());
-    let next = (shape.page.saturating_mul(shape.size) < total).then_some(shape.page + 1);
+    // `then`, not `then_some`: the last page's number may be usize::MAX.
+    let next = (shape.page.saturating_mul(shape.size) < total).then(|| shape.page + 1);
     body.insert("next_page".into(), next.into());
     let mut out = serde_json::to_vec(&body).expect("json");
     out.pop(); // reopen the object to append the rows without re-parsing them
@@ -161,4 +162,30 @@ pub fn respond(answer: &Answer, shape: Shape, headers: &HeaderMap, hit: bool) ->
         .into()
     };
     Ok((out_headers, body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The largest page number a request may name is answered (an empty page), not a panic.
+    #[test]
+    fn the_largest_page_number_is_an_empty_page() {
+        let batch = RecordBatch::try_from_iter([(
+            "n",
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let answer =
+            crate::cache::Answer::uncached(crate::cache::Loaded { head: Default::default(), batch, object: false })
+                .unwrap();
+        let view = View { format: None, page: Some(usize::MAX.to_string()), size: Some("2".into()) };
+        let shape = view.shape(&HeaderMap::new()).unwrap();
+        let body = json(&answer, shape, &page(&answer, shape)).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["rows"], serde_json::json!([]));
+        assert_eq!(body["next_page"], Value::Null);
+        assert_eq!(body["total"], 3);
+    }
 }
