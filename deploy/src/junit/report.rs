@@ -21,7 +21,9 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use uuid::Uuid;
 
-use testlake_schemas::event::{MAX_FAILURE_MESSAGE_BYTES, SCHEMA_VERSION, Status, TestEvent, default_name};
+use testlake_schemas::event::{
+    MAX_DURATION_MS, MAX_FAILURE_MESSAGE_BYTES, SCHEMA_VERSION, Status, TestEvent, default_name,
+};
 
 /// Where the events came from: what a JUnit file does not say.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -132,6 +134,19 @@ pub fn parse(file: &str, xml: &str, context: &RunContext, now: DateTime<Utc>) ->
         line: line_of(xml, reader.error_position().max(reader.buffer_position().saturating_sub(1))),
         message,
     };
+    // A `time` past what an event may hold is an error here, at its line: converted, it would
+    // overflow the timestamp arithmetic below (time="1e13" panicked).
+    let duration = |reader: &Reader<&[u8]>, e: &BytesStart<'_>| match seconds_ms(attr(e, "time")) {
+        Some(ms) if ms > MAX_DURATION_MS => Err(malformed(
+            reader,
+            format!(
+                "time=\"{}\" is over the {} s an execution may take",
+                attr(e, "time").unwrap_or_default(),
+                MAX_DURATION_MS / 1000.0
+            ),
+        )),
+        ms => Ok(ms),
+    };
     loop {
         let event = reader.read_event().map_err(|e| malformed(&reader, e.to_string()))?;
         let empty = matches!(event, Event::Empty(_));
@@ -152,7 +167,7 @@ pub fn parse(file: &str, xml: &str, context: &RunContext, now: DateTime<Utc>) ->
                     let c = Case {
                         classname: attr(e, "classname").filter(|c| !c.is_empty()),
                         name: attr(e, "name").unwrap_or_default(),
-                        time_ms: seconds_ms(attr(e, "time")).unwrap_or(0.0),
+                        time_ms: duration(&reader, e)?.unwrap_or(0.0),
                         ..Case::default()
                     };
                     cases += 1;
@@ -171,7 +186,7 @@ pub fn parse(file: &str, xml: &str, context: &RunContext, now: DateTime<Utc>) ->
                         _ => Status::Failed,
                     };
                     let message = attr(e, "message").unwrap_or_default();
-                    let time = seconds_ms(attr(e, "time"));
+                    let time = duration(&reader, e)?;
                     let target = match child {
                         b"flakyFailure" | b"flakyError" => {
                             c.flaky.push((status, message, time));

@@ -163,3 +163,15 @@ fn malformed_reports_name_the_file_and_line() {
     assert!(matches!(parse("t.xml", truncated, &ctx(), now()), Err(JunitError::Malformed { .. })));
     assert_eq!(parse("e.xml", "<testsuites/>", &ctx(), now()), Err(JunitError::Empty { file: "e.xml".into() }));
 }
+
+/// A duration no execution can have is an error naming the file and line, not a panic.
+#[test]
+fn an_impossible_time_is_an_error_at_its_line() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
+    let xml = "<testsuite name=\"s\" timestamp=\"2026-11-27T10:00:00\">\n<testcase classname=\"c\" name=\"ok\" time=\"1\"/>\n<testcase classname=\"c\" name=\"t\" time=\"1e13\"/>\n</testsuite>";
+    let err = parse("report.xml", xml, &ctx(), now).unwrap_err().to_string();
+    assert!(err.starts_with("report.xml:3: malformed XML: time=\"1e13\" is over"), "{err}");
+    let rerun = "<testsuite name=\"s\">\n<testcase classname=\"c\" name=\"t\" time=\"1\">\n<failure message=\"x\"/>\n<rerunFailure message=\"y\" time=\"1e13\"/>\n</testcase>\n</testsuite>";
+    let err = parse("report.xml", rerun, &ctx(), now).unwrap_err().to_string();
+    assert!(err.starts_with("report.xml:4: "), "{err}");
+}
