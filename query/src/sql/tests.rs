@@ -89,3 +89,15 @@ async fn a_statement_over_its_memory_is_refused() {
     assert!(matches!(error, ApiError::StatementOverMemory(_)), "{error}");
     assert!(error.to_string().contains("memory"), "{error}");
 }
+
+/// EXPLAIN and EXPLAIN ANALYZE answer their plans (a row cap above them failed as a 500).
+#[tokio::test]
+async fn explain_and_explain_analyze_answer_their_plans() {
+    let limits = SqlLimits::default();
+    let (_dir, ctx) = ctx(&limits).await;
+    for sql in ["EXPLAIN SELECT count(*) FROM results", "EXPLAIN ANALYZE SELECT count(*) FROM results"] {
+        let a = run(&ctx, sql, &limits).await.unwrap_or_else(|e| panic!("{sql}: {} {e}", e.status()));
+        assert!(a.batch.num_rows() > 0, "{sql}");
+        assert!(a.batch.column_by_name("plan").is_some(), "{sql}: {:?}", a.batch.schema());
+    }
+}
