@@ -206,20 +206,24 @@ impl fmt::Display for DataFilePath {
 impl FromStr for DataFilePath {
     type Err = PathError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || PathError::new("data file path", s);
-        let mut parts = s.splitn(4, '/');
-        let (Some(table), Some(date), Some(hour), Some(file)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(err());
-        };
-        Ok(Self { table: table.parse()?, partition: format!("{date}/{hour}").parse()?, file: file.parse()? })
+        let (table, partition, file) = split_hour_file(s, "data file path")?;
+        Ok(Self { table, partition, file: file.parse()? })
     }
 }
 
+/// `<table>/date=…/hour=…/<file name>` split into its table, hour partition and file name.
+fn split_hour_file<'a>(s: &'a str, what: &'static str) -> Result<(Table, HourPartition, &'a str), PathError> {
+    let mut parts = s.splitn(4, '/');
+    let (Some(table), Some(date), Some(hour), Some(file)) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(PathError::new(what, s));
+    };
+    Ok((table.parse()?, format!("{date}/{hour}").parse()?, file))
+}
+
 /// `compacted_<seq:020>_<n:04>.parquet`: output `n` of compaction `seq` of a table's compaction
-/// log (`n` takes more digits past 9999). Named by the log entry that writes it, so a retried compaction lands on the same names
-/// and two compactions never share one.
+/// log (`n` takes more digits past 9999). Named by the log entry that writes it, so a retried
+/// compaction lands on the same names and two compactions never share one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CompactedFileName {
     pub seq: u64,
@@ -289,18 +293,9 @@ impl FromStr for HourFilePath {
         if let Ok(path) = s.parse::<DataFilePath>() {
             return Ok(Self::Ingest(path));
         }
-        let err = || PathError::new("hour partition file path", s);
-        let mut parts = s.splitn(4, '/');
-        let (Some(table), Some(date), Some(hour), Some(file)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(err());
-        };
-        Ok(Self::Compacted {
-            table: table.parse()?,
-            partition: format!("{date}/{hour}").parse()?,
-            file: file.parse().map_err(|_| err())?,
-        })
+        let (table, partition, file) = split_hour_file(s, "hour partition file path")?;
+        let file = file.parse().map_err(|_| PathError::new("hour partition file path", s))?;
+        Ok(Self::Compacted { table, partition, file })
     }
 }
 
