@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -114,6 +114,18 @@ pub async fn measure(State(requests): State<Arc<RequestMetrics>>, request: Reque
     response
 }
 
+/// The token a request presents: `Authorization: Bearer <token>` (the scheme in any case, as
+/// RFC 7235 says), else the percent-decoded `access_token` query parameter.
+fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let from_header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, token) = v.trim_start().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    });
+    from_header.or_else(|| {
+        url::form_urlencoded::parse(query?.as_bytes()).find_map(|(k, v)| (k == "access_token").then(|| v.into_owned()))
+    })
+}
+
 /// Whether two byte strings are equal, in time independent of where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -128,16 +140,46 @@ pub async fn authorize(State(token): State<Option<Arc<str>>>, request: Request, 
     if !request.uri().path().starts_with("/api/") {
         return next.run(request).await;
     }
-    let from_header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let from_query = request.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")));
-    match from_header.or(from_query) {
+    let presented = presented_token(request.headers(), request.uri().query());
+    match presented {
         Some(presented) if same(presented.as_bytes(), token.as_bytes()) => next.run(request).await,
         Some(_) => ApiError::TokenInvalid.into_response(),
         None => ApiError::TokenMissing.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(authorization: &str) -> HeaderMap {
+        HeaderMap::from_iter([(header::AUTHORIZATION, HeaderValue::from_str(authorization).unwrap())])
+    }
+
+    /// RFC 7235: the scheme is case-insensitive.
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR  t0k "] {
+            assert_eq!(presented_token(&headers(value), None).as_deref(), Some("t0k"), "{value}");
+        }
+        assert_eq!(presented_token(&headers("Basic t0k"), None), None);
+        assert_eq!(presented_token(&headers("Bearert0k"), None), None);
+    }
+
+    /// A browser's `EventSource` URL-encodes the token it carries in the query.
+    #[test]
+    fn the_query_token_is_percent_decoded() {
+        let none = HeaderMap::new();
+        assert_eq!(presented_token(&none, Some("a=1&access_token=s%2F3+c%3Dr")).as_deref(), Some("s/3 c=r"));
+        assert_eq!(presented_token(&none, Some("access_token=plain")).as_deref(), Some("plain"));
+        assert_eq!(presented_token(&none, Some("access_token=%ZZ")).as_deref(), Some("%ZZ"));
+        assert_eq!(presented_token(&none, Some("other=1")), None);
+        assert_eq!(
+            presented_token(&headers("Bearer h"), Some("access_token=q")).as_deref(),
+            Some("h"),
+            "the header wins"
+        );
     }
 }
