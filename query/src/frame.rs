@@ -123,11 +123,39 @@ pub fn arrow_ipc(batch: &RecordBatch) -> Result<Vec<u8>, ApiError> {
     Ok(writer.into_inner()?)
 }
 
-/// The batch as CSV with a header line.
+/// The batch as CSV with a header line, every text cell (and column name) that a spreadsheet
+/// would run as a formula defused (see [`defuse`]).
 pub fn csv(batch: &RecordBatch) -> Result<Vec<u8>, ApiError> {
     let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(Vec::new());
-    writer.write(batch)?;
+    writer.write(&defused(batch)?)?;
     Ok(writer.into_inner())
+}
+
+/// A text cell as a spreadsheet may show it: one starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return gets a leading `'` (OWASP's advice on CSV injection), so that a test name or
+/// failure message such as `=HYPERLINK(…)` is shown, not run.
+pub fn defuse(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}").into() } else { text.into() }
+}
+
+/// `batch` with [`defuse`] applied to its text columns and its column names.
+fn defused(batch: &RecordBatch) -> Result<RecordBatch, ApiError> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let text = matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+        let column = if text {
+            let strings = arrow::compute::cast(column, &DataType::Utf8)?;
+            let defused: arrow::array::StringArray = strings.as_string::<i32>().iter().map(|v| v.map(defuse)).collect();
+            Arc::new(defused) as arrow::array::ArrayRef
+        } else {
+            Arc::clone(column)
+        };
+        fields.push(Field::new(defuse(field.name()), column.data_type().clone(), true));
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
 /// Rows as a JSON array of objects, nulls included.
@@ -140,4 +168,36 @@ pub fn json_rows(batch: &RecordBatch) -> Result<Vec<u8>, ApiError> {
         out.extend_from_slice(b"[]");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+
+    use super::*;
+
+    /// Test names and failure messages are written so that no spreadsheet runs them.
+    #[test]
+    fn csv_cells_that_look_like_formulas_are_defused() {
+        let names: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("=HYPERLINK(\"http://evil\",\"x\")"),
+            Some("+1"),
+            Some("-2"),
+            Some("@SUM(A1)"),
+            Some("\tx"),
+            Some("\rx"),
+            Some("plain = fine"),
+            None,
+        ]));
+        let n: ArrayRef = Arc::new(Int64Array::from(vec![-1, 2, 3, 4, 5, 6, 7, 8]));
+        let batch = RecordBatch::try_from_iter([("name", names), ("=n", n)]).unwrap();
+        let text = String::from_utf8(csv(&batch).unwrap()).unwrap();
+        let rows: Vec<&str> = text.split('\n').collect();
+        assert_eq!(rows[0], "name,'=n");
+        assert_eq!(rows[1], "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",-1", "numbers stay numbers");
+        assert_eq!(&rows[2..5], ["'+1,2", "'-2,3", "'@SUM(A1),4"]);
+        assert!(rows[5].starts_with("'\tx"), "{:?}", rows[5]);
+        assert!(text.contains("\"'\rx\""), "{text:?}");
+        assert!(text.contains("\nplain = fine,7\n,8\n"), "{text:?}");
+    }
 }
