@@ -3,13 +3,17 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::Result;
+use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use testlake_schemas::tables::{flaky_scores_schema, rejected_schema, results_schema, trends_schema};
 use testlake_schemas::{Lake, Table};
+
+use crate::dedup::Copy;
 
 /// The schema of each table's files (without the hive partition columns).
 pub fn file_schema(table: Table) -> SchemaRef {
@@ -50,16 +54,21 @@ pub fn register_files(ctx: &SessionContext, lake: &Lake, name: &str, table: Tabl
     register_files_as(ctx, lake, name, file_schema(table), files)
 }
 
-/// As [`register_files`], with every `Utf8` column of `table` read as `Utf8View`: the Parquet
-/// reader then points into each page's dictionary instead of copying every string out of it (a
-/// day's trends: about 9 % faster). For queries whose results are conformed to a schema after.
-pub fn register_files_as_views(
-    ctx: &SessionContext,
-    lake: &Lake,
-    name: &str,
-    table: Table,
-    files: &[String],
-) -> Result<()> {
+/// How `results` strings are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strings {
+    /// As `Utf8`, the files' type.
+    Utf8,
+    /// As `Utf8View`: the Parquet reader then points into each page's dictionary instead of
+    /// copying every string out of it (a day's trends: about 9 % faster). For queries whose
+    /// results are conformed to a schema after.
+    Views,
+}
+
+fn read_schema(table: Table, strings: Strings) -> SchemaRef {
+    if strings == Strings::Utf8 {
+        return file_schema(table);
+    }
     let fields: Vec<_> = file_schema(table)
         .fields()
         .iter()
@@ -68,7 +77,54 @@ pub fn register_files_as_views(
             _ => Arc::clone(f),
         })
         .collect();
-    register_files_as(ctx, lake, name, Arc::new(Schema::new(fields)), files)
+    Arc::new(Schema::new(fields))
+}
+
+/// Registers `name` as the given committed `results` files with every event counted once: the
+/// later copies of an `event_id` ([`crate::dedup`]) left out, by their Kafka coordinates. Returns
+/// those copies. When there are none — the usual case — `name` is the files themselves.
+pub async fn register_results_once(
+    ctx: &SessionContext,
+    lake: &Lake,
+    name: &str,
+    files: &[String],
+    strings: Strings,
+) -> Result<Vec<Copy>> {
+    let copies = crate::dedup::later_copies(lake, files).await?;
+    let schema = read_schema(Table::Results, strings);
+    if copies.is_empty() {
+        register_files_as(ctx, lake, name, schema, files)?;
+        return Ok(copies);
+    }
+    let all = format!("{name}_with_later_copies");
+    register_files_as(ctx, lake, &all, Arc::clone(&schema), files)?;
+    let topic_type = schema.field_with_name("kafka_topic")?.data_type().clone();
+    let later = ctx.read_batch(coordinates(&copies, &topic_type)?)?;
+    // The few later copies are the build side of the hash join; the files stream past it.
+    let once = later.join(ctx.table(&all).await?, JoinType::RightAnti, &LATER, &COORDINATES, None)?;
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, once.into_view())?;
+    Ok(copies)
+}
+
+/// The columns that identify a row of `results`: one Kafka message, landed once.
+const COORDINATES: [&str; 3] = ["kafka_topic", "kafka_partition", "kafka_offset"];
+const LATER: [&str; 3] = ["later_topic", "later_partition", "later_offset"];
+
+/// The Kafka coordinates of `copies`, under the names [`LATER`].
+fn coordinates(copies: &[Copy], topic_type: &DataType) -> Result<RecordBatch> {
+    let topics: ArrayRef = Arc::new(StringArray::from_iter_values(copies.iter().map(|c| &c.landing.kafka_topic)));
+    let columns: Vec<ArrayRef> = vec![
+        arrow::compute::cast(&topics, topic_type)?,
+        Arc::new(Int32Array::from_iter_values(copies.iter().map(|c| c.landing.kafka_partition))),
+        Arc::new(Int64Array::from_iter_values(copies.iter().map(|c| c.landing.kafka_offset))),
+    ];
+    let schema = Schema::new(vec![
+        Field::new(LATER[0], topic_type.clone(), false),
+        Field::new(LATER[1], DataType::Int32, false),
+        Field::new(LATER[2], DataType::Int64, false),
+    ]);
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 
 fn register_files_as(ctx: &SessionContext, lake: &Lake, name: &str, schema: SchemaRef, files: &[String]) -> Result<()> {

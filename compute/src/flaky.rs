@@ -25,6 +25,7 @@ use testlake_schemas::tables::flaky_scores_schema;
 use testlake_schemas::{Lake, Table};
 
 use crate::Result;
+use crate::catalog::Strings;
 
 /// Bumped whenever a definition below changes meaning; every row records the version behind it.
 pub const DEFINITION_VERSION: i32 = 1;
@@ -358,7 +359,7 @@ pub async fn compute_scores(
     if files.is_empty() {
         return out.finish();
     }
-    crate::catalog::register_files(ctx, lake, WINDOW_FILES, Table::Results, files)?;
+    crate::catalog::register_results_once(ctx, lake, WINDOW_FILES, files, Strings::Utf8).await?;
     let sql = executions_sql(WINDOW_FILES, from, to, config.outage_failure_share);
     let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
     let mut current = Current::default();

@@ -7,6 +7,7 @@
 //! [`flaky`] scores every test's flakiness over a window into `flaky_scores`.
 
 pub mod catalog;
+pub mod dedup;
 pub mod flaky;
 pub mod lease;
 pub mod metrics;

@@ -33,6 +33,7 @@ use testlake_schemas::paths::computed_file_path;
 use testlake_schemas::tables::trends_schema;
 use testlake_schemas::{Lake, Table};
 
+use crate::catalog::Strings;
 use crate::{Error, Result};
 
 /// The bucket width of a trends table.
@@ -182,7 +183,7 @@ pub async fn compute_files(
     if files.is_empty() {
         return Ok(intervals.iter().map(|_| RecordBatch::new_empty(trends_schema())).collect());
     }
-    crate::catalog::register_files_as_views(ctx, lake, DATE_FILES, Table::Results, files)?;
+    crate::catalog::register_results_once(ctx, lake, DATE_FILES, files, Strings::Views).await?;
     ctx.register_udaf(crate::percentiles::duration_percentiles());
     let matches = ctx.sql(&flaky_matches_sql(DATE_FILES)).await?;
     let schema = Arc::new(matches.schema().as_arrow().clone());

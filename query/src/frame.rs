@@ -87,19 +87,27 @@ pub async fn register_committed(
         let days = dates(range);
         days.start().iter_days().take_while(|d| d <= days.end()).flat_map(|d| committed.results_for(d)).collect()
     };
-    register_results(ctx, lake, name, &files)
+    register_results(ctx, lake, name, &files).await?;
+    Ok(())
 }
 
-/// Registers `name` as exactly these `results` files: an empty table when there are none.
-pub fn register_results(ctx: &SessionContext, lake: &Lake, name: &str, files: &[String]) -> Result<(), ApiError> {
+/// Registers `name` as exactly these `results` files, each event counted once (the later copies
+/// of an `event_id` left out: `testlake_compute::dedup`), and returns those copies. An empty
+/// table when there are no files.
+pub async fn register_results(
+    ctx: &SessionContext,
+    lake: &Lake,
+    name: &str,
+    files: &[String],
+) -> Result<Vec<testlake_compute::dedup::Copy>, ApiError> {
     if files.is_empty() {
         let empty =
             datafusion::datasource::MemTable::try_new(testlake_schemas::tables::results_schema(), vec![vec![]])?;
         ctx.register_table(name, Arc::new(empty))?;
-    } else {
-        testlake_compute::catalog::register_files(ctx, lake, name, Table::Results, files)?;
+        return Ok(Vec::new());
     }
-    Ok(())
+    let strings = testlake_compute::catalog::Strings::Utf8;
+    Ok(testlake_compute::catalog::register_results_once(ctx, lake, name, files, strings).await?)
 }
 
 /// The date of the latest `flaky_scores` snapshot, if any.

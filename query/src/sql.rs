@@ -42,6 +42,9 @@ impl Default for SqlLimits {
 /// The name the committed `results` files are registered under, behind the `results` view.
 const COMMITTED: &str = "committed_results_files";
 
+/// The later copies of events, left out of `results` (`testlake_compute::dedup::copies_batch`).
+const DUPLICATES: &str = "duplicates";
+
 /// A session with every lake table under its name, memory-limited.
 pub async fn session(
     lake: &Lake,
@@ -64,7 +67,8 @@ pub async fn session(
     }
     committed.refresh(lake).await?;
     let files: Vec<String> = committed.dates().into_iter().flat_map(|d| committed.results_for(d)).collect();
-    crate::frame::register_results(&ctx, lake, COMMITTED, &files)?;
+    let copies = crate::frame::register_results(&ctx, lake, COMMITTED, &files).await?;
+    ctx.register_batch(DUPLICATES, testlake_compute::dedup::copies_batch(&copies)?)?;
     ctx.sql(&format!(
         "CREATE VIEW results AS SELECT *, to_char(finished_at, '%Y-%m-%d') AS date, to_char(finished_at, '%H') AS hour
          FROM {COMMITTED}"
