@@ -12,9 +12,9 @@ use testlake::stack::{DEFAULT_LAKE, StackConfig};
 use testlake_compute::ComputeConfig;
 use testlake_compute::flaky::FlakyConfig;
 use testlake_ingest::{CompactConfig, FlushPolicy, IngestConfig};
-use testlake_query::ServeConfig;
 use testlake_query::live::AlertConfig;
 use testlake_query::sql::SqlLimits;
+use testlake_query::{ServeConfig, ServeLimits};
 
 #[derive(Parser)]
 #[command(name = "testlake", version, about = "CI test analytics: Kafka → Parquet lake → trends → HTTP")]
@@ -391,6 +391,11 @@ pub struct ComputeArgs {
     /// How often compute scans the lake for dates whose results changed.
     #[arg(long, env = "TESTLAKE_COMPUTE_INTERVAL", default_value_t = ComputeConfig::default().interval.into())]
     pub compute_interval: humantime::Duration,
+    /// How often every date's committed files are compared with what its trends were built from,
+    /// at any age (0s: never): the longest a lost notice leaves a date stale; each run lists the
+    /// trends tables and reads the commit log's news.
+    #[arg(long, env = "TESTLAKE_RECONCILE_INTERVAL", default_value_t = ComputeConfig::default().reconcile_interval.into())]
+    pub reconcile_interval: humantime::Duration,
     /// The shortest time between two refreshes of today's flaky scores.
     #[arg(long, env = "TESTLAKE_FLAKY_REFRESH", default_value_t = ComputeConfig::default().flaky_refresh.into())]
     pub flaky_refresh: humantime::Duration,
@@ -423,6 +428,7 @@ impl ComputeArgs {
             startup_delay: *self.compute_startup_delay,
             lease_ttl: *self.lease_ttl,
             interval: *self.compute_interval,
+            reconcile_interval: *self.reconcile_interval,
             flaky_refresh: *self.flaky_refresh,
             flaky: FlakyConfig {
                 // Only a window of over 292 million years does not fit.
@@ -452,6 +458,48 @@ pub struct ServeArgs {
     /// Require this bearer token on /api/* (probes stay open). Prefer the environment variable.
     #[arg(long, env = "TESTLAKE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    #[command(flatten)]
+    pub limits: ServeLimitArgs,
+}
+
+/// What a client may make the service do: the names it may be reached by, and its bounds.
+#[derive(Args)]
+pub struct ServeLimitArgs {
+    /// A host name clients may reach the service by, besides loopback names and IP addresses
+    /// (repeatable; `*`: any). Other names are refused (403), whatever --listen is, 0.0.0.0
+    /// included: this is what stops DNS rebinding. Add the names a proxy or users type.
+    #[arg(long = "allowed-host", env = "TESTLAKE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once; more wait in the listen backlog. Bounds memory and file
+    /// descriptors against many clients, at the cost of queueing them.
+    #[arg(long, env = "TESTLAKE_MAX_CONNECTIONS", default_value_t = ServeLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (and a connection may stay idle):
+    /// shorter frees places from slow or idle clients sooner.
+    #[arg(long, env = "TESTLAKE_HEADER_READ_TIMEOUT",
+        default_value_t = ServeLimits::default().header_read_timeout.into())]
+    pub header_read_timeout: humantime::Duration,
+    /// Live-update streams (/api/v1/events) connected at once; more are answered 503.
+    #[arg(long, env = "TESTLAKE_MAX_SUBSCRIBERS", default_value_t = ServeLimits::default().max_subscribers)]
+    pub max_subscribers: usize,
+    /// Rows one dashboard answer may hold (more: 400, narrow the range): bounds each load's memory.
+    #[arg(long, env = "TESTLAKE_ANSWER_ROWS", default_value_t = ServeLimits::default().answer_rows)]
+    pub answer_rows: usize,
+    /// How long loading one dashboard answer may take before it is abandoned (503).
+    #[arg(long, env = "TESTLAKE_ANSWER_TIMEOUT", default_value_t = ServeLimits::default().answer_timeout.into())]
+    pub answer_timeout: humantime::Duration,
+}
+
+impl ServeLimitArgs {
+    pub fn limits(&self) -> ServeLimits {
+        ServeLimits {
+            max_connections: self.max_connections.max(1),
+            header_read_timeout: *self.header_read_timeout,
+            max_subscribers: self.max_subscribers,
+            answer_rows: self.answer_rows,
+            answer_timeout: *self.answer_timeout,
+        }
+    }
 }
 
 impl ServeArgs {
@@ -460,6 +508,8 @@ impl ServeArgs {
         config.cache_bytes = self.cache_bytes;
         config.alerts.pass_rate_below = Some(self.alert_pass_rate).filter(|r| *r > 0.0);
         config.auth_token = self.api_token.clone().filter(|t| !t.is_empty());
+        config.allowed_hosts = self.limits.allowed_hosts.iter().filter(|h| !h.trim().is_empty()).cloned().collect();
+        config.limits = self.limits.limits();
         config
     }
 }

@@ -1,4 +1,5 @@
-//! Answers cached as Arrow batches, weighed by their bytes, invalidated precisely.
+//! Answers cached as Arrow batches, weighed by every byte an entry keeps (key, head, rows and
+//! the rendering made once), loaded within a time limit, invalidated precisely.
 //!
 //! Every cached [`Answer`] knows what it was computed from (its [`Coverage`]: tables and dates)
 //! and the invalidation epoch at which its load *started*. A landed notice bumps the epoch,
@@ -16,6 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
@@ -90,9 +92,15 @@ impl Answer {
 
     fn new(loaded: Loaded, epoch: u64, coverage: Coverage) -> Result<Self, ApiError> {
         let mut hasher = std::hash::DefaultHasher::new();
-        serde_json::to_string(&loaded.head).expect("json").hash(&mut hasher);
-        crate::frame::arrow_ipc(&loaded.batch)?.hash(&mut hasher);
-        let bytes = loaded.batch.get_array_memory_size() + 256;
+        let head = serde_json::to_string(&loaded.head).expect("json");
+        head.hash(&mut hasher);
+        hash_rows(&loaded.batch, &mut hasher)?;
+        // What the answer holds besides its rows: the head, and what its coverage names.
+        let bytes = loaded.batch.get_array_memory_size()
+            + head.len()
+            + coverage.repository.as_ref().map_or(0, String::len)
+            + coverage.parts.len() * std::mem::size_of::<(Table, Option<RangeInclusive<NaiveDate>>)>()
+            + std::mem::size_of::<Self>();
         Ok(Self {
             head: loaded.head,
             batch: loaded.batch,
@@ -104,6 +112,48 @@ impl Answer {
             default_json: OnceLock::new(),
         })
     }
+
+    /// A cached answer: its default rendering made now, so that what the cache weighs is all it
+    /// will hold (a rendering made after the insert would grow the entry past its weight).
+    fn cached(loaded: Loaded, epoch: u64, coverage: Coverage) -> Result<Self, ApiError> {
+        let mut answer = Self::new(loaded, epoch, coverage)?;
+        let body = crate::render::default_body(&answer)?;
+        answer.bytes += body.len();
+        let _ = answer.default_json.set(body);
+        Ok(answer)
+    }
+
+    /// What the cache weighs an answer held under `key` at: every byte it keeps alive, and
+    /// moka's bookkeeping of the entry (about as much again as the `Answer` itself).
+    fn weight(&self, key: &str) -> u32 {
+        u32::try_from(key.len() + self.bytes + std::mem::size_of::<Self>()).unwrap_or(u32::MAX)
+    }
+}
+
+/// Feeds the rows' Arrow IPC encoding to `hasher`, a slice at a time: hashing the encoding of a
+/// large answer at once would copy all of it.
+fn hash_rows(batch: &RecordBatch, hasher: &mut impl Hasher) -> Result<(), ApiError> {
+    /// Passes what the IPC writer writes to the hasher.
+    struct Feed<'a, H>(&'a mut H);
+    impl<H: Hasher> std::io::Write for Feed<'_, H> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    const SLICE_ROWS: usize = 8192;
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(Feed(hasher), &batch.schema())?;
+    let mut offset = 0;
+    while offset < batch.num_rows() {
+        let len = SLICE_ROWS.min(batch.num_rows() - offset);
+        writer.write(&batch.slice(offset, len))?;
+        offset += len;
+    }
+    writer.finish()?;
+    Ok(())
 }
 
 /// Runs a load, again (up to twice more) when it failed in a way a retry can fix: a file that
@@ -149,6 +199,8 @@ const LOG_LEN: usize = 16_384;
 
 pub struct AnswerCache {
     cache: Cache<String, Arc<Answer>>,
+    /// How long a load may take before it is abandoned.
+    load_timeout: Duration,
     epoch: AtomicU64,
     log: Mutex<VecDeque<Logged>>,
     pub stats: Arc<CacheStats>,
@@ -161,7 +213,7 @@ impl AnswerCache {
         let listener_stats = Arc::clone(&stats);
         let cache = Cache::builder()
             .max_capacity(budget_bytes)
-            .weigher(|_: &String, a: &Arc<Answer>| u32::try_from(a.bytes).unwrap_or(u32::MAX))
+            .weigher(|key: &String, a: &Arc<Answer>| a.weight(key))
             .support_invalidation_closures()
             .eviction_listener(move |_, _, cause| {
                 if matches!(cause, RemovalCause::Size) {
@@ -169,7 +221,25 @@ impl AnswerCache {
                 }
             })
             .build();
-        Self { cache, epoch: AtomicU64::new(0), log: Mutex::new(VecDeque::new()), stats }
+        let load_timeout = Duration::from_secs(30);
+        Self { cache, load_timeout, epoch: AtomicU64::new(0), log: Mutex::new(VecDeque::new()), stats }
+    }
+
+    /// Loads that take longer than `timeout` are abandoned (their work dropped) with a 503.
+    pub fn with_load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = timeout;
+        self
+    }
+
+    /// Runs `load` (retried as [`retried`] says) within the load timeout.
+    async fn load<F, Fut>(&self, load: &F) -> Result<Loaded, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Loaded, ApiError>>,
+    {
+        tokio::time::timeout(self.load_timeout, retried(load))
+            .await
+            .unwrap_or(Err(ApiError::AnswerTimeout(self.load_timeout)))
     }
 
     /// The cached answer for `key`, loading it on a miss. Returns the answer and whether it was a hit.
@@ -184,7 +254,7 @@ impl AnswerCache {
                 .cache
                 .entry_by_ref(key)
                 .or_try_insert_with(async {
-                    Ok(Arc::new(Answer::new(retried(&load).await?, epoch, coverage.clone())?))
+                    Ok(Arc::new(Answer::cached(self.load(&load).await?, epoch, coverage.clone())?))
                 })
                 .await
                 .map_err(ApiError::Shared)?;
@@ -203,7 +273,7 @@ impl AnswerCache {
         // Notices keep arriving faster than the answer loads: answer uncached from a fresh load.
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let epoch = self.epoch.load(Ordering::SeqCst);
-        Ok((Arc::new(Answer::new(retried(&load).await?, epoch, coverage.clone())?), false))
+        Ok((Arc::new(Answer::new(self.load(&load).await?, epoch, coverage.clone())?), false))
     }
 
     fn is_stale(&self, answer: &Answer) -> bool {

@@ -42,6 +42,26 @@ pub enum ApiError {
     Shared(std::sync::Arc<ApiError>),
     #[error("reading the commit log: {0}")]
     Log(#[from] testlake_schemas::log_reader::LogReadError),
+
+    // The service's own bounds and the browser-facing checks (`guard`).
+    /// A dashboard answer over `AnswerLimits::max_rows` rows.
+    #[error("the answer has more than {0} rows: narrow the range or add filters")]
+    AnswerTooLarge(usize),
+    /// A dashboard answer that took longer than `AnswerLimits::timeout` to load.
+    #[error("the answer took longer than {0:?} to load and was abandoned: narrow the range, or try again later")]
+    AnswerTimeout(Duration),
+    /// A `Host` that is neither loopback, an IP address nor an allowed name (DNS rebinding).
+    #[error("host {0:?} is not allowed (see --allowed-host)")]
+    HostRefused(String),
+    /// A browser request from another origin.
+    #[error("cross-origin requests are refused (origin {0:?})")]
+    OriginRefused(String),
+    /// A POST whose body is not declared `application/json`.
+    #[error("the body must be sent as application/json, got {0:?}")]
+    NotJson(String),
+    /// Every event-stream place is taken.
+    #[error("too many event-stream subscribers (at most {0}): try again later")]
+    TooManySubscribers(usize),
 }
 
 impl ApiError {
@@ -69,6 +89,10 @@ impl ApiError {
             Self::DataFusion(e) => datafusion_status(e),
             Self::Arrow(_) | Self::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Shared(e) => e.status(),
+            Self::AnswerTooLarge(_) => StatusCode::BAD_REQUEST,
+            Self::AnswerTimeout(_) | Self::TooManySubscribers(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::HostRefused(_) | Self::OriginRefused(_) => StatusCode::FORBIDDEN,
+            Self::NotJson(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 }

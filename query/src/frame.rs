@@ -40,6 +40,16 @@ pub async fn collect(df: DataFrame) -> Result<RecordBatch, ApiError> {
     Ok(concat_batches(&schema, &batches)?)
 }
 
+/// Every row of `df` in one batch, unless there are more than `max_rows`: then a 400, having
+/// held no more than `max_rows + 1` of them (a sort under the limit keeps only its top rows).
+pub async fn collect_at_most(df: DataFrame, max_rows: usize) -> Result<RecordBatch, ApiError> {
+    let batch = collect(df.limit(0, Some(max_rows.saturating_add(1)))?).await?;
+    if batch.num_rows() > max_rows {
+        return Err(ApiError::AnswerTooLarge(max_rows));
+    }
+    Ok(batch)
+}
+
 /// Rows of a trends table whose bucket starts in the range and that match the filters. The
 /// `date` partition column prunes files before any is opened.
 pub async fn filtered(
@@ -183,6 +193,20 @@ mod tests {
     use arrow::array::{ArrayRef, Int64Array, StringArray};
 
     use super::*;
+
+    /// An answer over its row limit is refused with a 400 rather than held in memory.
+    #[tokio::test]
+    async fn answers_over_the_row_limit_are_refused() {
+        let ctx = SessionContext::new();
+        let n: ArrayRef = Arc::new(Int64Array::from_iter_values(0..10_000));
+        ctx.register_batch("t", RecordBatch::try_from_iter([("n", n)]).unwrap()).unwrap();
+        let sorted = || async { ctx.table("t").await.unwrap().sort(vec![col("n").sort(false, false)]).unwrap() };
+        let batch = collect_at_most(sorted().await, 10_000).await.unwrap();
+        assert_eq!(batch.num_rows(), 10_000);
+        let Err(e) = collect_at_most(sorted().await, 9_999).await else { panic!("answered over the limit") };
+        assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(e.to_string(), "the answer has more than 9999 rows: narrow the range or add filters");
+    }
 
     /// Test names and failure messages are written so that no spreadsheet runs them.
     #[test]

@@ -1,7 +1,7 @@
 //! The query service: an axum router answering dashboards from the lake's materialized tables.
 //!
 //! A request enters through [`routes`], the one table of endpoints (the router and the
-//! [`openapi`] document are built from it), passes [`http`]'s auth and metrics, and reaches its
+//! [`openapi`] document are built from it), passes [`guard`]'s checks (what a browser may not do) and [`http`]'s auth and metrics, and reaches its
 //! file in [`handlers`]. A handler validates its [`params`], names its answer (a cache key and the
 //! tables and dates it covers) and says how to load it: a DataFusion plan over the tables
 //! registered by [`testlake_compute::catalog`], built with the shared helpers of [`frame`] (or,
@@ -14,6 +14,7 @@ pub mod cache;
 pub mod endpoint;
 pub mod error;
 pub mod frame;
+pub mod guard;
 pub mod handlers;
 pub mod http;
 pub mod live;
@@ -27,4 +28,4 @@ pub mod state;
 
 pub use routes::router;
 pub use serve::serve;
-pub use state::{AppState, LivenessCheck, MetricsRenderer, ServeConfig};
+pub use state::{AppState, LivenessCheck, MetricsRenderer, ServeConfig, ServeLimits};

@@ -38,6 +38,10 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
         });
         if e.path.starts_with("/api/") {
             responses["401"] = json!({ "description": "A bearer token is configured and was not presented." });
+            responses["403"] = json!({ "description": "A Host that is not allowed, or a cross-origin request." });
+            responses["503"] = json!({
+                "description": "At a limit: an answer that took too long to load, or every event-stream place taken."
+            });
         }
         if e.formats {
             responses["304"] = json!({ "description": "Not modified (If-None-Match matched the ETag)." });
@@ -48,9 +52,9 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
                 "content": {
                     "application/json": { "schema": { "type": "object", "required": ["sql"],
                         "properties": { "sql": { "type": "string" }, "max_rows": { "type": "integer" } } } },
-                    "text/plain": { "schema": { "type": "string" } },
                 }
             });
+            operation["responses"]["415"] = json!({ "description": "The body is not sent as application/json." });
         }
         paths.insert(e.path.into(), json!({ e.method.name(): operation }));
     }

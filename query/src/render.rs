@@ -126,6 +126,14 @@ fn page(answer: &Answer, shape: Shape) -> RecordBatch {
     answer.batch.slice(offset, shape.size.min(total - offset))
 }
 
+/// What most requests ask for: the first page in JSON. A cached answer keeps it rendered.
+const DEFAULT_SHAPE: Shape = Shape { format: Format::Json, page: 1, size: DEFAULT_PAGE_SIZE };
+
+/// The body of [`DEFAULT_SHAPE`].
+pub fn default_body(answer: &Answer) -> Result<Bytes, ApiError> {
+    Ok(json(answer, DEFAULT_SHAPE, &page(answer, DEFAULT_SHAPE))?.into())
+}
+
 /// The response for `answer` in `shape`, or 304 when the client's `If-None-Match` matches.
 pub fn respond(answer: &Answer, shape: Shape, headers: &HeaderMap, hit: bool) -> Result<Response, ApiError> {
     let etag = format!("\"{:016x}-{}-{}-{}\"", answer.version, shape.format.name(), shape.page, shape.size);
@@ -144,12 +152,11 @@ pub fn respond(answer: &Answer, shape: Shape, headers: &HeaderMap, hit: bool) ->
         return Ok((StatusCode::NOT_MODIFIED, out_headers).into_response());
     }
     out_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(shape.format.content_type()));
-    let default = Shape { format: Format::Json, page: 1, size: DEFAULT_PAGE_SIZE };
-    let body: Bytes = if shape == default {
+    let body: Bytes = if shape == DEFAULT_SHAPE {
         if let Some(body) = answer.default_json.get() {
             body.clone()
         } else {
-            let body: Bytes = json(answer, shape, &page(answer, shape))?.into();
+            let body = default_body(answer)?;
             answer.default_json.get_or_init(|| body).clone()
         }
     } else {

@@ -38,8 +38,8 @@ pub const OPENAPI: Endpoint = Endpoint {
     cache_key: None,
 };
 
-/// The service: exactly the documented endpoints, each request measured, `/api/*` behind the
-/// token when one is configured.
+/// The service: exactly the documented endpoints, each request measured and checked by
+/// [`crate::guard`], `/api/*` behind the token when one is configured.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new();
     for endpoint in ENDPOINTS {
@@ -48,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let token = state.auth_token.as_deref().map(Arc::<str>::from);
     router
         .route_layer(axum::middleware::from_fn_with_state(token, crate::http::authorize))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state.allowed_hosts), crate::guard::guard))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state.requests), crate::http::measure))
         .with_state(state)
 }

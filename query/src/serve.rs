@@ -1,16 +1,26 @@
 //! Running the service: bind, follow landed notices, serve until shutdown.
+//!
+//! Connections are served by hyper directly (what `axum::serve` does, plus two bounds it has no
+//! setting for): at most `max_connections` at once — the next client waits in the listen backlog
+//! until one closes — and a client must send a request's headers within `header_read_timeout`,
+//! so neither idle nor trickling connections hold a place for long.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use testlake_schemas::Landed;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::events::follow;
 use crate::routes::router;
-use crate::state::{AppState, ServeConfig};
+use crate::state::{AppState, ServeConfig, ServeLimits};
 
 /// Binds `listen` and serves until `shutdown`, applying `notices` to the cache and pushing them
 /// to dashboards. Returns the bound address through `bound`.
@@ -36,5 +46,50 @@ pub async fn serve(
     if let Some(bound) = bound {
         let _ = bound.send(addr);
     }
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    accept(listener, router(state), &config.limits, shutdown).await;
+    Ok(())
+}
+
+/// Serves each accepted connection on its own task, holding one of `max_connections` permits;
+/// on `shutdown`, stops accepting, lets each connection finish its request, and waits for all.
+async fn accept(listener: TcpListener, app: Router, limits: &ServeLimits, shutdown: CancellationToken) {
+    let places = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    let open = Arc::new(Semaphore::new(places as usize));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = Arc::clone(&open).acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut connection = pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+    let _all_closed = open.acquire_many(places).await;
 }

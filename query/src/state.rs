@@ -2,10 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use testlake_schemas::Lake;
 use testlake_schemas::log_reader::CommittedFiles;
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::AnswerCache;
@@ -37,6 +38,11 @@ pub struct AppState {
     /// With a token, `/api/*` requires it.
     pub auth_token: Option<String>,
     pub requests: Arc<RequestMetrics>,
+    /// Names a `Host` may carry besides loopback names and IP addresses (`guard`).
+    pub allowed_hosts: Arc<crate::guard::AllowedHosts>,
+    pub limits: ServeLimits,
+    /// One permit per connected event stream (`ServeLimits::max_subscribers`).
+    pub subscribers: Arc<Semaphore>,
     /// Cancelled when the service stops: ends the event streams so shutdown need not wait for them.
     pub stopping: CancellationToken,
 }
@@ -47,13 +53,16 @@ impl AppState {
             lake,
             metrics: Vec::new(),
             liveness: Vec::new(),
-            cache: AnswerCache::new(config.cache_bytes),
+            cache: AnswerCache::new(config.cache_bytes).with_load_timeout(config.limits.answer_timeout),
             committed: Default::default(),
             live: broadcast::channel(1024).0,
             alerts: config.alerts.clone(),
             sql_limits: config.sql_limits.clone(),
             auth_token: config.auth_token.clone(),
             requests: Default::default(),
+            allowed_hosts: Arc::new(crate::guard::AllowedHosts::new(&config.allowed_hosts)),
+            limits: config.limits.clone(),
+            subscribers: Arc::new(Semaphore::new(config.limits.max_subscribers)),
             stopping: CancellationToken::new(),
         }
     }
@@ -68,6 +77,37 @@ pub struct ServeConfig {
     pub sql_limits: SqlLimits,
     /// Bearer token required by `/api/*` (`None`: open).
     pub auth_token: Option<String>,
+    /// Host names a request's `Host` may carry besides loopback names and IP addresses, whatever
+    /// address the service listens on (`*`: any; see `guard`).
+    pub allowed_hosts: Vec<String>,
+    pub limits: ServeLimits,
+}
+
+/// What bounds the service's work and memory for any client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeLimits {
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (also an idle connection's life).
+    pub header_read_timeout: Duration,
+    /// Event streams (`/api/v1/events`) connected at once; more are answered 503.
+    pub max_subscribers: usize,
+    /// Rows one dashboard answer may hold before it is refused (400), bounding its memory.
+    pub answer_rows: usize,
+    /// How long loading one dashboard answer may take before it is abandoned (503).
+    pub answer_timeout: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            max_subscribers: 256,
+            answer_rows: 500_000,
+            answer_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -78,6 +118,8 @@ impl ServeConfig {
             alerts: AlertConfig::default(),
             sql_limits: Default::default(),
             auth_token: None,
+            allowed_hosts: Vec::new(),
+            limits: ServeLimits::default(),
         }
     }
 }

@@ -133,6 +133,61 @@ async fn the_budget_bounds_the_cached_bytes() {
     assert!(cache.stats.evictions.load(Ordering::Relaxed) >= 17);
 }
 
+/// Distinct long URLs each make an answer that holds little data but a long key, a long head
+/// (the filters) and a rendering: what an entry holds counts, so they cannot outgrow the budget.
+#[tokio::test]
+async fn distinct_long_urls_stay_within_the_budget() {
+    const LONG: usize = 16 << 10;
+    const BUDGET: u64 = 256 << 10;
+    let cache = AnswerCache::new(BUDGET);
+    let c = coverage(Table::TrendsDaily, 1, 7);
+    for i in 0..200 {
+        let repository = format!("{i:0>LONG$}");
+        let key = format!("trends|{repository}");
+        cache
+            .get(&key, &c, || async {
+                let mut head = Map::new();
+                head.insert("filters".into(), Value::String(repository.clone()));
+                let batch = RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![1])) as _)])?;
+                Ok(Loaded { head, batch, object: false })
+            })
+            .await
+            .unwrap();
+    }
+    cache.sync().await;
+    // Independently of the weigher: every entry keeps its key, its head and a body holding both.
+    let held = cache.entry_count() * 3 * LONG as u64;
+    assert!(held <= BUDGET, "{} entries hold at least {held} bytes, over {BUDGET}", cache.entry_count());
+    assert!(cache.weighted_size() >= held, "the metric shows {} of {held} bytes", cache.weighted_size());
+    assert!(cache.entry_count() >= 1);
+}
+
+/// A load past the time limit is abandoned with a 503, without waiting for it.
+#[tokio::test]
+async fn a_slow_load_times_out() {
+    let cache = AnswerCache::new(1 << 20).with_load_timeout(Duration::from_millis(50));
+    let source = Source::new(Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let Err(e) = cache.get("k", &coverage(Table::TrendsDaily, 1, 7), || source.load()).await else {
+        panic!("answered")
+    };
+    assert_eq!(e.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+/// Equal rows give equal versions (ETags), whether or not the batch is sliced; other rows not.
+#[test]
+fn versions_follow_the_content() {
+    let rows = |v: Vec<i64>| RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(v)) as _)]).unwrap();
+    let version = |batch| Answer::uncached(Loaded { head: Map::new(), batch, object: false }).unwrap().version;
+    let many: Vec<i64> = (0..20_000).collect();
+    assert_eq!(version(rows(many.clone())), version(rows(many.clone())));
+    assert_eq!(version(rows(many[5..].to_vec())), version(rows(many.clone()).slice(5, 19_995)));
+    let mut other = many.clone();
+    other[19_999] = -1;
+    assert_ne!(version(rows(many)), version(rows(other)));
+}
+
 #[tokio::test]
 async fn a_notice_listing_repositories_spares_answers_about_others() {
     let (cache, source) = (AnswerCache::new(1 << 20), Source::new(Duration::ZERO));

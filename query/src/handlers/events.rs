@@ -111,11 +111,15 @@ pub struct EventsQuery {
 
 /// `GET /api/v1/events`: Server-Sent Events. `ready` once subscribed, then `update` (a landed
 /// notice: table, date, hour, files, rows) and `alert` events; `resync` when this client fell
-/// behind and should refetch everything.
+/// behind and should refetch everything. At most `max_subscribers` streams at once: past that,
+/// a 503 (each stream holds a place until its client goes).
 pub async fn events(
     State(state): State<Arc<AppState>>,
     Query(q): Query<EventsQuery>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let place = Arc::clone(&state.subscribers)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::TooManySubscribers(state.limits.max_subscribers))?;
     let rx = state.live.subscribe();
     let tables: Option<Vec<String>> =
         q.tables.map(|t| t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
@@ -145,5 +149,9 @@ pub async fn events(
         futures::StreamExt::chain(ready, updates),
         state.stopping.clone().cancelled_owned(),
     );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    let stream = futures::StreamExt::map(stream, move |event| {
+        let _held = &place; // the place is given back when the stream is dropped
+        event
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -16,7 +16,7 @@ use testlake_schemas::Table;
 use crate::cache::{Coverage, Loaded};
 use crate::endpoint::{Endpoint, FORMAT, Method, PAGE, Param, REPOSITORY, SIZE, SUITE};
 use crate::error::ApiError;
-use crate::frame::{collect, latest_snapshot};
+use crate::frame::{collect_at_most, latest_snapshot};
 use crate::render::{View, respond};
 use crate::state::AppState;
 
@@ -108,7 +108,7 @@ pub async fn flaky(
                 col("repository").sort(true, true),
                 col("test_id").sort(true, true),
             ])?;
-            let batch = collect(df).await?;
+            let batch = collect_at_most(df, state.limits.answer_rows).await?;
             let as_of = batch
                 .column(0)
                 .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()

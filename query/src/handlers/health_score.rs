@@ -21,7 +21,7 @@ use testlake_schemas::Table;
 use crate::cache::{Coverage, Loaded};
 use crate::endpoint::{BRANCH, Endpoint, FORMAT, FROM, Method, PAGE, REPOSITORY, SIZE, SUITE, TO};
 use crate::error::ApiError;
-use crate::frame::{collect, dates, filtered, head, latest_snapshot};
+use crate::frame::{collect_at_most, dates, filtered, head, latest_snapshot};
 use crate::params::Filters;
 use crate::render::{View, respond};
 use crate::state::AppState;
@@ -108,7 +108,7 @@ pub async fn health_score(
                 .await?;
             let mut head = head(range, &q.filters);
             head.insert("snapshot".into(), json!(snapshot));
-            Ok(Loaded { head, batch: collect(df).await?, object: false })
+            Ok(Loaded { head, batch: collect_at_most(df, state.limits.answer_rows).await?, object: false })
         })
         .await?;
     respond(&answer, shape, &headers, hit)

@@ -15,7 +15,7 @@ use testlake_schemas::Table;
 use crate::cache::{Coverage, Loaded};
 use crate::endpoint::{BRANCH, Endpoint, FORMAT, FROM, Method, PAGE, Param, SIZE, TO};
 use crate::error::ApiError;
-use crate::frame::{collect, dates, head, register_committed, ts};
+use crate::frame::{collect_at_most, dates, head, register_committed, ts};
 use crate::params::Filters;
 use crate::render::{View, respond};
 use crate::state::AppState;
@@ -111,7 +111,7 @@ pub async fn history(
                 ])?;
             let mut head = head(range, &filters);
             head.insert("test_id".into(), json!(test_id));
-            Ok(Loaded { head, batch: collect(df).await?, object: false })
+            Ok(Loaded { head, batch: collect_at_most(df, state.limits.answer_rows).await?, object: false })
         })
         .await?;
     respond(&answer, shape, &headers, hit)

@@ -15,7 +15,7 @@ use testlake_compute::trends::Interval;
 use crate::cache::{Coverage, Loaded};
 use crate::endpoint::{BRANCH, Endpoint, FORMAT, FROM, Method, PAGE, Param, REPOSITORY, SIZE, SUITE, TO};
 use crate::error::ApiError;
-use crate::frame::{collect, dates, filtered, head};
+use crate::frame::{collect_at_most, dates, filtered, head};
 use crate::params::Filters;
 use crate::render::{View, respond};
 use crate::state::AppState;
@@ -77,7 +77,7 @@ pub async fn trends(
                 .sort_by(vec![col("bucket_start"), col("repository"), col("branch"), col("suite")])?;
             let mut head = head(range, &q.filters);
             head.insert("interval".into(), json!(if interval == Interval::Hourly { "hourly" } else { "daily" }));
-            Ok(Loaded { head, batch: collect(df).await?, object: false })
+            Ok(Loaded { head, batch: collect_at_most(df, state.limits.answer_rows).await?, object: false })
         })
         .await?;
     respond(&answer, shape, &headers, hit)
