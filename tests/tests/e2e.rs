@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, TimeDelta, Utc};
 use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
@@ -14,7 +14,7 @@ use testlake::stack::{Stack, StackConfig};
 use testlake_compute::ComputeConfig;
 use testlake_ingest::{FlushPolicy, IngestConfig};
 use testlake_query::ServeConfig;
-use testlake_schemas::{Lake, TestEvent};
+use testlake_schemas::{Lake, Status, TestEvent};
 use testlake_tests::model::{self, Key, Trend, close};
 use testlake_tests::{Broker, unique_topic};
 use tokio_util::sync::CancellationToken;
@@ -143,6 +143,7 @@ async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, timeout: Du
 async fn pipeline_lands_every_event_once_and_numbers_match() {
     let run = Run::start().await;
     every_event_lands_exactly_once(&run).await;
+    copies_are_listed_and_left_out(&run).await;
     malformed_messages_are_rejected_with_their_reason(&run).await;
     trends_equal_the_model(&run).await;
     dashboard_and_trends_answer_the_model(&run).await;
@@ -159,7 +160,11 @@ async fn pipeline_lands_every_event_once_and_numbers_match() {
 /// What the phases share: the events produced and the model's trends of them, the malformed
 /// messages, the lake they land in and the stack's API over it.
 struct Run {
+    /// Every event once: what every number must count.
     events: Vec<TestEvent>,
+    /// Exact copies of every 20th event, re-sent under another key (so to other partitions,
+    /// flushes and files, across every hour) after all the events: a producer retrying.
+    resent: Vec<TestEvent>,
     /// The model's trends of `events`, hour and day buckets.
     hourly: BTreeMap<Key, Trend>,
     daily: BTreeMap<Key, Trend>,
@@ -174,12 +179,15 @@ struct Run {
     http: reqwest::Client,
     shutdown: CancellationToken,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _broker: Broker,
+    /// The events' topic.
+    topic: String,
+    broker: Broker,
 }
 
 impl Run {
     /// Produces ~3,000 events from 30 CI runs an hour apart, ending now (at least two UTC dates),
-    /// with a malformed message before every 60th, then starts the stack on them.
+    /// with a malformed message before every 60th, then a copy of every 20th event, and starts
+    /// the stack on them.
     async fn start() -> Self {
         let broker = Broker::start();
         let topic = unique_topic("e2e");
@@ -193,6 +201,8 @@ impl Run {
         assert!(events.len() > 2500, "{} events", events.len());
         produce(&broker.bootstrap(), &topic, &events, &bad).await;
         let bad_sent = events.len().div_ceil(60);
+        let resent: Vec<TestEvent> = events.iter().step_by(20).cloned().collect();
+        resend(&broker.bootstrap(), &topic, &resent).await;
 
         let lake_dir = tempfile::tempdir().unwrap();
         let mut ingest = IngestConfig::new(broker.bootstrap(), &topic);
@@ -220,6 +230,7 @@ impl Run {
             hourly: model::trends(&events, TimeDelta::hours(1)),
             daily: model::trends(&events, TimeDelta::days(1)),
             events,
+            resent,
             bad,
             bad_sent,
             lake,
@@ -229,7 +240,8 @@ impl Run {
             http: reqwest::Client::new(),
             shutdown,
             running,
-            _broker: broker,
+            topic,
+            broker,
         }
     }
 
@@ -306,21 +318,93 @@ async fn produce(bootstrap: &str, topic: &str, events: &[TestEvent], bad: &[(Vec
     }
 }
 
-/// Every produced event lands, each exactly once (caught up is judged by what landed, never by
-/// the broker's watermark).
-async fn every_event_lands_exactly_once(run: &Run) {
-    let valid = run.valid();
-    run.wait_for_count("every event to land", Duration::from_secs(120), "SELECT count(*) FROM results", |n| n >= valid)
-        .await;
-    let mut landed = BTreeMap::<String, usize>::new();
-    for b in query_lake(&run.lake, "SELECT event_id FROM results").await {
-        for id in b.column(0).as_string::<i32>().iter().flatten() {
-            *landed.entry(id.to_owned()).or_default() += 1;
+/// Produces copies of `events` keyed by event id (not test id, as the originals were), and waits
+/// for every delivery.
+async fn resend(bootstrap: &str, topic: &str, events: &[TestEvent]) {
+    let producer = testlake::kafka::producer(bootstrap).unwrap();
+    let mut sends = Vec::new();
+    for e in events {
+        let (key, payload) = (e.event_id.to_string(), e.to_json());
+        sends.push(
+            producer.send_result(FutureRecord::to(topic).key(&key).payload(&payload)).map_err(|(e, _)| e).unwrap(),
+        );
+    }
+    for s in sends {
+        s.await.expect("delivery reported").map_err(|(e, _)| e).expect("delivered");
+    }
+}
+
+/// How often each event id is in the lake's folders, and how many rows they hold per Kafka
+/// message (each must be one).
+async fn landed_ids(run: &Run) -> (BTreeMap<String, usize>, BTreeMap<(i32, i64), usize>) {
+    let (mut ids, mut messages) = (BTreeMap::new(), BTreeMap::new());
+    for b in query_lake(&run.lake, "SELECT event_id, kafka_partition, kafka_offset FROM results").await {
+        let (partitions, offsets) = (b.column(1).as_primitive::<Int32Type>(), b.column(2).as_primitive::<Int64Type>());
+        for (row, id) in b.column(0).as_string::<i32>().iter().enumerate() {
+            *ids.entry(id.unwrap().to_owned()).or_default() += 1;
+            *messages.entry((partitions.value(row), offsets.value(row))).or_default() += 1;
         }
     }
-    let produced: BTreeSet<String> = run.events.iter().map(|e| e.event_id.to_string()).collect();
-    assert_eq!(landed.keys().cloned().collect::<BTreeSet<_>>(), produced, "the lake holds exactly the produced ids");
-    assert!(landed.values().all(|&n| n == 1), "no event landed twice");
+    (ids, messages)
+}
+
+/// Every produced message lands exactly once (caught up is judged by what landed, never by the
+/// broker's watermark): each event once, and again for each copy of it.
+async fn every_event_lands_exactly_once(run: &Run) {
+    let sent = run.valid() + run.resent.len() as i64;
+    let sql = "SELECT count(*) FROM results";
+    run.wait_for_count("every message to land", Duration::from_secs(120), sql, |n| n >= sent).await;
+    let (landed, messages) = landed_ids(run).await;
+    let mut produced: BTreeMap<String, usize> = run.events.iter().map(|e| (e.event_id.to_string(), 1)).collect();
+    for e in &run.resent {
+        *produced.get_mut(&e.event_id.to_string()).unwrap() += 1;
+    }
+    assert_eq!(landed, produced, "the lake holds every produced message's event once");
+    assert!(messages.values().all(|&n| n == 1), "no message landed twice");
+}
+
+/// The copies re-sent with the events, and copies re-sent later with another status and
+/// duration, are listed in the SQL table `duplicates` — the later ones as conflicts naming the
+/// columns that differ — and left out of `results` (every later phase checks the numbers).
+async fn copies_are_listed_and_left_out(run: &Run) {
+    let conflicting: Vec<TestEvent> = run
+        .events
+        .iter()
+        .skip(7)
+        .step_by(400)
+        .map(|e| {
+            let mut copy = e.clone();
+            copy.status = if e.status == Status::Passed { Status::Failed } else { Status::Passed };
+            copy.duration_ms += 1.0;
+            copy
+        })
+        .collect();
+    resend(&run.broker.bootstrap(), &run.topic, &conflicting).await;
+    let sent = run.valid() + (run.resent.len() + conflicting.len()) as i64;
+    let sql = "SELECT count(*) FROM results";
+    run.wait_for_count("the conflicting copies to land", Duration::from_secs(60), sql, |n| n >= sent).await;
+
+    let answer: Value = run
+        .sql(json!({"sql": "SELECT event_id, conflict, differs FROM duplicates ORDER BY event_id", "max_rows": 10000}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rows = answer["rows"].as_array().unwrap_or_else(|| panic!("{answer}"));
+    let mut want: BTreeMap<String, Value> =
+        run.resent.iter().map(|e| (e.event_id.to_string(), json!({"conflict": false}))).collect();
+    for e in &conflicting {
+        want.insert(e.event_id.to_string(), json!({"conflict": true, "differs": "status,duration_ms"}));
+    }
+    let mut got = BTreeMap::new();
+    for row in rows {
+        let mut fields = json!({"conflict": row["conflict"]});
+        if row["conflict"] == true {
+            fields["differs"] = row["differs"].clone();
+        }
+        assert!(got.insert(row["event_id"].as_str().unwrap().to_owned(), fields).is_none(), "{row}");
+    }
+    assert_eq!(got, want, "one row per copy left out");
 }
 
 /// Every malformed message is rejected with its reason.
@@ -592,8 +676,7 @@ async fn sql_answers_over_http_and_cli(run: &Run) {
     let text = run
         .http
         .post(run.url("/api/v1/sql?format=csv"))
-        .header("content-type", "text/plain")
-        .body("SELECT count(*) AS n FROM rejected")
+        .json(&json!({"sql": "SELECT count(*) AS n FROM rejected"}))
         .send()
         .await
         .unwrap()
