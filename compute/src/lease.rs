@@ -7,9 +7,10 @@
 //! create-only put; of two processes racing, exactly one creation succeeds (the other gets
 //! "already exists" and skips the work). Releasing rewrites one's own generation as released.
 //!
-//! A holder slower than the TTL may find its lease taken over; recomputes are idempotent (the
-//! same committed input, one atomic put of the output), so the overlap costs work, never
-//! correctness. The TTL (default 5 minutes) is far above any single recompute seen here.
+//! A holder slower than the TTL (a pause, clock skew) may find its lease taken over while it
+//! still works. Its write is fenced: the generation goes into the file it writes, and a file
+//! written under a later generation is never replaced (`crate::schedule::fence`). The TTL
+//! (default 5 minutes) is far above any single recompute seen here.
 
 use std::time::Duration;
 
@@ -61,6 +62,15 @@ impl Leases {
 
     /// Takes the lease on `key` if nobody else holds it; `None` when someone does.
     pub async fn try_acquire(&self, key: &str) -> Result<Option<Lease>> {
+        self.try_acquire_from(key, 0).await
+    }
+
+    /// As [`Self::try_acquire`], with a generation of at least `floor`: the generation a computed
+    /// file was last written under, so that generations keep growing past it even if `_leases/`
+    /// was emptied (a file's fence, `crate::schedule::fence`, would otherwise refuse every
+    /// later holder). While the lease's history is there its newest generation is at least the
+    /// floor already, and every contender creates the same next generation.
+    pub async fn try_acquire_from(&self, key: &str, floor: u64) -> Result<Option<Lease>> {
         let prefix = self.lake.path(&LeasePath::dir(key));
         let listed: Vec<_> =
             self.lake.store().list(Some(&prefix)).try_collect().await.map_err(|e| Error::Store(Box::new(e)))?;
@@ -87,7 +97,7 @@ impl Leases {
                 return Ok(None);
             }
         }
-        let generation = newest.map_or(0, |g| g + 1);
+        let generation = newest.map_or(0, |g| g + 1).max(floor);
         let now = Utc::now();
         let record = Record {
             owner: self.owner.clone(),
@@ -139,6 +149,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(a.try_acquire("flaky").await.unwrap().is_some(), "expired after its TTL");
         assert_eq!(c.generation, 0);
+    }
+
+    /// With `_leases/` emptied, generations still grow past the floor (a computed file's).
+    #[tokio::test]
+    async fn generations_start_from_the_floor_and_grow_from_the_newest() {
+        let lake = Lake::in_memory();
+        let a = Leases::new(lake.clone(), "a", Duration::from_secs(60));
+        let held = a.try_acquire_from("trends/x", 7).await.unwrap().expect("free");
+        assert_eq!(held.generation, 7);
+        a.release(&held).await.unwrap();
+        assert_eq!(a.try_acquire_from("trends/x", 3).await.unwrap().map(|l| l.generation), Some(8));
     }
 
     #[tokio::test]

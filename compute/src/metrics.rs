@@ -40,6 +40,11 @@ struct State {
     task_seconds: std::collections::BTreeMap<&'static str, (f64, u64)>,
     last_cycle: Option<(Instant, bool)>,
     last_success: Option<Instant>,
+    notice_failures: u64,
+    /// (succeeded, failed) reconciliations.
+    reconciliations: (u64, u64),
+    reconciled_dates: u64,
+    fenced: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Shared by the scheduler (writes) and `/metrics`, `/healthz` (read).
@@ -90,6 +95,28 @@ impl ComputeMetrics {
     pub fn persisted(&self, interval: Interval, rows: usize) {
         let name = interval.table().name();
         *self.state().rows_persisted.entry(name).or_default() += rows as u64;
+    }
+
+    /// A notice-driven recompute failed before its tasks (listing the dates' files); its dates
+    /// are retried.
+    pub fn notice_failed(&self) {
+        self.state().notice_failures += 1;
+    }
+
+    /// A reconciliation ran and found `stale` dates.
+    pub fn reconciled(&self, stale: usize) {
+        let mut s = self.state();
+        s.reconciliations.0 += 1;
+        s.reconciled_dates += stale as u64;
+    }
+
+    pub fn reconcile_failed(&self) {
+        self.state().reconciliations.1 += 1;
+    }
+
+    /// A write of `table` was refused: a later lease generation had written the file.
+    pub fn fenced(&self, table: testlake_schemas::Table) {
+        *self.state().fenced.entry(table.name()).or_default() += 1;
     }
 
     pub fn flaky_tests(&self, n: u64) {
@@ -175,6 +202,34 @@ impl ComputeMetrics {
                 out,
                 "testlake_compute_task_seconds_sum{{task=\"{kind}\"}} {sum}\ntestlake_compute_task_seconds_count{{task=\"{kind}\"}} {count}"
             );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP testlake_compute_notice_failures_total Notice-driven recomputes that failed before their tasks (retried).\n\
+             # TYPE testlake_compute_notice_failures_total counter\ntestlake_compute_notice_failures_total {}",
+            s.notice_failures
+        );
+        let _ = writeln!(
+            out,
+            "# HELP testlake_compute_reconciliations_total Reconciliations of computed files against the commit log, by status.\n\
+             # TYPE testlake_compute_reconciliations_total counter\n\
+             testlake_compute_reconciliations_total{{status=\"success\"}} {}\n\
+             testlake_compute_reconciliations_total{{status=\"failed\"}} {}",
+            s.reconciliations.0, s.reconciliations.1
+        );
+        let _ = writeln!(
+            out,
+            "# HELP testlake_compute_reconciled_dates_total Dates reconciliation found built from other inputs than the committed ones.\n\
+             # TYPE testlake_compute_reconciled_dates_total counter\ntestlake_compute_reconciled_dates_total {}",
+            s.reconciled_dates
+        );
+        let _ = writeln!(
+            out,
+            "# HELP testlake_compute_fenced_writes_total Writes refused because a later lease generation wrote the file.\n\
+             # TYPE testlake_compute_fenced_writes_total counter"
+        );
+        for (table, n) in &s.fenced {
+            let _ = writeln!(out, "testlake_compute_fenced_writes_total{{table=\"{table}\"}} {n}");
         }
         let _ = writeln!(
             out,

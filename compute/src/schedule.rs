@@ -31,11 +31,16 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::flaky::{FlakyConfig, materialize_scores, window_dates};
+use crate::flaky::{FlakyConfig, compute_scores, window_dates};
 use crate::lease::Leases;
 use crate::metrics::{ComputeMetrics, TaskOutcome};
-use crate::trends::{Interval, materialize_date};
+use crate::trends::{Interval, compute_files};
 use crate::{Error, Result};
+
+pub mod fence;
+pub mod reconcile;
+
+use fence::{Inputs, Put, Stamp, encode_stamped, put_fenced};
 
 #[derive(Debug, Clone)]
 pub struct ComputeConfig {
@@ -57,6 +62,10 @@ pub struct ComputeConfig {
     pub debounce: Duration,
     /// How long a partition's lease lasts unless released.
     pub lease_ttl: Duration,
+    /// How often every date's committed inputs are compared with what its trends files were
+    /// built from, at any age (`Duration::ZERO`: never). Bounds how long a lost notice leaves a
+    /// date stale.
+    pub reconcile_interval: Duration,
     /// The flaky definitions' thresholds.
     pub flaky: FlakyConfig,
 }
@@ -73,6 +82,7 @@ impl Default for ComputeConfig {
             startup_delay: Duration::ZERO,
             debounce: Duration::from_millis(200),
             lease_ttl: Duration::from_secs(300),
+            reconcile_interval: Duration::from_secs(300),
             flaky: FlakyConfig::default(),
         }
     }
@@ -129,6 +139,13 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Logs the totals of `what` (and how many dates were found stale, when it looks for them).
+    fn log(&self, what: &str, stale: Option<usize>, started: Instant) {
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let Self { completed, skipped, failed } = *self;
+        info!(completed, skipped, failed, stale, elapsed_ms, "{what} finished");
+    }
+
     fn add(&mut self, outcome: TaskOutcome) {
         match outcome {
             TaskOutcome::Completed => self.completed += 1,
@@ -144,6 +161,11 @@ pub struct Scheduler {
     config: ComputeConfig,
     committed: CommittedFiles,
     computed: BTreeMap<(Interval, NaiveDate), DateVersion>,
+    /// What each trends file was built from, as reconciliation last read it.
+    stamps: reconcile::Stamps,
+    /// Per lease key, the highest generation that fenced a write of this process: the floor of
+    /// its next generation there (see [`Leases::try_acquire_from`]).
+    floors: BTreeMap<String, u64>,
     leases: Leases,
     metrics: Arc<ComputeMetrics>,
     announce: Option<broadcast::Sender<Landed>>,
@@ -162,6 +184,8 @@ impl Scheduler {
             config,
             committed: CommittedFiles::default(),
             computed: BTreeMap::new(),
+            stamps: reconcile::Stamps::default(),
+            floors: BTreeMap::new(),
             leases,
             metrics,
             announce,
@@ -174,18 +198,20 @@ impl Scheduler {
         Arc::clone(&self.metrics)
     }
 
-    /// Recomputes `intervals` of `date` under the date's lease.
-    /// `repositories`: whose rows changed, when known (passed on in the notices it sends).
+    /// Recomputes `intervals` of `date` under the date's lease. `version`: the listing the
+    /// periodic cycle saw, remembered once computed. `repositories`: whose rows changed, when
+    /// known (passed on in the notices it sends).
     async fn trends_task(
         &mut self,
         date: NaiveDate,
         intervals: &[Interval],
-        version: DateVersion,
+        version: Option<DateVersion>,
         repositories: Option<Vec<String>>,
     ) -> TaskOutcome {
         let started = Instant::now();
         let key = format!("trends/{date}");
-        let outcome = match self.leases.try_acquire(&key).await {
+        let floor = self.floors.get(&key).copied().unwrap_or(0);
+        let outcome = match self.leases.try_acquire_from(&key, floor).await {
             Ok(None) => {
                 info!(task = "trends", %date, outcome = "skipped", reason = "another process holds the lease");
                 TaskOutcome::Skipped
@@ -195,24 +221,33 @@ impl Scheduler {
                 TaskOutcome::Failed
             }
             Ok(Some(lease)) => {
-                info!(task = "trends", %date, owner = self.leases.owner(), "started");
-                let result = async {
-                    self.committed.refresh(&self.lake).await?;
-                    let ctx = crate::catalog::lake_session(&self.lake)?;
-                    materialize_date(&ctx, &self.lake, date, &self.committed.results_for(date), intervals).await
-                }
-                .await;
-                let outcome = match result {
-                    Ok(rows) => {
-                        info!(task = "trends", %date, outcome = "completed", owner = self.leases.owner(), ?rows,
-                            elapsed_ms = started.elapsed().as_millis() as u64);
-                        for (interval, n) in rows {
-                            self.metrics.persisted(interval, n);
-                            self.computed.insert((interval, date), version);
-                            self.announce(interval.table(), date, repositories.clone());
+                info!(task = "trends", %date, owner = self.leases.owner(), generation = lease.generation, "started");
+                let outcome = match self.build_trends(date, intervals, lease.generation).await {
+                    Ok(puts) => {
+                        let mut rows = Vec::new();
+                        for (interval, n, put) in puts {
+                            match put {
+                                Put::Written => {
+                                    rows.push((interval, n));
+                                    self.metrics.persisted(interval, n);
+                                    if let Some(version) = version {
+                                        self.computed.insert((interval, date), version);
+                                    }
+                                    self.announce(interval.table(), date, repositories.clone());
+                                }
+                                Put::Fenced { by } => self.fenced(&key, interval.table(), date, lease.generation, by),
+                            }
                         }
                         self.touched(date);
-                        TaskOutcome::Completed
+                        if rows.is_empty() {
+                            info!(task = "trends", %date, outcome = "skipped", owner = self.leases.owner(),
+                                reason = "fenced by a later lease generation");
+                            TaskOutcome::Skipped
+                        } else {
+                            info!(task = "trends", %date, outcome = "completed", owner = self.leases.owner(), ?rows,
+                                elapsed_ms = started.elapsed().as_millis() as u64);
+                            TaskOutcome::Completed
+                        }
                     }
                     Err(e) => {
                         warn!(task = "trends", %date, outcome = "failed", owner = self.leases.owner(), error = %e);
@@ -230,6 +265,36 @@ impl Scheduler {
             self.metrics.task(interval.table().name(), outcome, started.elapsed());
         }
         outcome
+    }
+
+    /// Computes `intervals` of `date` from its committed files and writes each, stamped with
+    /// those files and `generation`, through the fence.
+    async fn build_trends(
+        &mut self,
+        date: NaiveDate,
+        intervals: &[Interval],
+        generation: u64,
+    ) -> Result<Vec<(Interval, usize, Put)>> {
+        self.committed.refresh(&self.lake).await?;
+        let files = self.committed.results_for(date);
+        let stamp = Stamp { generation, inputs: Inputs::of(&files) };
+        let ctx = crate::catalog::lake_session(&self.lake)?;
+        let mut puts = Vec::new();
+        for (&interval, batch) in intervals.iter().zip(compute_files(&ctx, &self.lake, &files, intervals).await?) {
+            let path = testlake_schemas::paths::computed_file_path(interval.table(), date);
+            let bytes = encode_stamped(&batch, &path, &stamp)?;
+            puts.push((interval, batch.num_rows(), put_fenced(&self.lake, &path, bytes, generation).await?));
+        }
+        Ok(puts)
+    }
+
+    /// A write refused by the fence: `by`, a later generation, wrote the file. Its next lease on
+    /// `key` starts from there.
+    fn fenced(&mut self, key: &str, table: Table, date: NaiveDate, generation: u64, by: u64) {
+        info!(table = table.name(), %date, generation, by, "write fenced: a later lease holder wrote the file");
+        self.metrics.fenced(table);
+        let floor = self.floors.entry(key.to_owned()).or_default();
+        *floor = (*floor).max(by);
     }
 
     fn announce(&self, table: Table, date: NaiveDate, repositories: Option<Vec<String>>) {
@@ -260,7 +325,7 @@ impl Scheduler {
         for (&date, repositories) in changes {
             let version = versions.get(&date).copied().unwrap_or_default();
             let repositories = repositories.as_ref().map(|r| r.iter().cloned().collect());
-            tally.add(self.trends_task(date, &Interval::ALL, version, repositories).await);
+            tally.add(self.trends_task(date, &Interval::ALL, Some(version), repositories).await);
         }
         Ok(tally)
     }
@@ -270,9 +335,7 @@ impl Scheduler {
     pub async fn cycle(&mut self) -> Result<Tally> {
         let started = Instant::now();
         let versions = scan_results(&self.lake).await?;
-        let now = Utc::now();
-        let since = |lookback: Duration| (now - chrono::Duration::from_std(lookback).unwrap_or_default()).date_naive();
-        let (hourly_from, daily_from) = (since(self.config.hourly_lookback), since(self.config.daily_lookback));
+        let (hourly_from, daily_from) = self.lookback_starts();
         let mut tally = Tally::default();
         let mut due: Vec<(NaiveDate, Vec<Interval>, DateVersion)> = Vec::new();
         for (&date, &version) in &versions {
@@ -300,26 +363,61 @@ impl Scheduler {
             due.truncate(self.config.batch_size);
         }
         for (date, intervals, version) in due {
-            tally.add(self.trends_task(date, &intervals, version, None).await);
+            tally.add(self.trends_task(date, &intervals, Some(version), None).await);
         }
         if let Some(outcome) = self.flaky_if_due().await {
             tally.add(outcome);
         }
         self.metrics.cycle(tally.failed, tally.completed + tally.skipped, started.elapsed());
-        info!(
-            completed = tally.completed,
-            skipped = tally.skipped,
-            failed = tally.failed,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "compute cycle finished"
-        );
+        tally.log("compute cycle", None, started);
+        Ok(tally)
+    }
+
+    /// The first dates of `trends_hourly` and `trends_daily` the periodic cycle checks.
+    fn lookback_starts(&self) -> (NaiveDate, NaiveDate) {
+        let now = Utc::now();
+        let since = |lookback: Duration| (now - chrono::Duration::from_std(lookback).unwrap_or_default()).date_naive();
+        (since(self.config.hourly_lookback), since(self.config.daily_lookback))
+    }
+
+    /// One reconciliation: every date whose committed inputs differ from what its trends files
+    /// were built from ([`reconcile`]), whatever its age, newest first, at most `batch_size`.
+    /// While the periodic cycle runs, the dates inside its lookbacks are its own (it checks them
+    /// every `interval`), so each table's date is recomputed by one of the two, never both.
+    /// What it rewrites is announced like any recompute, so query caches follow.
+    pub async fn reconcile(&mut self) -> Result<Tally> {
+        let started = Instant::now();
+        self.committed.refresh(&self.lake).await?;
+        self.stamps.refresh(&self.lake, &Interval::ALL.map(Interval::table)).await?;
+        let inputs: BTreeMap<NaiveDate, Inputs> =
+            self.committed.dates().into_iter().map(|d| (d, Inputs::of(&self.committed.results_for(d)))).collect();
+        let (hourly_from, daily_from) = self.lookback_starts();
+        let cycle = self.config.enabled;
+        let mut stale = reconcile::stale(&inputs, &self.stamps, |interval, date| {
+            let from = if interval == Interval::Hourly { hourly_from } else { daily_from };
+            !(cycle && date >= from)
+        });
+        let found = stale.len();
+        if stale.len() > self.config.batch_size {
+            info!(deferred = stale.len() - self.config.batch_size, "stale dates left for the next reconciliation");
+            stale.truncate(self.config.batch_size);
+        }
+        let mut tally = Tally::default();
+        for (date, intervals) in stale {
+            info!(%date, ?intervals, "inputs differ from what the trends were built from");
+            tally.add(self.trends_task(date, &intervals, None, None).await);
+        }
+        self.metrics.reconciled(found);
+        tally.log("reconciliation", Some(found), started);
         Ok(tally)
     }
 
     /// Recomputes the flaky snapshot of `date` under its lease.
     pub async fn flaky_task(&mut self, date: NaiveDate) -> TaskOutcome {
         let started = Instant::now();
-        let outcome = match self.leases.try_acquire(&format!("flaky/{date}")).await {
+        let key = format!("flaky/{date}");
+        let floor = self.floors.get(&key).copied().unwrap_or(0);
+        let outcome = match self.leases.try_acquire_from(&key, floor).await {
             Ok(None) => {
                 info!(task = "flaky_scores", %date, outcome = "skipped", reason = "another process holds the lease");
                 TaskOutcome::Skipped
@@ -337,11 +435,22 @@ impl Scheduler {
                         .flat_map(|d| self.committed.results_for(d))
                         .collect();
                     let ctx = crate::catalog::lake_session(&self.lake)?;
-                    materialize_scores(&ctx, &self.lake, &files, date, now, &self.config.flaky).await
+                    let batch =
+                        compute_scores(&ctx, &self.lake, &files, crate::flaky::as_of(date, now), &self.config.flaky)
+                            .await?;
+                    let path = testlake_schemas::paths::computed_file_path(Table::FlakyScores, date);
+                    let stamp = Stamp { generation: lease.generation, inputs: Inputs::of(&files) };
+                    let put = put_fenced(&self.lake, &path, encode_stamped(&batch, &path, &stamp)?, lease.generation);
+                    Ok::<_, Error>((batch, put.await?))
                 }
                 .await;
                 let outcome = match result {
-                    Ok(batch) => {
+                    Ok((_, Put::Fenced { by })) => {
+                        self.fenced(&key, Table::FlakyScores, date, lease.generation, by);
+                        info!(task = "flaky_scores", %date, outcome = "skipped", reason = "fenced by a later lease generation");
+                        TaskOutcome::Skipped
+                    }
+                    Ok((batch, Put::Written)) => {
                         let flaky = flaky_count(&batch);
                         if date == Utc::now().date_naive() {
                             self.metrics.flaky_tests(flaky);
@@ -399,7 +508,7 @@ impl Scheduler {
         let mut tally = Tally::default();
         for (i, &date) in dates.iter().enumerate() {
             let version = versions.get(&date).copied().unwrap_or_default();
-            tally.add(self.trends_task(date, &Interval::ALL, version, None).await);
+            tally.add(self.trends_task(date, &Interval::ALL, Some(version), None).await);
             tally.add(self.flaky_task(date).await);
             progress(i + 1, dates.len(), date, &tally);
         }
@@ -441,33 +550,48 @@ pub async fn run(
     let mut periodic = tokio::time::interval_at(start, config.interval);
     let mut debounce = tokio::time::interval(config.debounce);
     let mut flaky_tick = tokio::time::interval_at(start, config.flaky_refresh);
+    let reconciling = !config.reconcile_interval.is_zero();
+    let mut reconcile = tokio::time::interval_at(start, config.reconcile_interval.max(Duration::from_millis(1)));
+    // Dates of a notice-driven recompute that failed: retried with the next notice or cycle.
+    let mut failed: BTreeMap<NaiveDate, Option<BTreeSet<String>>> = BTreeMap::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             notice = recv(&mut landed) => match notice {
                 Ok(notice) if notice.table == Table::Results => {
-                    let entry = dirty.entry(notice.date).or_insert_with(|| Some(BTreeSet::new()));
-                    match (entry.as_mut(), notice.repositories) {
-                        (Some(known), Some(repositories)) => known.extend(repositories),
-                        _ => *entry = None,
-                    }
+                    let repositories = notice.repositories.map(|r| r.into_iter().collect());
+                    merge(&mut dirty, BTreeMap::from([(notice.date, repositories)]));
+                    merge(&mut dirty, std::mem::take(&mut failed));
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(missed, "missed landed notices; the periodic cycle will catch up");
+                    warn!(missed, "missed landed notices; the periodic cycle and a reconciliation will catch up");
                     periodic.reset_immediately();
+                    reconcile.reset_immediately();
                 }
                 Err(broadcast::error::RecvError::Closed) => landed = None,
             },
             _ = debounce.tick(), if !dirty.is_empty() => {
                 let changes = std::mem::take(&mut dirty);
-                scheduler.on_changes(&changes).await?;
+                if let Err(e) = scheduler.on_changes(&changes).await {
+                    warn!(error = %e, dates = changes.len(), "recompute on notices failed; retried with the next notice or cycle");
+                    scheduler.metrics.notice_failed();
+                    merge(&mut failed, changes);
+                }
                 scheduler.flaky_if_due().await;
             }
             _ = periodic.tick(), if config.enabled => {
+                merge(&mut dirty, std::mem::take(&mut failed));
                 if let Err(e) = scheduler.cycle().await {
                     warn!(error = %e, "compute cycle failed");
                     scheduler.metrics.cycle(1, 0, Duration::ZERO);
+                }
+            }
+            _ = reconcile.tick(), if reconciling => {
+                merge(&mut dirty, std::mem::take(&mut failed));
+                if let Err(e) = scheduler.reconcile().await {
+                    warn!(error = %e, "reconciliation failed; tried again next interval");
+                    scheduler.metrics.reconcile_failed();
                 }
             }
             _ = flaky_tick.tick() => { scheduler.flaky_if_due().await; }
@@ -475,6 +599,20 @@ pub async fn run(
     }
     info!("compute stopped");
     Ok(())
+}
+
+/// Adds `changes` (dates, with the repositories that changed on each, `None`: any) to `into`.
+fn merge(
+    into: &mut BTreeMap<NaiveDate, Option<BTreeSet<String>>>,
+    changes: BTreeMap<NaiveDate, Option<BTreeSet<String>>>,
+) {
+    for (date, repositories) in changes {
+        let entry = into.entry(date).or_insert_with(|| Some(BTreeSet::new()));
+        match (entry.as_mut(), repositories) {
+            (Some(known), Some(repositories)) => known.extend(repositories),
+            _ => *entry = None,
+        }
+    }
 }
 
 async fn recv(landed: &mut Option<broadcast::Receiver<Landed>>) -> Result<Landed, broadcast::error::RecvError> {

@@ -1,8 +1,12 @@
 //! Compute's schedule on a real (local filesystem) lake holding committed results: the periodic
 //! cycle's lookbacks, batch size and skips, notices for old dates, metrics and health; the
-//! backfill command; two compute processes sharing a lake through leases.
+//! backfill command; two compute processes sharing a lake through leases. Faults that must not
+//! stop or mislead compute: a listing error during a notice-driven recompute, a notice that was
+//! never sent (reconciliation), a lease holder that outlived its lease (the fence).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::array::AsArray;
@@ -252,4 +256,299 @@ async fn two_compute_processes_never_recompute_a_partition_at_once() {
     assert_eq!(overlaps, 0, "no partition recomputed by both at once");
     let held = logs.iter().map(|l| l.matches("another process holds the lease").count()).sum::<usize>();
     println!("tasks: a {}, b {}; skipped because the other held the lease: {held}", spans[0].len(), spans[1].len());
+}
+
+/// A store that fails every listing while `fail_lists` is set, and holds the puts of computed
+/// files (`trends_…`) while `hold` is set.
+#[derive(Debug)]
+struct Controlled {
+    inner: Arc<dyn object_store::ObjectStore>,
+    fail_lists: AtomicBool,
+    hold: tokio::sync::watch::Sender<bool>,
+    held: AtomicU64,
+}
+
+impl Controlled {
+    fn new(inner: Arc<dyn object_store::ObjectStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            fail_lists: AtomicBool::new(false),
+            hold: tokio::sync::watch::Sender::new(false),
+            held: AtomicU64::new(0),
+        })
+    }
+
+    fn list_fault(&self) -> object_store::Error {
+        object_store::Error::Generic { store: "controlled", source: "injected fault: list failed".into() }
+    }
+
+    /// Waits until a put is being held.
+    async fn wait_held(&self) {
+        let started = std::time::Instant::now();
+        while self.held.load(Ordering::SeqCst) == 0 {
+            assert!(started.elapsed() < Duration::from_secs(60), "no put of a computed file came");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl std::fmt::Display for Controlled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Controlled({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for Controlled {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        if location.as_ref().contains("trends_") && *self.hold.borrow() {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            let _ = self.hold.subscribe().wait_for(|hold| !*hold).await;
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        if self.fail_lists.load(Ordering::SeqCst) {
+            return futures::stream::once(std::future::ready(Err(self.list_fault()))).boxed();
+        }
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        if self.fail_lists.load(Ordering::SeqCst) {
+            return Err(self.list_fault());
+        }
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn date_of(day: i64) -> NaiveDate {
+    (Utc::now() - TimeDelta::days(day) - TimeDelta::minutes(10)).date_naive()
+}
+
+fn results_notice(date: NaiveDate) -> testlake_schemas::Landed {
+    let partition = testlake_schemas::HourPartition { date, hour: 0 };
+    testlake_schemas::Landed::new(testlake_schemas::Table::Results, partition, vec![], 1)
+}
+
+/// The value of the unlabelled metric `name` in compute's metrics.
+fn metric(metrics: &testlake_compute::metrics::ComputeMetrics, line: &str) -> Option<f64> {
+    let mut text = String::new();
+    metrics.render(&mut text);
+    text.lines().find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+}
+
+/// Waits (up to a minute) until `done` holds.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let started = std::time::Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < Duration::from_secs(60), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A listing that fails while dates named by notices are recomputed used to end compute (and
+/// `testlake all` with it) through a `?`. Now it is logged and counted, and the dates are
+/// recomputed with the next notice once the store answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_error_during_a_notice_recompute_is_retried_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let store = Controlled::new(Arc::new(object_store::local::LocalFileSystem::new()));
+    let lake = Lake::with_store(url::Url::from_directory_path(dir.path()).unwrap(), store.clone());
+    let mut fleet = Fleet::new(FleetConfig { repositories: 1, ..FleetConfig::default() });
+    let events = events_on(&mut fleet, &[20, 19]);
+    land_committed(&plain, "ci", 0, 0, &events).await;
+
+    // Notices alone drive this compute: no periodic cycle, no reconciliation.
+    let config = ComputeConfig {
+        enabled: false,
+        reconcile_interval: Duration::ZERO,
+        debounce: Duration::from_millis(20),
+        ..ComputeConfig::default()
+    };
+    let scheduler = Scheduler::new(lake, config, None);
+    let metrics = scheduler.metrics();
+    let (tx, rx) = tokio::sync::broadcast::channel(16);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(testlake_compute::run(scheduler, Some(rx), shutdown.clone()));
+
+    store.fail_lists.store(true, Ordering::SeqCst);
+    tx.send(results_notice(date_of(20))).unwrap();
+    let failures = "testlake_compute_notice_failures_total ";
+    eventually("the failed recompute is counted", || async { metric(&metrics, failures) >= Some(1.0) }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!running.is_finished(), "compute ended: {:?}", running.await);
+
+    // The store answers again; the next notice (another date) brings the failed one along.
+    store.fail_lists.store(false, Ordering::SeqCst);
+    tx.send(results_notice(date_of(19))).unwrap();
+    let want = runs_by_date(&events);
+    eventually("both dates computed", || async { daily_runs(&plain).await == want }).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running).await.unwrap().unwrap().unwrap();
+}
+
+/// A file whose notice was never sent, on a date far past both lookbacks, is found by the
+/// reconciliation of a freshly started compute within one interval: its trends match the model
+/// and the rewrite is announced (what invalidates the query service's cache). A date whose
+/// inputs did not change is not recomputed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_landed_without_a_notice_is_reconciled_within_an_interval_at_any_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let mut fleet = Fleet::new(FleetConfig { repositories: 1, ..FleetConfig::default() });
+    let (old, recent) = (date_of(40), date_of(1));
+    let mut events = events_on(&mut fleet, &[40, 1]);
+    let next = land_committed(&lake, "ci", 0, 0, &events).await;
+    let t =
+        Scheduler::new(lake.clone(), ComputeConfig::default(), None).on_notices(&[old, recent].into()).await.unwrap();
+    assert_eq!((t.completed, t.failed), (2, 0));
+
+    // Another compute process, started afresh (nothing in memory), without notices; its periodic
+    // cycle (hourly) keeps the dates within the lookbacks, reconciliation the rest.
+    let interval = Duration::from_millis(500);
+    let config = ComputeConfig {
+        interval: Duration::from_secs(3600),
+        reconcile_interval: interval,
+        flaky_refresh: Duration::from_secs(3600),
+        ..ComputeConfig::default()
+    };
+    let (announce, mut announced) = tokio::sync::broadcast::channel(64);
+    let scheduler = Scheduler::new(lake.clone(), config, Some(announce));
+    let metrics = scheduler.metrics();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(testlake_compute::run(scheduler, None, shutdown.clone()));
+    let passes = "testlake_compute_reconciliations_total{status=\"success\"} ";
+    eventually("a first reconciliation", || async { metric(&metrics, passes) >= Some(1.0) }).await;
+    assert_eq!(metric(&metrics, "testlake_compute_reconciled_dates_total "), Some(0.0), "nothing was stale");
+    let cycles = "testlake_compute_cycles_total{status=\"success\"} ";
+    eventually("the first cycle", || async { metric(&metrics, cycles) >= Some(1.0) }).await;
+    while announced.try_recv().is_ok() {} // the cycle's recompute of the recent date
+
+    // More results land on the old date; their notice is lost.
+    let more = events_on(&mut fleet, &[40]);
+    land_committed(&lake, "ci", 0, next, &more).await;
+    events.extend(more);
+    let landed = std::time::Instant::now();
+    let mut rewritten = BTreeSet::new();
+    while rewritten.len() < 2 {
+        let notice = tokio::time::timeout(Duration::from_secs(60), announced.recv()).await.unwrap().unwrap();
+        if notice.table != testlake_schemas::Table::FlakyScores {
+            assert_eq!(notice.date, old, "only the date whose inputs changed is recomputed: {notice:?}");
+            rewritten.insert(notice.table);
+        }
+    }
+    let took = landed.elapsed();
+    println!("reconciled {took:?} after landing (interval {interval:?})");
+    assert!(took < interval + Duration::from_secs(10), "took {took:?}");
+    assert_eq!(daily_runs(&lake).await, runs_by_date(&events));
+    assert_eq!(metric(&metrics, "testlake_compute_reconciled_dates_total "), Some(1.0));
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running).await.unwrap().unwrap().unwrap();
+}
+
+/// Runs of `date` in `table` (`trends_hourly` or `trends_daily`).
+async fn runs_in(lake: &Lake, table: &str, date: NaiveDate) -> i64 {
+    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+    let sql = format!("SELECT CAST(coalesce(sum(runs), 0) AS BIGINT) FROM {table} WHERE date = '{date}'");
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}
+
+/// Compute process A takes a date's lease, computes it, and is held before its writes until its
+/// lease has expired; B takes the lease over, computes the date with the results that landed
+/// meanwhile and writes it; then A's writes go ahead. The fence refuses them: the trends keep
+/// B's newer numbers. On a store with conditional updates (in memory) and one without (local).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_holder_never_overwrites_its_successors_trends() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Lake::in_memory();
+    let local: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
+    for (url, inner) in [
+        (memory.url().clone(), Arc::clone(memory.store())),
+        (url::Url::from_directory_path(dir.path()).unwrap(), local),
+    ] {
+        let plain = Lake::with_store(url.clone(), Arc::clone(&inner));
+        let store = Controlled::new(inner);
+        let slow = Lake::with_store(url, store.clone());
+        let mut fleet = Fleet::new(FleetConfig { repositories: 1, ..FleetConfig::default() });
+        let date = date_of(3);
+        let mut events = events_on(&mut fleet, &[3]);
+        let next = land_committed(&plain, "ci", 0, 0, &events).await;
+        // Computed once already: A replaces a file (with a conditional update where there is one).
+        Scheduler::new(plain.clone(), ComputeConfig::default(), None).on_notices(&[date].into()).await.unwrap();
+
+        let short = ComputeConfig { lease_ttl: Duration::from_millis(200), ..ComputeConfig::default() };
+        let mut a = Scheduler::new(slow, short, None);
+        store.hold.send_replace(true);
+        let a_run = tokio::spawn(async move {
+            let tally = a.on_notices(&[date].into()).await.unwrap();
+            (tally, a.metrics())
+        });
+        store.wait_held().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let more = events_on(&mut fleet, &[3]);
+        land_committed(&plain, "ci", 0, next, &more).await;
+        events.extend(more);
+        let t = Scheduler::new(plain.clone(), ComputeConfig::default(), None).on_notices(&[date].into()).await.unwrap();
+        assert_eq!((t.completed, t.failed), (1, 0), "B took the expired lease");
+        let want = runs_by_date(&events)[&date.to_string()];
+        assert_eq!(runs_in(&plain, "trends_daily", date).await, want);
+
+        store.hold.send_replace(false);
+        let (t, metrics) = a_run.await.unwrap();
+        assert_eq!((t.completed, t.skipped, t.failed), (0, 1, 0), "A's writes were fenced");
+        for table in ["trends_hourly", "trends_daily"] {
+            assert_eq!(runs_in(&plain, table, date).await, want, "{table} keeps B's numbers");
+            let line = format!("testlake_compute_fenced_writes_total{{table=\"{table}\"}} ");
+            assert_eq!(metric(&metrics, &line), Some(1.0), "{table}");
+        }
+    }
 }
