@@ -1,11 +1,11 @@
 //! `testlake junit` against a real broker: a surefire report with a flaky retry becomes one
-//! event per attempt in the lake.
+//! event per attempt in the lake, and a report produced twice counts once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::Int32Type;
+use arrow::datatypes::{Int32Type, Int64Type};
 use testlake_ingest::{FlushPolicy, Ingest, IngestConfig, IngestMetrics};
 use testlake_schemas::Lake;
 use testlake_tests::{Broker, testlake_binary, unique_topic};
@@ -22,22 +22,38 @@ const REPORT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
   </testcase>
 </testsuite>"#;
 
+/// Converts and produces `report` with `testlake junit`, as a CI job's last step does.
+fn produce_report(broker: &Broker, topic: &str, report: &std::path::Path) {
+    let out = std::process::Command::new(testlake_binary())
+        .args(["junit", "--brokers", &broker.bootstrap(), "--topic", topic])
+        .args(["--repository", "acme/billing", "--branch", "main", "--commit", "abc123", "--run-id", "42"])
+        .arg(report)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `testlake sql` over `lake`, answered as CSV.
+fn testlake_sql(lake: &std::path::Path, statement: &str) -> String {
+    let out = std::process::Command::new(testlake_binary())
+        .args(["sql", "--lake", lake.to_str().unwrap(), "--format", "csv", statement])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn junit_reports_land_with_every_attempt() {
+async fn junit_reports_land_with_every_attempt_and_a_report_sent_twice_counts_once() {
     let broker = Broker::start();
     let topic = unique_topic("junit");
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("TEST-com.acme.InvoiceTest.xml");
     std::fs::write(&report, REPORT).unwrap();
-
-    let out = std::process::Command::new(testlake_binary())
-        .args(["junit", "--brokers", &broker.bootstrap(), "--topic", &topic])
-        .args(["--repository", "acme/billing", "--branch", "main", "--commit", "abc123", "--run-id", "42"])
-        .arg(&report)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The job is re-run, or its upload step retried: the same report is produced again.
+    produce_report(&broker, &topic, &report);
+    produce_report(&broker, &topic, &report);
 
     let lake_dir = dir.path().join("lake");
     let lake = Lake::open(lake_dir.to_str().unwrap()).unwrap();
@@ -48,12 +64,17 @@ async fn junit_reports_land_with_every_attempt() {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(ingest.run(shutdown.clone()));
 
-    let sql = "SELECT test_id, attempt, status, failure_message FROM results ORDER BY test_id, attempt";
+    // The folders hold both copies of each attempt; every reader through testlake sees one.
+    let sql = "SELECT DISTINCT test_id, attempt, status, failure_message FROM results ORDER BY test_id, attempt";
     let deadline = Instant::now() + Duration::from_secs(60);
     let batches: Vec<RecordBatch> = loop {
         let ctx = testlake_compute::catalog::lake_session(&lake).unwrap();
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        if batches.iter().map(RecordBatch::num_rows).sum::<usize>() >= 4 || Instant::now() > deadline {
+        let landed: i64 = ctx.sql("SELECT count(*) FROM results").await.unwrap().collect().await.unwrap()[0]
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0);
+        if landed >= 8 || Instant::now() > deadline {
             break batches;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -82,5 +103,16 @@ async fn junit_reports_land_with_every_attempt() {
             (total.clone(), 1, "failed".into(), Some("expected:<3> but was:<4>".into())),
             (total, 2, "passed".into(), None),
         ]
+    );
+    assert_eq!(
+        testlake_sql(&lake_dir, "SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM results"),
+        "n,ids\n4,4\n"
+    );
+    assert_eq!(
+        testlake_sql(
+            &lake_dir,
+            "SELECT count(*) AS copies, count(*) FILTER (WHERE conflict) AS conflicts FROM duplicates"
+        ),
+        "copies,conflicts\n4,0\n"
     );
 }
