@@ -1,27 +1,50 @@
-//! What one Kafka partition has consumed but not yet written: decoded rows split by the hour
-//! partition of their `finished_at`, rejected messages, and the offset range they cover.
+//! What one Kafka partition has consumed but not yet written: decoded rows, rejected messages,
+//! and the offset range they cover. Rows are split by the hour partition of their `finished_at`
+//! only when taken.
 //!
 //! Pure bookkeeping, no I/O: [`PartitionBuffer::take`] hands the flush a [`PendingFlush`] that
 //! names every file deterministically from the Kafka coordinates.
+//!
+//! All hours share one set of Arrow builders. (Each hour had its own before: ~130 KiB of builder
+//! capacity per hour that the memory budget did not see, so valid events spread over 200,000
+//! distinct hours — the accepted window goes back to 2000 — ran the ingest out of memory, and
+//! again after each restart.) An hour costs only its [`HourStats`] now, counted in
+//! [`PartitionBuffer::bytes`], and a buffer holding [`MAX_HOURS_PER_FLUSH`] hours flushes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch, UInt32Array};
+use arrow::datatypes::TimestampMicrosecondType;
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
+use testlake_schemas::landed::MAX_LISTED_REPOSITORIES;
 use testlake_schemas::tables::{Lineage, RejectedBuilder, ResultsBuilder};
-use testlake_schemas::{DataFileName, DataFilePath, EventView, HourPartition, Table};
+use testlake_schemas::{DataFileName, DataFilePath, EventView, HourPartition, Rejection, Table};
 
-/// Rows of one hour partition, with their event-time range.
-#[derive(Default)]
-struct HourRows {
-    rows: ResultsBuilder,
-    min_time: Option<DateTime<Utc>>,
-    max_time: Option<DateTime<Utc>>,
+/// Most hour partitions one flush writes (one file and one landed notice each). A buffer that
+/// reaches it is due, so a flush's files, its log entry and its notices stay bounded however
+/// widely a partition's events are spread in time.
+pub const MAX_HOURS_PER_FLUSH: usize = 256;
+
+/// Arrow bytes one `results` row takes besides its strings' bytes: 14 string offsets, the tags'
+/// map offset, three 32-bit and five 64-bit values, validity bits.
+const RESULT_ROW_BYTES: usize = 14 * 4 + 4 + 3 * 4 + 5 * 8 + 2;
+/// The same for a `rejected` row (3 string and 2 binary offsets, two 64-bit values, one 32-bit).
+const REJECTED_ROW_BYTES: usize = 5 * 4 + 2 * 8 + 4 + 1;
+/// What an hour's entry costs besides its repositories' bytes: the map node, the stats, and per
+/// repository a `String` in a set node.
+const HOUR_BYTES: usize = 2 * size_of::<(i64, HourStats)>();
+const REPOSITORY_BYTES: usize = 2 * size_of::<String>();
+
+/// What a flush must know of one hour partition's rows, besides the rows themselves.
+struct HourStats {
+    rows: usize,
+    min_time: DateTime<Utc>,
+    max_time: DateTime<Utc>,
     /// Up to `MAX_LISTED_REPOSITORIES + 1` of the rows' repositories (more means "many").
-    repositories: std::collections::BTreeSet<String>,
+    repositories: BTreeSet<String>,
 }
 
 /// The buffer of one assigned Kafka partition.
@@ -29,10 +52,18 @@ pub struct PartitionBuffer {
     topic: Arc<str>,
     partition: i32,
     offsets: Option<(i64, i64)>,
-    hours: BTreeMap<HourPartition, HourRows>,
+    /// Every hour's valid rows, in arrival order.
+    results: ResultsBuilder,
+    /// Each hour's stats, by hours since the epoch (the order of [`HourPartition`]s).
+    hours: BTreeMap<i64, HourStats>,
     rejected: RejectedBuilder,
     rejected_hour: Option<HourPartition>,
-    bytes: usize,
+    /// Message bytes (payloads and keys) pushed.
+    input_bytes: usize,
+    /// What the rows take in the builders, as appended (see [`Self::bytes`]).
+    row_bytes: usize,
+    /// What the hours' stats take.
+    hour_bytes: usize,
     opened_at: Option<Instant>,
 }
 
@@ -68,29 +99,47 @@ impl PendingFlush {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pushed {
     Accepted,
-    Rejected(testlake_schemas::Rejection),
+    Rejected(Rejection),
 }
 
 impl PartitionBuffer {
     pub fn new(topic: Arc<str>, partition: i32) -> Self {
+        // Builders start as a flush leaves them: empty, without the room for 1,024 rows that
+        // `Default` gives them (~130 KiB for `results`), which an idle partition would hold for
+        // nothing and the budget would not see.
+        let (mut results, mut rejected) = (ResultsBuilder::default(), RejectedBuilder::default());
+        let _ = (results.finish(), rejected.finish());
         Self {
             topic,
             partition,
             offsets: None,
+            results,
             hours: BTreeMap::new(),
-            rejected: RejectedBuilder::default(),
+            rejected,
             rejected_hour: None,
-            bytes: 0,
+            input_bytes: 0,
+            row_bytes: 0,
+            hour_bytes: 0,
             opened_at: None,
         }
     }
 
     pub fn rows(&self) -> usize {
-        self.hours.values().map(|h| h.rows.len()).sum::<usize>() + self.rejected.len()
+        self.results.len() + self.rejected.len()
     }
 
+    /// How many hour partitions the buffered rows fall in (a file each when flushed).
+    pub fn hours(&self) -> usize {
+        self.hours.len()
+    }
+
+    /// What the buffer counts against the flush thresholds and the memory budget: its input
+    /// bytes, or the memory it takes if that is more — its rows as appended plus half again for
+    /// the room the builders have grown to (they double: between none and as much again), and
+    /// its hours' stats. Input bytes are the larger for ordinary events (JSON spends bytes on
+    /// keys); memory is, for small events, long topic names, or events spread over many hours.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.input_bytes.max(self.row_bytes + self.row_bytes / 2 + self.hour_bytes)
     }
 
     pub fn age(&self, now: Instant) -> Duration {
@@ -105,27 +154,42 @@ impl PartitionBuffer {
         });
         self.opened_at.get_or_insert_with(Instant::now);
         let bytes = payload.unwrap_or_default();
-        self.bytes += bytes.len() + key.map_or(0, <[u8]>::len);
+        self.input_bytes += bytes.len() + key.map_or(0, <[u8]>::len);
         let from = Lineage { topic: &self.topic, partition: self.partition, offset, ingested_at: now };
         match EventView::decode(bytes, now) {
             Ok(event) => {
-                let hour = self.hours.entry(HourPartition::of(event.finished_at)).or_default();
-                hour.min_time = Some(hour.min_time.map_or(event.finished_at, |t| t.min(event.finished_at)));
-                hour.max_time = Some(hour.max_time.map_or(event.finished_at, |t| t.max(event.finished_at)));
-                if hour.repositories.len() <= testlake_schemas::landed::MAX_LISTED_REPOSITORIES
-                    && !hour.repositories.contains(event.repository.as_ref())
-                {
-                    hour.repositories.insert(event.repository.to_string());
-                }
-                hour.rows.append_view(&event, from);
+                self.results.append_view(&event, from);
+                self.row_bytes += RESULT_ROW_BYTES + self.topic.len() + strings_bytes(&event);
+                self.hour_bytes += self.note_hour(&event);
                 Pushed::Accepted
             }
             Err(why) => {
                 self.rejected_hour.get_or_insert(HourPartition::of(now));
+                self.row_bytes += REJECTED_ROW_BYTES + self.topic.len() + bytes.len() + key.map_or(0, <[u8]>::len);
+                self.row_bytes += why.code().len() + why.to_string().len();
                 self.rejected.append(key, payload, &why, from);
                 Pushed::Rejected(why)
             }
         }
+    }
+
+    /// Adds a row to its hour's stats; returns the bytes this took.
+    fn note_hour(&mut self, event: &EventView<'_>) -> usize {
+        let t = event.finished_at;
+        let mut added = 0;
+        let hour = self.hours.entry(hour_number(t)).or_insert_with(|| {
+            added += HOUR_BYTES;
+            HourStats { rows: 0, min_time: t, max_time: t, repositories: BTreeSet::new() }
+        });
+        hour.rows += 1;
+        hour.min_time = hour.min_time.min(t);
+        hour.max_time = hour.max_time.max(t);
+        if hour.repositories.len() <= MAX_LISTED_REPOSITORIES && !hour.repositories.contains(event.repository.as_ref())
+        {
+            hour.repositories.insert(event.repository.to_string());
+            added += REPOSITORY_BYTES + event.repository.len();
+        }
+        added
     }
 
     /// Takes everything buffered as the files of one flush, to be written by commit-log entry
@@ -136,17 +200,20 @@ impl PartitionBuffer {
         };
         let name =
             DataFileName { topic: self.topic.to_string(), partition: self.partition, first_offset, last_offset, entry };
-        let mut files = Vec::new();
-        let mut valid = 0;
-        for (partition, mut hour) in std::mem::take(&mut self.hours) {
-            valid += hour.rows.len();
+        let hours = std::mem::take(&mut self.hours);
+        let valid = self.results.len();
+        let batches = split_by_hour(self.results.finish()?, &hours)?;
+        let mut files = Vec::with_capacity(hours.len() + 1);
+        for ((&hour, stats), batch) in hours.iter().zip(batches) {
+            let partition = HourPartition::of(stats.min_time);
+            debug_assert_eq!(hour, hour_number(stats.max_time));
             files.push(PendingFile {
                 path: DataFilePath { table: Table::Results, partition, file: name.clone() },
-                batch: hour.rows.finish()?,
-                min_time: hour.min_time,
-                max_time: hour.max_time,
-                repositories: (hour.repositories.len() <= testlake_schemas::landed::MAX_LISTED_REPOSITORIES)
-                    .then(|| hour.repositories.into_iter().collect()),
+                batch,
+                min_time: Some(stats.min_time),
+                max_time: Some(stats.max_time),
+                repositories: (stats.repositories.len() <= MAX_LISTED_REPOSITORIES)
+                    .then(|| stats.repositories.iter().cloned().collect()),
             });
         }
         let rejected = self.rejected.len();
@@ -159,7 +226,9 @@ impl PartitionBuffer {
                 repositories: None,
             });
         }
-        self.bytes = 0;
+        self.input_bytes = 0;
+        self.row_bytes = 0;
+        self.hour_bytes = 0;
         self.opened_at = None;
         Ok(Some(PendingFlush {
             topic: Arc::clone(&self.topic),
@@ -171,6 +240,63 @@ impl PartitionBuffer {
             rejected,
         }))
     }
+}
+
+/// Hours since the epoch: the order, and the identity, of an instant's [`HourPartition`].
+fn hour_number(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(3600)
+}
+
+/// The bytes of an event's strings, as the builders store them.
+fn strings_bytes(e: &EventView<'_>) -> usize {
+    let optional = |s: &Option<std::borrow::Cow<'_, str>>| s.as_ref().map_or(0, |s| s.len());
+    let tags: usize = e.tags.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    36 + e.repository.len()
+        + e.branch.len()
+        + e.commit_sha.len()
+        + e.run_id.len()
+        + optional(&e.job_id)
+        + e.suite.len()
+        + e.test_id.len()
+        + e.name.len()
+        + e.status.as_str().len()
+        + optional(&e.ci_provider)
+        + optional(&e.host)
+        + optional(&e.failure_message)
+        + tags
+}
+
+/// Cuts the buffered rows into one batch per hour, in the order of `hours`: rows grouped by
+/// hour with one `take` (a counting sort on `finished_at`), then sliced without copying. One
+/// hour, the usual case, is the batch itself.
+fn split_by_hour(batch: RecordBatch, hours: &BTreeMap<i64, HourStats>) -> Result<Vec<RecordBatch>, ArrowError> {
+    if hours.len() <= 1 {
+        return Ok(if batch.num_rows() == 0 { Vec::new() } else { vec![batch] });
+    }
+    let keys: Vec<i64> = hours.keys().copied().collect();
+    let mut next: Vec<usize> = hours
+        .values()
+        .scan(0, |start, h| {
+            let this = *start;
+            *start += h.rows;
+            Some(this)
+        })
+        .collect();
+    let starts = next.clone();
+    let finished_at = batch
+        .column_by_name("finished_at")
+        .ok_or_else(|| ArrowError::SchemaError("results rows without finished_at".into()))?
+        .as_primitive::<TimestampMicrosecondType>();
+    let mut indices = vec![0u32; batch.num_rows()];
+    for (row, micros) in finished_at.values().iter().enumerate() {
+        let hour = micros.div_euclid(3_600_000_000);
+        let slot = keys.binary_search(&hour).map_err(|_| ArrowError::ComputeError(format!("row {row}: no hour")))?;
+        indices[next[slot]] = row as u32;
+        next[slot] += 1;
+    }
+    let grouped = arrow::compute::take_record_batch(&batch, &UInt32Array::from(indices))?;
+    drop(batch);
+    Ok(starts.iter().zip(hours.values()).map(|(&start, h)| grouped.slice(start, h.rows)).collect())
 }
 
 #[cfg(test)]

@@ -264,8 +264,13 @@ impl Ingest {
                     }
                     None => {}
                 }
-                let due = self.partitions.due(partition, None)?;
-                self.flush(due, shutdown).await?;
+                // Asked again after waiting for a flush: a buffer held back may be able to flush now.
+                loop {
+                    let due = self.partitions.due(partition, None)?;
+                    if !self.flush(due, shutdown).await? {
+                        break;
+                    }
+                }
             }
         }
         Ok(())
@@ -280,20 +285,23 @@ impl Ingest {
         self.partitions.revoke(revoked);
     }
 
-    /// Starts the flushes that are due; when the buffers are over the memory budget and the
-    /// largest one's flush is in flight, stops consuming until a flush completes.
-    async fn flush(&mut self, due: Vec<Flush<PartitionLog>>, shutdown: &CancellationToken) -> Result<()> {
+    /// Starts the flushes that are due; when told to wait (the buffers over the memory budget, or
+    /// a buffer at the hour cap, with the flush that would relieve it in flight), stops consuming
+    /// until a flush completes. Says whether it waited for one.
+    async fn flush(&mut self, due: Vec<Flush<PartitionLog>>, shutdown: &CancellationToken) -> Result<bool> {
+        let mut waited = false;
         for flush in due {
             match flush {
                 Flush::Start(job) => self.start_flush(job, shutdown),
                 Flush::WaitForAFlush => {
                     if let Some(done) = self.in_flight.next().await {
                         self.finish_flush(done.expect("flush tasks do not panic"))?;
+                        waited = true;
                     }
                 }
             }
         }
-        Ok(())
+        Ok(waited)
     }
 
     /// Flushes on another task: stages the files, then makes them durable through the

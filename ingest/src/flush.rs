@@ -1,18 +1,23 @@
-//! When a buffered Kafka partition becomes a file: on rows, bytes or age, whichever comes first.
+//! When a buffered Kafka partition becomes files: on rows, bytes, hours or age, whichever comes
+//! first.
 
 use std::time::Duration;
+
+use crate::buffer::MAX_HOURS_PER_FLUSH;
 
 /// Thresholds that trigger a flush of one Kafka partition's buffer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FlushPolicy {
     /// Rows buffered for one Kafka partition. Large values give large files at high volume.
     pub max_rows: usize,
-    /// Approximate input bytes buffered for one Kafka partition.
+    /// Bytes buffered for one Kafka partition: its input bytes, or what its rows take in memory
+    /// if that is more ([`crate::buffer::PartitionBuffer::bytes`]).
     pub max_bytes: usize,
     /// Age of the oldest buffered row; bounds freshness at low volume.
     pub max_age: Duration,
-    /// Input bytes buffered over all partitions of the process: past it, the largest buffer is
-    /// flushed early, so memory stays bounded whatever the backlog and partition count.
+    /// Bytes buffered over all partitions of the process (counted as for `max_bytes`): past it,
+    /// the largest buffer is flushed early, so memory stays bounded whatever the backlog, the
+    /// partition count or the spread of the events' hours.
     pub max_total_bytes: usize,
 }
 
@@ -30,9 +35,12 @@ impl Default for FlushPolicy {
 }
 
 impl FlushPolicy {
-    /// Whether a buffer holding `rows` rows and `bytes` bytes, whose oldest row is `age` old, must flush.
-    pub fn should_flush(&self, rows: usize, bytes: usize, age: Duration) -> bool {
-        rows > 0 && (rows >= self.max_rows || bytes >= self.max_bytes || age >= self.max_age)
+    /// Whether a buffer holding `rows` rows and `bytes` bytes in `hours` hour partitions, whose
+    /// oldest row is `age` old, must flush. The hours are capped by [`MAX_HOURS_PER_FLUSH`], not by
+    /// the policy: a file, a log-entry line and a landed notice each, whatever the volume.
+    pub fn should_flush(&self, rows: usize, bytes: usize, hours: usize, age: Duration) -> bool {
+        rows > 0
+            && (rows >= self.max_rows || bytes >= self.max_bytes || hours >= MAX_HOURS_PER_FLUSH || age >= self.max_age)
     }
 
     /// Which buffer to flush early when all of them together hold too much: the largest, given
@@ -53,11 +61,12 @@ mod tests {
     fn flushes_on_whichever_threshold_comes_first() {
         let p = FlushPolicy { max_rows: 10, max_bytes: 1000, max_age: Duration::from_secs(1), max_total_bytes: 5000 };
         let young = Duration::from_millis(10);
-        assert!(!p.should_flush(0, 0, Duration::from_secs(60)), "an empty buffer never flushes");
-        assert!(!p.should_flush(9, 999, young));
-        assert!(p.should_flush(10, 1, young));
-        assert!(p.should_flush(1, 1000, young));
-        assert!(p.should_flush(1, 1, Duration::from_secs(1)));
+        assert!(!p.should_flush(0, 0, 0, Duration::from_secs(60)), "an empty buffer never flushes");
+        assert!(!p.should_flush(9, 999, MAX_HOURS_PER_FLUSH - 1, young));
+        assert!(p.should_flush(10, 1, 1, young));
+        assert!(p.should_flush(1, 1000, 1, young));
+        assert!(p.should_flush(9, 9, MAX_HOURS_PER_FLUSH, young), "rows in as many hours as a flush writes");
+        assert!(p.should_flush(1, 1, 1, Duration::from_secs(1)));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   [`Admit::Skip`] it (below the [`Cursor`]);
 //! - a full or old buffer, or all buffers over the memory budget: [`Flush::Start`] a flush, at
 //!   most one per partition (it holds the partition's log meanwhile), or [`Flush::WaitForAFlush`]
-//!   when the largest buffer's flush is still in flight;
+//!   when the largest buffer's flush — or, for a buffer at the hour cap, its own — is in flight;
 //! - a finished flush ([`Finished`]): landed (commit the Kafka offset, announce), stale (the
 //!   partition was revoked or recovered again meanwhile: only log it), fenced (another member
 //!   writes the partition: drop its state), abandoned at shutdown, or failed for good.
@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use testlake_schemas::log::EntryFile;
 use tracing::{debug, info};
 
-use crate::buffer::{PartitionBuffer, PendingFlush, Pushed};
+use crate::buffer::{MAX_HOURS_PER_FLUSH, PartitionBuffer, PendingFlush, Pushed};
 use crate::cursor::Cursor;
 use crate::error::Error;
 use crate::flush::FlushPolicy;
@@ -78,8 +78,9 @@ pub struct FlushJob<L> {
 pub enum Flush<L> {
     /// Run this flush (on another task).
     Start(FlushJob<L>),
-    /// The buffers are over the memory budget and the largest one's flush is in flight: stop
-    /// consuming until some flush finishes.
+    /// The buffers are over the memory budget and the largest one's flush is in flight, or this
+    /// partition's buffer holds as many hours as a flush writes and its flush is in flight: stop
+    /// consuming until some flush finishes, then ask again.
     WaitForAFlush,
 }
 
@@ -234,10 +235,15 @@ impl<L: Log> Ownership<L> {
         let Some(owned) = self.owned.get(&partition) else { return Ok(flushes) };
         let b = &owned.buffer;
         let age = now.map_or(Duration::ZERO, |now| b.age(now));
-        if self.policy.should_flush(b.rows(), b.bytes(), age)
-            && let Some(job) = self.start(partition)?
-        {
-            flushes.push(Flush::Start(job));
+        if self.policy.should_flush(b.rows(), b.bytes(), b.hours(), age) {
+            let at_hour_cap = b.hours() >= MAX_HOURS_PER_FLUSH;
+            match self.start(partition)? {
+                Some(job) => flushes.push(Flush::Start(job)),
+                // A flush writes at most that many hours: stop consuming until the partition's
+                // flush in flight is done, rather than gather more.
+                None if at_hour_cap && self.flushing(partition) => return Ok(vec![Flush::WaitForAFlush]),
+                None => {}
+            }
         }
         // Cheap per message: the budget is looked at only when this one buffer could matter.
         let bytes = self.owned.get(&partition).map_or(0, |o| o.buffer.bytes());

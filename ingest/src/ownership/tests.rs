@@ -156,11 +156,12 @@ fn age_is_looked_at_only_on_ticks() {
 
 #[test]
 fn over_the_budget_the_largest_buffer_flushes_early() {
-    let mut o = Ownership::new("t".into(), FlushPolicy { max_rows: 100, max_total_bytes: 1000, ..policy() });
-    own(&mut o, 0, EMPTY, 0, 600);
+    // A rejected message of n bytes counts about 1.5 (n + 100): its row and the growth room.
+    let mut o = Ownership::new("t".into(), FlushPolicy { max_rows: 100, max_total_bytes: 3000, ..policy() });
+    own(&mut o, 0, EMPTY, 0, 1800);
     assert!(o.due(0, None).unwrap().is_empty(), "under the budget");
-    own(&mut o, 1, EMPTY, 0, 300);
-    push(&mut o, 1, 1, 200);
+    own(&mut o, 1, EMPTY, 0, 900);
+    push(&mut o, 1, 1, 700);
     let job = one(o.due(1, None).unwrap());
     assert_eq!(job.partition, 0, "the largest buffer, not the one that grew");
     assert!(o.flushing(0) && !o.flushing(1));
@@ -180,6 +181,43 @@ fn over_the_budget_while_the_largest_buffers_flush_is_in_flight_waits_for_a_flus
     assert!(matches!(o.finished(done(job, committed())), Finished::Landed { partition: 0, .. }));
     let job = one(o.due(1, None).unwrap());
     assert_eq!((job.partition, job.flush.first_offset), (0, 2), "now the largest buffer flushes");
+}
+
+/// Admits (past offset 0, which the recovery admitted) and buffers a valid event finished
+/// `hours_ago` hours ago.
+fn buffer_event(o: &mut Ownership<StubLog>, partition: i32, offset: i64, hours_ago: i64) {
+    let finished_at = (Utc::now() - Duration::from_secs(3600 * hours_ago as u64)).to_rfc3339();
+    let event = format!(
+        r#"{{"schema_version":1,"event_id":"00000000-0000-4000-8000-{offset:012}","repository":"r","branch":"b","commit_sha":"c","run_id":"x","suite":"s","test_id":"t","status":"passed","duration_ms":1,"finished_at":"{finished_at}"}}"#
+    );
+    if offset > 0 {
+        assert_eq!(o.admit(partition, offset), Admit::Buffer);
+    }
+    assert_eq!(o.push(partition, offset, None, Some(event.as_bytes()), Utc::now()), Some(Pushed::Accepted));
+}
+
+#[test]
+fn a_buffer_flushes_at_the_hour_cap_and_waits_while_its_flush_is_in_flight() {
+    let hours = MAX_HOURS_PER_FLUSH as i64;
+    let mut o = Ownership::new("t".into(), FlushPolicy { max_rows: 1 << 20, ..policy() });
+    let Admit::Recover { generation } = o.admit(0, 0) else { panic!("not owned yet") };
+    assert_eq!(o.recovered(0, generation, EMPTY, 0), Admit::Buffer);
+    for offset in 0..hours - 1 {
+        buffer_event(&mut o, 0, offset, 2 * offset + 1);
+        assert!(o.due(0, None).unwrap().is_empty(), "{} hours", offset + 1);
+    }
+    buffer_event(&mut o, 0, hours - 1, 2 * hours);
+    let job = one(o.due(0, None).unwrap());
+    assert_eq!(job.flush.files.len(), MAX_HOURS_PER_FLUSH, "one file per hour, no more");
+
+    for offset in hours..2 * hours {
+        buffer_event(&mut o, 0, offset, 2 * offset + 1);
+    }
+    let flushes = o.due(0, None).unwrap();
+    assert!(matches!(flushes[..], [Flush::WaitForAFlush]), "at the cap again: wait for the flush in flight");
+    assert!(matches!(o.finished(done(job, committed())), Finished::Landed { partition: 0, .. }));
+    let job = one(o.due(0, None).unwrap());
+    assert_eq!((job.flush.first_offset, job.flush.files.len()), (hours, MAX_HOURS_PER_FLUSH));
 }
 
 #[test]
