@@ -12,8 +12,16 @@
 //! - **Flaky scores** follow: after a date inside today's scoring window changed, today's
 //!   snapshot is refreshed at most once per `flaky_refresh`; when the UTC day turns, the previous
 //!   day's snapshot is computed one last time, as of the end of that day.
+//! - **Reconciliation** ([`reconcile`], every `reconcile_interval`) finds what lost notices left
+//!   stale, at any age: every computed file records in its footer what it was built from (a
+//!   fingerprint of the date's committed `results` files), and a date whose committed files now
+//!   differ is recomputed — those past the cycle's lookbacks (or all, with the cycle off).
+//!   Rewrites are announced like any recompute, so query caches follow.
 //! - **Leases** ([`crate::lease`]): every task holds the lease of its partition, so several
-//!   compute processes never recompute the same partition at once.
+//!   compute processes never recompute the same partition at once; a holder that outlived its
+//!   lease is fenced ([`fence`]): a file written under a later generation is never replaced.
+//! - **Faults** stop nothing: a failed listing, log read or write fails its task or pass, is
+//!   logged and counted, and is retried by the next notice, cycle or reconciliation.
 //!
 //! A date is the unit of recompute: both trends tables' date partitions depend only on the same
 //! date of `results` (exact percentiles need the whole day), so landing one hour costs one day's

@@ -13,6 +13,8 @@
 //! conditional put on the version it read (`PutMode::Update`, or `PutMode::Create` when there was
 //! none), so a write by anyone in between sends it back to read again. A holder whose lease
 //! expired while it worked (a pause, clock skew) therefore never overwrites its successor's file.
+//! (Had the refused holder read the commit log after its successor, the file lacks what landed
+//! in between; that data's notice, or reconciliation, recomputes the date under a newer lease.)
 //! Stores without conditional updates (the local filesystem in `object_store` 0.13) read the
 //! stamp again right before an unconditional replace: there a holder paused past its successor's
 //! whole write *between that read and its put* can still replace the newer file; the file it
