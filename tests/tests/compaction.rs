@@ -288,3 +288,45 @@ async fn a_compactor_stops_without_waiting_out_the_grace() {
     assert_eq!(files_on_disk(dir.path()), files.iter().cloned().collect(), "the next pass deleted them");
     assert_once("a folder listing at the end", &all, &landed_ids(dir.path()).await);
 }
+
+/// What `results` readers count (every event once) in the lake's committed files now: rows, and
+/// the Kafka partitions the counted rows came from.
+async fn counted(lake: &Lake) -> (usize, BTreeSet<i32>, usize) {
+    let mut committed = CommittedFiles::default();
+    committed.refresh(lake).await.expect("refresh");
+    let files: Vec<String> = committed.results_files().map(|f| f.path.clone()).collect();
+    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+    let strings = testlake_compute::catalog::Strings::Utf8;
+    let copies = testlake_compute::catalog::register_results_once(&ctx, lake, "once", &files, strings).await.unwrap();
+    let batches = ctx.sql("SELECT kafka_partition FROM once").await.unwrap().collect().await.unwrap();
+    let partitions = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<arrow::datatypes::Int32Type>().values().to_vec())
+        .collect::<Vec<_>>();
+    (partitions.len(), partitions.into_iter().collect(), copies.len())
+}
+
+/// Copies of events landed through other partitions, before and after their hours are compacted,
+/// count once — the copy that landed first — whether they sit in ingest files, in the compacted
+/// file that merged them, or in files landed into a compacted hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_count_once_before_and_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let events = events(31);
+    land_in_chunks(&lake, 0, 0, &events, 40).await;
+    let resent: Vec<TestEvent> = events.iter().step_by(10).cloned().collect();
+    land_in_chunks(&lake, 1, 0, &resent, 25).await;
+    let want = (events.len(), BTreeSet::from([0]), resent.len());
+    assert_eq!(counted(&lake).await, want, "before compaction");
+
+    let mut compactor = Compactor::new(lake.clone(), config(Duration::ZERO));
+    let report = compactor.pass(&Crasher::default()).await.unwrap();
+    assert!(report.committed >= 3, "every hour compacted: {report:?}");
+    assert_eq!(counted(&lake).await, want, "after compaction");
+
+    let late: Vec<TestEvent> = events.iter().skip(5).step_by(50).cloned().collect();
+    land_in_chunks(&lake, 2, 0, &late, 1000).await;
+    let want = (events.len(), BTreeSet::from([0]), resent.len() + late.len());
+    assert_eq!(counted(&lake).await, want, "copies landed into compacted hours");
+}
