@@ -7,6 +7,8 @@
 //! and not only plans. Both get two threads. Also checks all wrote the same run and hourly
 //! flaky-test totals and the same hourly p95s.
 //!
+//! Then adds 1 % of the day again as copies of events and measures the day counted once.
+//!
 //! `cargo bench -p testlake-benches --bench trends_vs_duckdb [-- EVENTS]` (default 20,000,000;
 //! installs the `duckdb` Python package with pip when it is missing).
 
@@ -140,12 +142,7 @@ async fn main() {
 
     // One day of results, written in files of about a million rows, never all in memory.
     let generated = Instant::now();
-    let mut fleet = Fleet::new(FleetConfig {
-        repositories: 8,
-        suites_per_repository: 10,
-        tests_per_suite: 50,
-        ..Default::default()
-    });
+    let mut fleet = Fleet::new(fleet_config());
     let per_run = 8 * 10 * 50 / 8;
     let runs = events / per_run + 1;
     let step = Duration::microseconds(86_400_000_000 / runs as i64);
@@ -173,19 +170,27 @@ async fn main() {
     report("files", files.len() as f64, "");
     report("generating and writing them", generated.elapsed().as_secs_f64(), "s");
 
-    // testlake: both tables of the date, best of two.
+    // testlake: both tables of the date, best of two, each as a fresh process (no event ids
+    // known): finding the day's copies of events is part of the cost.
     let mut ours = f64::INFINITY;
     for _ in 0..2 {
+        testlake_compute::dedup::forget(&lake);
         let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
         let started = Instant::now();
         materialize_date(&ctx, &lake, date, &files, &Interval::ALL).await.expect("materialize");
         ours = ours.min(started.elapsed().as_secs_f64());
     }
+    testlake_compute::dedup::forget(&lake);
+    let started = Instant::now();
+    let copies = testlake_compute::dedup::later_copies(&lake, &files).await.expect("copies");
+    assert!(copies.is_empty(), "the day holds no copies");
+    let finding = started.elapsed().as_secs_f64();
     let ours_runs = total(&lake, "SELECT CAST(sum(runs) AS DOUBLE) FROM trends_daily").await as usize;
     let ours_p95 = total(&lake, "SELECT sum(duration_p95_ms) FROM trends_hourly").await;
     let ours_flaky = total(&lake, "SELECT CAST(sum(flaky_tests) AS DOUBLE) FROM trends_hourly").await as i64;
     assert_eq!(ours_runs, written, "testlake's daily trends count every result");
     report("testlake (DataFusion): one day, both tables", ours, "s");
+    report("  of which finding copies of events (event ids read, none found)", finding, "s");
 
     // DuckDB over the same files, in the same run.
     let out = tempfile::tempdir().expect("tempdir");
@@ -215,4 +220,41 @@ async fn main() {
     assert!(duck_best.is_finite(), "no result from DuckDB: {stdout}");
     report("ratio testlake / DuckDB's faster", ours / duck_best, "x");
     println!("target: ratio <= 1.0");
+
+    // The same day with 1 % of its events landed a second time, later, from another partition:
+    // every copy is found, read whole and left out.
+    let mut fleet = Fleet::new(fleet_config());
+    let mut copies = ResultsBuilder::default();
+    let (mut seen, mut run) = (0usize, 0i64);
+    while seen < written {
+        for e in fleet.run(day_start + step * run as i32) {
+            if e.finished_at.date_naive() == date && seen < written {
+                if seen % 100 == 0 {
+                    let later = e.finished_at + Duration::hours(1);
+                    copies.append(&e, Lineage { topic: "bench", partition: 1, offset: seen as i64, ingested_at: later });
+                }
+                seen += 1;
+            }
+        }
+        run += 1;
+    }
+    let copied = copies.len();
+    let path = format!("results/date={date}/hour=00/bench_copies.parquet");
+    let batch = copies.finish().expect("batch");
+    put_create(&lake, &path, encode_parquet(&batch, &path).expect("encode")).await.expect("put");
+    files.push(path);
+    testlake_compute::dedup::forget(&lake);
+    let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
+    let started = Instant::now();
+    materialize_date(&ctx, &lake, date, &files, &Interval::ALL).await.expect("materialize");
+    let with_copies = started.elapsed().as_secs_f64();
+    let runs = total(&lake, "SELECT CAST(sum(runs) AS DOUBLE) FROM trends_daily").await as usize;
+    assert_eq!(runs, written, "with {copied} copies, every result counted once");
+    report("copies added (1 % of the day)", copied as f64, "events");
+    report("testlake: the day with its copies, both tables", with_copies, "s");
+    report("ratio with copies / without", with_copies / ours, "x");
+}
+
+fn fleet_config() -> FleetConfig {
+    FleetConfig { repositories: 8, suites_per_repository: 10, tests_per_suite: 50, ..Default::default() }
 }

@@ -33,7 +33,6 @@ use object_store::ObjectStoreExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use testlake_schemas::Lake;
-use testlake_schemas::paths::HourFilePath;
 
 /// Where a copy landed: what "first" is decided by, in this order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,12 +73,16 @@ pub async fn later_copies(lake: &Lake, files: &[String]) -> Result<Vec<Copy>> {
     Ok(copies)
 }
 
-/// The hour folder a file is in; a path that is not a results hour file is its own group.
+/// The folder a file is in: `results/date=…/hour=…`, its hour.
 fn hour_of(file: &str) -> String {
-    match file.parse::<HourFilePath>() {
-        Ok(path) => path.partition().to_string(),
-        Err(_) => file.to_owned(),
-    }
+    file.rsplit_once('/').map_or("", |(folder, _)| folder).to_owned()
+}
+
+/// Forgets every hour's answer for `lake`, as a fresh process starts: for benchmarks that measure
+/// the first read.
+pub fn forget(lake: &Lake) {
+    let url = lake.url().to_string();
+    MEMOS.lock().expect("memo lock").retain(|(lake, _), _| *lake != url);
 }
 
 /// One hour's answer, as of a set of files.
@@ -90,7 +93,8 @@ struct Memo {
     /// Every id seen, and the index (in `files`) of the file it was first seen in: kept only for
     /// the hours that changed last ([`IDS_KEPT`]), the ones likely to grow again.
     ids: Option<HashMap<u128, u32>>,
-    /// Indices of the files that hold an id seen twice.
+    /// Ids seen more than once, and the indices of the files that hold them.
+    copied_ids: HashSet<u128>,
     holding_copies: Vec<u32>,
     copies: Arc<Vec<Copy>>,
     /// When it was last updated, in updates of the whole memo table.
@@ -128,6 +132,7 @@ async fn hour_copies(lake: &Lake, hour: &str, mut files: Vec<String>) -> Result<
         for id in event_ids(lake, &file).await? {
             if let Some(&first) = ids.get(&id) {
                 memo.holding_copies.extend([first, index]);
+                memo.copied_ids.insert(id);
             } else {
                 ids.insert(id, index);
             }
@@ -138,7 +143,7 @@ async fn hour_copies(lake: &Lake, hour: &str, mut files: Vec<String>) -> Result<
     memo.holding_copies.dedup();
     if memo.holding_copies.len() != holding_before {
         let holding: Vec<&String> = memo.holding_copies.iter().map(|&i| &memo.files[i as usize]).collect();
-        memo.copies = Arc::new(decide(lake, &holding).await?);
+        memo.copies = Arc::new(decide(lake, &holding, &memo.copied_ids).await?);
     }
     memo.ids = Some(ids);
     let copies = Arc::clone(&memo.copies);
@@ -215,27 +220,22 @@ struct Seen {
     content: Vec<(String, String)>,
 }
 
-/// Reads the files that hold copies, whole, and decides for every id seen more than once which
-/// copy came first and how the others differ.
-async fn decide(lake: &Lake, files: &[&String]) -> Result<Vec<Copy>> {
-    let mut ids: HashMap<u128, usize> = HashMap::new();
-    let mut batches = Vec::new();
+/// Reads the files that hold copies, whole but a batch at a time, keeps the rows of the ids seen
+/// more than once, and decides for each such id which copy came first and how the others differ.
+async fn decide(lake: &Lake, files: &[&String], copied: &HashSet<u128>) -> Result<Vec<Copy>> {
+    let mut seen: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
     for file in files {
         for batch in reader(lake, file).await?.build()? {
             let batch = batch?;
-            for id in event_id_strings(&batch)?.iter().flatten() {
-                *ids.entry(id_bits(id)).or_default() += 1;
-            }
-            batches.push(batch);
+            let keep: BooleanArray = event_id_strings(&batch)?
+                .iter()
+                .map(|id| Some(id.is_some_and(|id| copied.contains(&id_bits(id)))))
+                .collect();
+            collect_seen(&filter_record_batch(&batch, &keep)?, &mut seen)?;
         }
     }
-    let mut seen: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
-    for batch in &batches {
-        let keep: BooleanArray =
-            event_id_strings(batch)?.iter().map(|id| Some(id.is_some_and(|id| ids[&id_bits(id)] > 1))).collect();
-        let rows = filter_record_batch(batch, &keep)?;
-        collect_seen(&rows, &mut seen)?;
-    }
+    // A hash collision of two different ids (only possible for ids that are not UUIDs) leaves
+    // each alone in its group: not a copy.
     let mut copies = Vec::new();
     for (event_id, mut all) in seen {
         all.sort_by(|a, b| a.landing.cmp(&b.landing));
