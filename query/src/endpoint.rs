@@ -73,23 +73,30 @@ pub struct Param {
     pub values: &'static [&'static str],
     /// `string` or `integer`.
     pub kind: &'static str,
+    /// The accepted range of an integer.
+    pub range: Option<(u64, u64)>,
 }
 
 impl Param {
     pub const fn text(name: &'static str, description: &'static str) -> Self {
-        Self { name, description, required: false, values: &[], kind: "string" }
+        Self { name, description, required: false, values: &[], kind: "string", range: None }
     }
 
     pub const fn int(name: &'static str, description: &'static str) -> Self {
-        Self { name, description, required: false, values: &[], kind: "integer" }
+        Self { name, description, required: false, values: &[], kind: "integer", range: None }
+    }
+
+    /// An integer in `min..=max`.
+    pub const fn int_in(name: &'static str, description: &'static str, min: u64, max: u64) -> Self {
+        Self { range: Some((min, max)), ..Self::int(name, description) }
     }
 
     pub const fn one_of(name: &'static str, description: &'static str, values: &'static [&'static str]) -> Self {
-        Self { name, description, required: false, values, kind: "string" }
+        Self { name, description, required: false, values, kind: "string", range: None }
     }
 
     pub const fn required(name: &'static str, description: &'static str) -> Self {
-        Self { name, description, required: true, values: &[], kind: "string" }
+        Self { name, description, required: true, values: &[], kind: "string", range: None }
     }
 }
 
@@ -100,5 +107,6 @@ pub const REPOSITORY: Param = Param::text("repository", "Only this repository, e
 pub const BRANCH: Param = Param::text("branch", "Only this branch.");
 pub const SUITE: Param = Param::text("suite", "Only this suite.");
 pub const FORMAT: Param = Param::one_of("format", "Answer format; overrides Accept.", &["json", "csv", "arrow"]);
-pub const PAGE: Param = Param::int("page", "Page number, from 1.");
-pub const SIZE: Param = Param::int("size", "Rows per page, 1..=100000 (default 1000).");
+pub const PAGE: Param = Param::int_in("page", "Page number, from 1.", 1, usize::MAX as u64);
+pub const SIZE: Param =
+    Param::int_in("size", "Rows per page, 1..=100000 (default 1000).", 1, crate::render::MAX_PAGE_SIZE as u64);

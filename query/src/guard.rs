@@ -68,8 +68,13 @@ fn host_of(authority: &str) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
+/// Whether `path` is an endpoint that takes a POST body (a POST elsewhere is the router's 405).
+fn takes_a_body(path: &str) -> bool {
+    crate::routes::ENDPOINTS.iter().any(|e| e.method == crate::endpoint::Method::Post && e.path == path)
+}
+
 /// Refuses what a browser must not do (see the module's documentation).
-pub fn check(allowed: &AllowedHosts, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn check(allowed: &AllowedHosts, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
     let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("(not text)"));
     let host = text(header::HOST);
     if let Some(host) = host.filter(|h| !allowed.host(h)) {
@@ -78,7 +83,7 @@ pub fn check(allowed: &AllowedHosts, method: &Method, headers: &HeaderMap) -> Re
     if let Some(origin) = text(header::ORIGIN).filter(|o| !allowed.origin(o, host)) {
         return Err(ApiError::OriginRefused(origin.to_owned()));
     }
-    if method == Method::POST {
+    if method == Method::POST && takes_a_body(path) {
         let content_type = text(header::CONTENT_TYPE).unwrap_or("none");
         let media = content_type.split(';').next().unwrap_or("").trim();
         if !media.eq_ignore_ascii_case("application/json") {
@@ -93,7 +98,7 @@ pub async fn guard(State(allowed): State<Arc<AllowedHosts>>, request: Request, n
     if PROBES.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    match check(&allowed, request.method(), request.headers()) {
+    match check(&allowed, request.method(), request.uri().path(), request.headers()) {
         Ok(()) => next.run(request).await,
         Err(e) => e.into_response(),
     }

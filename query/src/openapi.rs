@@ -8,6 +8,20 @@ use serde_json::{Map, Value, json};
 
 use crate::endpoint::{Endpoint, Method};
 
+/// The media type of an endpoint's answers (without parameters): JSON but for the page and the
+/// metrics, whose handlers declare theirs.
+fn media_type(e: &Endpoint) -> &'static str {
+    use crate::handlers::{page, probes};
+    let served = if e.path == page::PAGE.path {
+        page::HTML
+    } else if e.path == probes::METRICS.path {
+        probes::PROMETHEUS_TEXT
+    } else {
+        "application/json"
+    };
+    served.split(';').next().unwrap_or(served)
+}
+
 /// The OpenAPI 3.1 document.
 pub fn document(endpoints: &[Endpoint]) -> Value {
     let mut paths = Map::new();
@@ -20,11 +34,17 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
                 if !p.values.is_empty() {
                     schema["enum"] = json!(p.values);
                 }
+                if let Some((min, max)) = p.range {
+                    (schema["minimum"], schema["maximum"]) = (json!(min), json!(max));
+                }
                 json!({ "name": p.name, "in": "query", "required": p.required, "description": p.description, "schema": schema })
             })
             .collect();
         let mut content = Map::new();
-        content.insert("application/json".into(), json!({ "schema": { "type": "object" } }));
+        match media_type(e) {
+            "application/json" => content.insert("application/json".into(), json!({ "schema": { "type": "object" } })),
+            other => content.insert(other.into(), json!({ "schema": { "type": "string" } })),
+        };
         if e.formats {
             content.insert("text/csv".into(), json!({ "schema": { "type": "string" } }));
             content.insert(
@@ -39,10 +59,11 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
         if e.path.starts_with("/api/") {
             responses["401"] = json!({ "description": "A bearer token is configured and was not presented." });
             responses["403"] = json!({ "description": "A Host that is not allowed, or a cross-origin request." });
-            responses["503"] = json!({
-                "description": "At a limit: an answer that took too long to load, or every event-stream place taken."
-            });
         }
+        responses["503"] = json!({
+            "description": "Unready or unhealthy (probes), or at a limit: an answer that took too long to load, \
+                            or every event-stream place taken."
+        });
         if e.formats {
             responses["304"] = json!({ "description": "Not modified (If-None-Match matched the ETag)." });
         }
@@ -51,7 +72,8 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
             operation["requestBody"] = json!({
                 "content": {
                     "application/json": { "schema": { "type": "object", "required": ["sql"],
-                        "properties": { "sql": { "type": "string" }, "max_rows": { "type": "integer" } } } },
+                        "properties": { "sql": { "type": "string", "pattern": "\\S" },
+                                        "max_rows": { "type": "integer", "minimum": 0 } } } },
                 }
             });
             operation["responses"]["415"] = json!({ "description": "The body is not sent as application/json." });

@@ -7,7 +7,7 @@ fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
 }
 
 fn status(allowed: &AllowedHosts, method: Method, pairs: &[(HeaderName, &str)]) -> StatusCode {
-    check(allowed, &method, &headers(pairs)).map_or_else(|e| e.status(), |()| StatusCode::OK)
+    check(allowed, &method, "/api/v1/sql", &headers(pairs)).map_or_else(|e| e.status(), |()| StatusCode::OK)
 }
 
 #[test]
@@ -53,4 +53,14 @@ fn rebinding_and_cross_site_requests_are_refused() {
     assert_eq!(status(&allowed, Method::POST, &[]), StatusCode::UNSUPPORTED_MEDIA_TYPE, "no content type");
     let pairs = [(ct.clone(), "Application/JSON; charset=utf-8")];
     assert_eq!(status(&allowed, Method::POST, &pairs), StatusCode::OK);
+}
+
+/// A POST to a route that takes none is the router's 405, whatever its content type.
+#[test]
+fn only_endpoints_taking_a_body_check_its_type() {
+    let text = headers(&[(header::CONTENT_TYPE, "text/plain")]);
+    let allowed = AllowedHosts::new(&[]);
+    assert!(check(&allowed, &Method::POST, "/", &text).is_ok());
+    assert!(check(&allowed, &Method::POST, "/api/v1/trends", &text).is_ok());
+    assert!(check(&allowed, &Method::POST, "/api/v1/sql", &text).is_err());
 }

@@ -28,7 +28,7 @@ pub const COMPARE: Endpoint = Endpoint {
     path: "/api/v1/compare",
     summary: "This period against the previous one: pass rate, durations, new failures, newly flaky, recovered.",
     params: &[
-        Param::int("days", "Length of each period in days, 1..=366 (default 7)."),
+        Param::int_in("days", "Length of each period in days, 1..=366 (default 7).", 1, 366),
         Param::text("to", "End of the current period (default: the end of today, UTC)."),
         REPOSITORY,
         BRANCH,

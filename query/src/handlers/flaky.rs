@@ -26,7 +26,7 @@ pub const FLAKY: Endpoint = Endpoint {
     summary: "The latest flaky-scores snapshot, ranked.",
     params: &[
         Param::one_of("state", "Tests in this state (default flaky).", &FLAKY_STATES),
-        Param::int("min_executions", "Only tests with at least this many counted executions."),
+        Param::int_in("min_executions", "Only tests with at least this many counted executions.", 0, i64::MAX as u64),
         REPOSITORY,
         SUITE,
         Param::text("test_id", "Only this test."),

@@ -20,7 +20,10 @@ pub const PAGE: Endpoint = Endpoint {
 
 const INDEX: &str = include_str!("page/index.html");
 
+/// What the page is served as (the OpenAPI document says so too).
+pub const HTML: &str = "text/html; charset=utf-8";
+
 /// `GET /`
 pub async fn index() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], INDEX)
+    ([(header::CONTENT_TYPE, HTML), (header::CACHE_CONTROL, "no-cache")], INDEX)
 }

@@ -75,14 +75,17 @@ pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Prometheus' text format, as `/metrics` is served (the OpenAPI document says so too).
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// `GET /metrics`: the components' text (the ingest's, in all-in-one mode), then requests, then
 /// the answer cache.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> String {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut out = String::new();
     for render in &state.metrics {
         render(&mut out);
     }
     state.requests.render(&mut out);
     state.cache.render_metrics(&mut out);
-    out
+    ([(axum::http::header::CONTENT_TYPE, PROMETHEUS_TEXT)], out)
 }
