@@ -6,8 +6,9 @@ set -euo pipefail
 log() { printf '[setup] %s\n' "$*"; }
 
 # C toolchain and zlib for librdkafka's bundled build (rdkafka-sys), curl for rustup; chromium
-# and its WebDriver for the dashboard page's headless-browser test.
-packages=(build-essential pkg-config zlib1g-dev curl ca-certificates chromium chromium-driver)
+# and its WebDriver for the dashboard page's headless-browser test; Python's venv for the
+# PyPI tools below.
+packages=(build-essential pkg-config zlib1g-dev curl ca-certificates chromium chromium-driver python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -39,5 +40,18 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
+
+# PyPI tools, in their own virtual environment (never the system's Python): schemathesis, which
+# tests/tests/schemathesis.rs runs against the service's OpenAPI document. The tests look for
+# it at $TESTLAKE_VENV/bin (default below).
+venv="${TESTLAKE_VENV:-$HOME/.cache/testlake/venv}"
+pypi=(schemathesis==4.32.5)
+[ -x "$venv/bin/python" ] || { log "creating the Python environment $venv"; python3 -m venv "$venv"; }
+for spec in "${pypi[@]}"; do
+  if ! "$venv/bin/python" -m pip show "${spec%%==*}" 2>/dev/null | grep -qx "Version: ${spec##*==}"; then
+    log "installing $spec into $venv"
+    "$venv/bin/python" -m pip install -q "$spec"
+  fi
+done
 
 log "ready: $(tansu --version 2>/dev/null | head -n1), $(cargo --version)"
