@@ -96,6 +96,10 @@ async fn the_openapi_document_matches_what_is_served() {
         };
         let response = request.query(&required).send().await.unwrap();
         assert_eq!(response.status(), 200, "{method} {path}");
+        // ... in the type its document says ...
+        let served = response.headers()["content-type"].to_str().unwrap();
+        let media = served.split(';').next().unwrap();
+        assert!(operation["responses"]["200"]["content"].get(media).is_some(), "{path} serves {served}");
         // ... and validates every parameter documented with a closed set of values.
         for p in operation["parameters"].as_array().unwrap() {
             if p["schema"]["enum"].is_array() || p["schema"]["type"] == "integer" {
