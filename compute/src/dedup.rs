@@ -29,6 +29,7 @@ use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, TimeUnit, 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
 use datafusion::error::{DataFusionError, Result};
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -127,9 +128,12 @@ async fn hour_copies(lake: &Lake, hour: &str, mut files: Vec<String>) -> Result<
     };
     let mut ids = memo.ids.take().unwrap_or_default();
     let holding_before = memo.holding_copies.len();
-    for file in new {
+    // Two files decoded at once (two cores), their ids taken in order.
+    let mut reads =
+        futures::stream::iter(new).map(|file| async move { (event_ids(lake, &file).await, file) }).buffered(2);
+    while let Some((read, file)) = reads.next().await {
         let index = u32::try_from(memo.files.len()).map_err(|_| external("too many files in one hour"))?;
-        for id in event_ids(lake, &file).await? {
+        for id in read? {
             if let Some(&first) = ids.get(&id) {
                 memo.holding_copies.extend([first, index]);
                 memo.copied_ids.insert(id);
@@ -191,26 +195,36 @@ fn id_bits(id: &str) -> u128 {
     })
 }
 
-/// A reader of one whole file. (Its bytes are fetched at once: a results file is one flush or
-/// one compacted hour, and ranged reads would cost a request per column chunk on S3.)
-async fn reader(lake: &Lake, file: &str) -> Result<ParquetRecordBatchReaderBuilder<Bytes>> {
+/// One whole file's bytes. (Fetched at once: a results file is one flush or one compacted hour,
+/// and ranged reads would cost a request per column chunk on S3.)
+async fn fetch(lake: &Lake, file: &str) -> Result<Bytes> {
     let read = |e: object_store::Error| external(format!("reading {file}: {e}"));
-    let bytes = lake.store().get(&lake.path(file)).await.map_err(read)?.bytes().await.map_err(read)?;
-    Ok(ParquetRecordBatchReaderBuilder::try_new(bytes)?)
+    lake.store().get(&lake.path(file)).await.map_err(read)?.bytes().await.map_err(read)
 }
 
-/// The `event_id` column of one file, as 128-bit ids.
+async fn reader(lake: &Lake, file: &str) -> Result<ParquetRecordBatchReaderBuilder<Bytes>> {
+    Ok(ParquetRecordBatchReaderBuilder::try_new(fetch(lake, file).await?)?)
+}
+
+/// The `event_id` column of one file, as 128-bit ids: decoded off the runtime, which in
+/// `testlake all` also runs the ingest and the service.
 async fn event_ids(lake: &Lake, file: &str) -> Result<Vec<u128>> {
-    let builder = reader(lake, file).await?;
-    let column =
-        builder.schema().index_of("event_id").map_err(|_| external(format!("{file} has no event_id column")))?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
-    let mut ids = Vec::new();
-    for batch in builder.with_projection(mask).build()? {
-        let column = cast(batch?.column(0), &DataType::Utf8)?;
-        ids.extend(column.as_string::<i32>().iter().flatten().map(id_bits));
-    }
-    Ok(ids)
+    let bytes = fetch(lake, file).await?;
+    let file = file.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+        let column =
+            builder.schema().index_of("event_id").map_err(|_| external(format!("{file} has no event_id column")))?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
+        let mut ids = Vec::new();
+        for batch in builder.with_projection(mask).build()? {
+            let column = cast(batch?.column(0), &DataType::Utf8)?;
+            ids.extend(column.as_string::<i32>().iter().flatten().map(id_bits));
+        }
+        Ok(ids)
+    })
+    .await
+    .map_err(|e| external(format!("reading event ids: {e}")))?
 }
 
 /// One copy of an event as the second pass sees it.
