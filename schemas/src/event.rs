@@ -439,9 +439,12 @@ impl<'a> WireEvent<'a> {
             });
         }
         for (key, value) in &tags {
-            if key.len() > MAX_TAG_KEY_BYTES || value.len() > MAX_TAG_VALUE_BYTES {
-                let size = key.len().max(value.len());
-                return Err(Rejection::FieldTooLarge { field: format!("tags.{key}"), size, max: MAX_TAG_VALUE_BYTES });
+            for (size, max) in [(key.len(), MAX_TAG_KEY_BYTES), (value.len(), MAX_TAG_VALUE_BYTES)] {
+                if size > max {
+                    // The key names the field, cut to its limit: it may be the oversized part.
+                    let key = truncate_utf8(Cow::Borrowed(key.as_ref()), MAX_TAG_KEY_BYTES);
+                    return Err(Rejection::FieldTooLarge { field: format!("tags.{key}"), size, max });
+                }
             }
         }
         Ok(EventView {
