@@ -13,6 +13,10 @@
 //!
 //! The event id is a UUID v5 of (run, job, test, attempt), so converting the same report twice
 //! yields the same events, which the lake's deduplication key then recognises.
+//!
+//! Every event is checked as the ingest will check it: a testcase whose events it would reject
+//! (finished outside the accepted window, a name over its limit) fails the report at its line
+//! ([`JunitError::Invalid`]) instead of landing in the dead-letter table.
 
 use std::collections::HashMap;
 
@@ -43,6 +47,10 @@ pub enum JunitError {
     Malformed { file: String, line: usize, message: String },
     #[error("{file}: no <testcase> elements: not a JUnit report")]
     Empty { file: String },
+    /// A `<testcase>` whose events the ingest would reject (a finish time outside the accepted
+    /// window, a name over its limit): the report fails here rather than feed the dead-letter table.
+    #[error("{file}:{line}: testcase {test_id}: {message}")]
+    Invalid { file: String, line: usize, test_id: String, message: String },
 }
 
 /// Namespace for v5 event ids of converted reports.
@@ -57,6 +65,8 @@ struct Suite {
 
 #[derive(Debug, Default)]
 struct Case {
+    /// Where its element starts in the document (its line is counted only for an error).
+    at: u64,
     classname: Option<String>,
     name: String,
     time_ms: f64,
@@ -93,6 +103,17 @@ fn timestamp(value: Option<String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
         .ok()
         .or_else(|| NaiveDateTime::parse_from_str(&v, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc()))
+}
+
+/// What an event keeps of a failure message: at most its limit, cut at a character boundary (a
+/// longer `message` attribute was sent whole and cut by the ingest).
+fn keep_message(mut message: String) -> String {
+    let mut cut = message.len().min(MAX_FAILURE_MESSAGE_BYTES);
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    message.truncate(cut);
+    message
 }
 
 /// Appends an element's text to its `message` attribute, on a new line; keeps at most what an
@@ -147,6 +168,12 @@ pub fn parse(file: &str, xml: &str, context: &RunContext, now: DateTime<Utc>) ->
         )),
         ms => Ok(ms),
     };
+    let invalid = |(at, test_id, message): (u64, String, String)| JunitError::Invalid {
+        file: file.to_owned(),
+        line: line_of(xml, at),
+        test_id,
+        message,
+    };
     loop {
         let event = reader.read_event().map_err(|e| malformed(&reader, e.to_string()))?;
         let empty = matches!(event, Event::Empty(_));
@@ -165,6 +192,7 @@ pub fn parse(file: &str, xml: &str, context: &RunContext, now: DateTime<Utc>) ->
                 }
                 b"testcase" => {
                     let c = Case {
+                        at: reader.buffer_position(),
                         classname: attr(e, "classname").filter(|c| !c.is_empty()),
                         name: attr(e, "name").unwrap_or_default(),
                         time_ms: duration(&reader, e)?.unwrap_or(0.0),
@@ -172,7 +200,7 @@ pub fn parse(file: &str, xml: &str, context: &RunContext, now: DateTime<Utc>) ->
                     };
                     cases += 1;
                     if empty {
-                        emit(c, suites.last_mut(), context, now, &mut attempts, &mut events);
+                        emit(c, suites.last_mut(), context, now, &mut attempts, &mut events).map_err(invalid)?;
                     } else {
                         case = Some(c);
                     }
@@ -185,7 +213,7 @@ pub fn parse(file: &str, xml: &str, context: &RunContext, now: DateTime<Utc>) ->
                         b"error" | b"flakyError" | b"rerunError" => Status::Error,
                         _ => Status::Failed,
                     };
-                    let message = attr(e, "message").unwrap_or_default();
+                    let message = keep_message(attr(e, "message").unwrap_or_default());
                     let time = duration(&reader, e)?;
                     let target = match child {
                         b"flakyFailure" | b"flakyError" => {
@@ -237,7 +265,7 @@ pub fn parse(file: &str, xml: &str, context: &RunContext, now: DateTime<Utc>) ->
                 }
                 b"testcase" => {
                     if let Some(c) = case.take() {
-                        emit(c, suites.last_mut(), context, now, &mut attempts, &mut events);
+                        emit(c, suites.last_mut(), context, now, &mut attempts, &mut events).map_err(invalid)?;
                     }
                 }
                 b"failure" | b"error" | b"skipped" | b"flakyFailure" | b"flakyError" | b"rerunFailure"
@@ -275,7 +303,8 @@ fn target_message(case: &mut Option<Case>, collecting: Option<Collecting>) -> Op
     }
 }
 
-/// Turns one `<testcase>` into its attempts.
+/// Turns one `<testcase>` into its attempts, each checked as the ingest will check it; or says
+/// why it cannot: (where the testcase starts, its test id, the reason).
 fn emit(
     case: Case,
     suite: Option<&mut Suite>,
@@ -283,7 +312,7 @@ fn emit(
     now: DateTime<Utc>,
     attempts: &mut HashMap<String, u32>,
     events: &mut Vec<TestEvent>,
-) {
+) -> Result<(), (u64, String, String)> {
     let mut fallback = Suite::default();
     let suite = suite.unwrap_or(&mut fallback);
     let suite_name = suite.name.clone().or_else(|| case.classname.clone()).unwrap_or_else(|| "default".into());
@@ -292,7 +321,11 @@ fn emit(
         None => format!("{suite_name}.{}", case.name),
     };
     suite.elapsed_ms += case.time_ms;
-    let end = suite.timestamp.map_or(now, |t| t + Duration::microseconds((suite.elapsed_ms * 1000.0) as i64));
+    let out_of_range = || (case.at, test_id.clone(), "its time is out of the range of timestamps".to_owned());
+    let end = match suite.timestamp {
+        Some(t) => t.checked_add_signed(micros(suite.elapsed_ms)).ok_or_else(out_of_range)?,
+        None => now,
+    };
 
     let (own_status, own_message) = case.result.unwrap_or((Status::Passed, String::new()));
     let mut runs: Vec<(Status, String, f64)> = Vec::new();
@@ -316,8 +349,10 @@ fn emit(
             attempt
         );
         // Attempts of one testcase finish in order, a microsecond apart, the last at `end`.
-        let finished_at = end - Duration::microseconds(count - 1 - i as i64);
-        events.push(TestEvent {
+        let finished_at =
+            end.checked_sub_signed(Duration::microseconds(count - 1 - i as i64)).ok_or_else(out_of_range)?;
+        let started_at = finished_at.checked_sub_signed(micros(duration_ms)).ok_or_else(out_of_range)?;
+        let event = TestEvent {
             schema_version: SCHEMA_VERSION,
             event_id: Uuid::new_v5(&EVENT_NAMESPACE, key.as_bytes()),
             repository: context.repository.clone(),
@@ -331,14 +366,25 @@ fn emit(
             status,
             attempt: *attempt,
             duration_ms: if status == Status::Skipped { 0.0 } else { duration_ms },
-            started_at: Some(finished_at - Duration::microseconds((duration_ms * 1000.0) as i64)),
+            started_at: Some(started_at),
             finished_at,
             ci_provider: context.ci_provider.clone(),
             host: context.host.clone(),
             failure_message: (status.is_failure() && !message.is_empty()).then_some(message),
             tags: Default::default(),
-        });
+        };
+        if let Err(why) = TestEvent::decode(event.to_json().as_bytes(), now) {
+            return Err((case.at, test_id, why.to_string()));
+        }
+        events.push(event);
     }
+    Ok(())
+}
+
+/// A span of milliseconds (at most an execution's seven days, or a suite's sum of them) in
+/// whole microseconds.
+fn micros(ms: f64) -> Duration {
+    Duration::microseconds((ms * 1000.0) as i64)
 }
 
 #[cfg(test)]

@@ -175,3 +175,45 @@ fn an_impossible_time_is_an_error_at_its_line() {
     let err = parse("report.xml", rerun, &ctx(), now).unwrap_err().to_string();
     assert!(err.starts_with("report.xml:4: "), "{err}");
 }
+
+/// Found by the fuzz test: a suite whose testcases' times add up past the day of clock skew the
+/// ingest allows converted into events the ingest dead-letters; now the report fails at the
+/// testcase, with the ingest's reason.
+#[test]
+fn a_testcase_the_ingest_would_reject_is_an_error_at_its_line() {
+    let xml = "<testsuite name=\"s\" timestamp=\"2026-11-27T10:00:00\">\n<testcase classname=\"c\" name=\"t\" time=\"604800\"/>\n<testcase classname=\"c\" name=\"u\" time=\"1\"/>\n</testsuite>";
+    let err = parse("report.xml", xml, &ctx(), now()).unwrap_err().to_string();
+    assert!(err.starts_with("report.xml:2: testcase c.t: field `finished_at` = 2026-12-04"), "{err}");
+    let long_name =
+        format!("<testsuite name=\"s\">\n<testcase classname=\"c\" name=\"{}\"/></testsuite>", "n".repeat(5000));
+    let err = parse("report.xml", &long_name, &ctx(), now()).unwrap_err().to_string();
+    assert!(err.starts_with("report.xml:2: testcase c.nnn") && err.ends_with("over the 4096 byte limit"), "{err}");
+}
+
+/// A suite timestamp at either end of what chrono can hold (`%Y` reads six-digit years), plus or
+/// minus a testcase's time, overflowed the timestamp arithmetic: a panic; now an error.
+#[test]
+fn a_timestamp_at_the_end_of_time_is_an_error_not_a_panic() {
+    let xml = "<testsuite name=\"s\" timestamp=\"+262142-12-31T23:59:59\">\n<testcase classname=\"c\" name=\"t\" time=\"86400\"/>\n</testsuite>";
+    let err = parse("report.xml", xml, &ctx(), now()).unwrap_err().to_string();
+    assert_eq!(err, "report.xml:2: testcase c.t: its time is out of the range of timestamps");
+    let xml = "<testsuite name=\"s\" timestamp=\"-262143-01-01T00:00:00\">\n<testcase classname=\"c\" name=\"t\" time=\"0\"><flakyFailure/></testcase>\n</testsuite>";
+    let err = parse("report.xml", xml, &ctx(), now()).unwrap_err().to_string();
+    assert!(err.starts_with("report.xml:2: testcase c.t: "), "{err}");
+}
+
+/// Found by the fuzz test: a `message` attribute longer than an event keeps was sent whole (the
+/// ingest then cut it); now it is cut, at a character boundary, as the ingest would.
+#[test]
+fn a_long_failure_message_is_cut_as_the_ingest_cuts_it() {
+    let xml = format!(
+        "<testsuite name=\"s\"><testcase classname=\"c\" name=\"t\"><failure message=\"{}\">trace</failure></testcase></testsuite>",
+        "😀".repeat(1100)
+    );
+    let events = parse_ok(&xml);
+    let message = events[0].failure_message.as_deref().unwrap();
+    assert_eq!(message.len(), 4096);
+    assert_eq!(&TestEvent::decode(events[0].to_json().as_bytes(), now()).unwrap(), &events[0]);
+}
+
+mod fuzz;
