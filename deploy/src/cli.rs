@@ -460,6 +460,39 @@ pub struct ServeArgs {
     pub api_token: Option<String>,
     #[command(flatten)]
     pub limits: ServeLimitArgs,
+    #[command(flatten)]
+    pub sql: SqlArgs,
+}
+
+/// The SQL endpoint's bounds (`POST /api/v1/sql`).
+#[derive(Args)]
+pub struct SqlArgs {
+    /// How long one statement may run before it is stopped (400).
+    #[arg(long, env = "TESTLAKE_SQL_TIMEOUT", default_value_t = SqlLimits::default().timeout.into())]
+    pub sql_timeout: humantime::Duration,
+    /// One statement's memory, in bytes: its operators' pool, and again what repeat(), lpad(),
+    /// range() and the like may produce (over it: 400). At most --sql-concurrency statements hold
+    /// this much each.
+    #[arg(long, env = "TESTLAKE_SQL_MEMORY_BYTES", default_value_t = SqlLimits::default().memory_bytes)]
+    pub sql_memory_bytes: usize,
+    /// Rows one answer may hold (more are cut off, and the answer says so).
+    #[arg(long, env = "TESTLAKE_SQL_MAX_ROWS", default_value_t = SqlLimits::default().max_rows)]
+    pub sql_max_rows: usize,
+    /// Statements running at once; one more is answered 429 with Retry-After. Higher lets more
+    /// analysts in at once, at up to this many times the memory.
+    #[arg(long, env = "TESTLAKE_SQL_CONCURRENCY", default_value_t = SqlLimits::default().concurrency)]
+    pub sql_concurrency: usize,
+}
+
+impl SqlArgs {
+    pub fn limits(&self) -> SqlLimits {
+        SqlLimits {
+            timeout: *self.sql_timeout,
+            memory_bytes: self.sql_memory_bytes,
+            max_rows: self.sql_max_rows,
+            concurrency: self.sql_concurrency.max(1),
+        }
+    }
 }
 
 /// What a client may make the service do: the names it may be reached by, and its bounds.
@@ -510,6 +543,7 @@ impl ServeArgs {
         config.auth_token = self.api_token.clone().filter(|t| !t.is_empty());
         config.allowed_hosts = self.limits.allowed_hosts.iter().filter(|h| !h.trim().is_empty()).cloned().collect();
         config.limits = self.limits.limits();
+        config.sql_limits = self.sql.limits();
         config
     }
 }

@@ -27,6 +27,15 @@ pub enum ApiError {
     /// The task running a SQL statement ended without an answer: it panicked.
     #[error("the statement failed: {0}")]
     StatementPanicked(tokio::task::JoinError),
+    /// A SQL statement too long or too deeply nested to plan safely (`sql::shape`).
+    #[error("{0}")]
+    StatementTooComplex(String),
+    /// The statement threads could not be started.
+    #[error("starting the SQL statement threads: {0}")]
+    SqlThreads(std::io::Error),
+    /// Every statement slot is taken (`SqlLimits::concurrency`).
+    #[error("{0} SQL statements are running, the most the service runs at once: retry in a moment")]
+    SqlBusy(usize),
     /// `/api/*` without a bearer token, when one is configured.
     #[error("a bearer token is required")]
     TokenMissing,
@@ -76,18 +85,19 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::StatementRefused(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::StatementRefused(_) | Self::StatementTooComplex(_) => StatusCode::BAD_REQUEST,
             // A statement over its own limits is the caller's doing: the limits are the
             // service's stated terms, and the same statement would fail the same way again. A
             // load of a dashboard answer exhausting the service's resources is not (see
             // `datafusion_status`).
             Self::StatementOverMemory(_) | Self::StatementTimeout(_) => StatusCode::BAD_REQUEST,
-            // What panics is DataFusion on this statement, and it would again: kept the 400 it
-            // has always been, although the bug is ours.
-            Self::StatementPanicked(_) => StatusCode::BAD_REQUEST,
+            // A panic is a bug, ours or DataFusion's, whatever the statement.
+            Self::StatementPanicked(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // The service's capacity, not the statement: the same one succeeds once a slot frees.
+            Self::SqlBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::TokenMissing | Self::TokenInvalid => StatusCode::UNAUTHORIZED,
             Self::DataFusion(e) => datafusion_status(e),
-            Self::Arrow(_) | Self::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Arrow(_) | Self::Log(_) | Self::SqlThreads(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Shared(e) => e.status(),
             Self::AnswerTooLarge(_) => StatusCode::BAD_REQUEST,
             Self::AnswerTimeout(_) | Self::TooManySubscribers(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -111,6 +121,10 @@ fn datafusion_status(e: &DataFusionError) -> StatusCode {
     }
 }
 
+/// When a client refused a statement slot may try again: statements mostly take well under a
+/// second.
+const SQL_RETRY_AFTER_SECONDS: &str = "1";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -118,6 +132,9 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, "request failed");
         }
         let mut response = (status, axum::Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(SQL_RETRY_AFTER_SECONDS));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

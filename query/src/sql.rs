@@ -8,6 +8,11 @@
 //! - Every statement runs under a memory pool of `memory_bytes` (never spilling to disk) and a
 //!   `timeout`, and returns at most `max_rows` rows (the answer says whether it was truncated).
 //!
+//! What keeps one statement from taking the service down: its size and depth are checked before
+//! it is planned (`shape`), it runs on the statements' own threads, a few at a time ([`SqlEngine`],
+//! whose doc says what bounds its time and memory), and the functions that can produce far more
+//! than they read are capped (`capped`).
+//!
 //! `results` is a view over the *committed* `results` files only (never a folder listing, which
 //! may show a crashed flush's files until recovery), with `date` and `hour` derived from
 //! `finished_at` exactly as the partition folders are named.
@@ -16,26 +21,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use arrow::compute::concat_batches;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use testlake_schemas::log_reader::CommittedFiles;
 use testlake_schemas::{Lake, Table};
 
 use crate::error::ApiError;
 
+mod capped;
+mod engine;
+mod shape;
+
+pub use engine::{STACK_BYTES, SqlEngine};
+pub use shape::{MAX_DEPTH, MAX_RELATIONS, MAX_STATEMENT_BYTES};
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SqlLimits {
     pub timeout: Duration,
+    /// One statement's memory pool; its amplifying functions may produce as much again.
     pub memory_bytes: usize,
     pub max_rows: usize,
+    /// Statements running at once (all of them: at most this many `memory_bytes` pools).
+    pub concurrency: usize,
 }
 
 impl Default for SqlLimits {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(30), memory_bytes: 512 << 20, max_rows: 10_000 }
+        Self { timeout: Duration::from_secs(30), memory_bytes: 256 << 20, max_rows: 10_000, concurrency: 4 }
     }
 }
 
@@ -81,36 +94,8 @@ pub async fn session(
 pub struct SqlAnswer {
     pub batch: RecordBatch,
     pub truncated: bool,
-}
-
-/// Runs one read-only statement. Bad SQL, a refused statement or an exceeded limit is an error
-/// the caller is told of with DataFusion's message (which status each gets is `error.rs`'s call).
-pub async fn run(ctx: &SessionContext, sql: &str, limits: &SqlLimits) -> Result<SqlAnswer, ApiError> {
-    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let (ctx, sql, limits) = (ctx.clone(), sql.to_owned(), limits.clone());
-    let timeout = limits.timeout;
-    // On its own task, so the timeout fires even while the plan is busy; aborting it stops the
-    // plan at its next yield (between batches).
-    let mut work = tokio::spawn(async move {
-        let df = ctx.sql_with_options(&sql, options).await.map_err(ApiError::StatementRefused)?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        // EXPLAIN [ANALYZE] must stay the root of its plan (a limit above it failed as a 500);
-        // its answer is a few rows, and the row cap below still holds.
-        let explains = matches!(df.logical_plan(), LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
-        let df =
-            if explains { df } else { df.limit(0, Some(limits.max_rows + 1)).map_err(ApiError::StatementRefused)? };
-        let batches = df.collect().await.map_err(ApiError::statement_failed)?;
-        let batch = concat_batches(&schema, &batches)?;
-        let truncated = batch.num_rows() > limits.max_rows;
-        Ok(SqlAnswer { batch: batch.slice(0, batch.num_rows().min(limits.max_rows)), truncated })
-    });
-    match tokio::time::timeout(timeout, &mut work).await {
-        Ok(done) => done.map_err(ApiError::StatementPanicked)?,
-        Err(_) => {
-            work.abort();
-            Err(ApiError::StatementTimeout(timeout))
-        }
-    }
+    /// The statement's place among those running, given back when the answer is dropped.
+    _slot: Option<engine::Slot>,
 }
 
 #[cfg(test)]

@@ -229,3 +229,55 @@ async fn event_streams_are_capped() {
     shutdown.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// Hostile statements are refused and the process survives them: a flat `1+1+…+1` of 1,000
+/// terms (it overflowed the stack and aborted the process), `repeat('x', 2147483647)` (2 GiB
+/// grown after the answer); one statement more than the concurrency limit is a 429 with
+/// `Retry-After`, and a statement whose client disconnects is stopped and frees its slot.
+#[tokio::test]
+async fn hostile_statements_are_refused_and_the_service_survives() {
+    let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.sql_limits.concurrency = 1;
+    config.sql_limits.timeout = std::time::Duration::from_secs(120);
+    let (base, shutdown, server, _dir) = serve(config).await;
+    let http = reqwest::Client::new();
+    let post = |sql: String| http.post(format!("{base}/api/v1/sql")).json(&serde_json::json!({ "sql": sql })).send();
+
+    let deep = format!("SELECT {}", vec!["1"; 1_000].join("+"));
+    let response = post(deep).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("deeper than"), "{body}");
+    let started = std::time::Instant::now();
+    let response = post("SELECT repeat('x', 2147483647)".into()).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("would produce"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+
+    let endless = "SELECT count(DISTINCT a.x * 100000 + b.y) FROM unnest(range(1, 100000)) AS a(x) \
+                   CROSS JOIN unnest(range(1, 100000)) AS b(y)";
+    let client = tokio::spawn({
+        let request = http.post(format!("{base}/api/v1/sql")).json(&serde_json::json!({ "sql": endless }));
+        async move { request.send().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let busy = post("SELECT 1".into()).await.unwrap();
+    assert_eq!(busy.status(), 429);
+    assert_eq!(busy.headers()["retry-after"], "1");
+    // The client disconnects: its statement stops, and the next one gets the slot.
+    client.abort();
+    let started = std::time::Instant::now();
+    loop {
+        let status = post("SELECT 1".into()).await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the disconnected statement kept its slot");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -77,3 +77,25 @@ fn flags_reach_the_configurations() {
     assert_eq!(all.ingest.kafka.landed_topic(), None);
     assert_eq!(*all.ingest.shutdown.shutdown_grace, std::time::Duration::from_secs(2));
 }
+
+#[test]
+fn sql_flags_reach_the_service() {
+    let Command::Serve(serve) = parse(&[
+        "serve",
+        "--sql-timeout",
+        "5s",
+        "--sql-memory-bytes",
+        "1048576",
+        "--sql-max-rows",
+        "7",
+        "--sql-concurrency",
+        "0",
+    ]) else {
+        panic!("not serve")
+    };
+    let limits = serve.serve.config().sql_limits;
+    assert_eq!(
+        limits,
+        SqlLimits { timeout: std::time::Duration::from_secs(5), memory_bytes: 1 << 20, max_rows: 7, concurrency: 1 }
+    );
+}

@@ -14,7 +14,8 @@ pub async fn run(command: SqlCommand) -> Result<()> {
     let lake = Lake::open(&command.lake.lake)?;
     let mut committed = Default::default();
     let ctx = testlake_query::sql::session(&lake, &mut committed, &limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let answer = testlake_query::sql::run(&ctx, &statement, &limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = testlake_query::sql::SqlEngine::new(&limits)?;
+    let answer = engine.run(&ctx, &statement, &limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let stdout = std::io::stdout();
     match command.format.as_str() {
         "table" => println!("{}", arrow::util::pretty::pretty_format_batches(&[answer.batch])?),

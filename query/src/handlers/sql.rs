@@ -14,7 +14,7 @@ use crate::cache::{Answer, Loaded};
 use crate::endpoint::{Endpoint, FORMAT, Method};
 use crate::error::ApiError;
 use crate::render::{Shape, View, respond};
-use crate::sql::{run, session};
+use crate::sql::{SqlEngine, SqlLimits, session};
 use crate::state::AppState;
 
 pub const SQL: Endpoint = Endpoint {
@@ -63,14 +63,28 @@ pub async fn sql(
         let mut committed = state.committed.lock().await;
         session(&state.lake, &mut committed, &limits).await?
     };
-    let answer = run(&ctx, &request.sql, &limits).await?;
+    let answer = engine(&state.sql_limits)?.run(&ctx, &request.sql, &limits).await?;
     let Value::Object(head) = json!({
         "truncated": answer.truncated,
         "max_rows": limits.max_rows,
     }) else {
         unreachable!()
     };
-    let answer = Answer::uncached(Loaded { head, batch: answer.batch, object: false })?;
+    let rendered = Answer::uncached(Loaded { head, batch: answer.batch.clone(), object: false })?;
     let shape = Shape { page: 1, size: limits.max_rows.max(1), ..shape };
-    respond(&answer, shape, &headers, false)
+    // The statement keeps its slot until its answer is written (`SqlEngine`).
+    let response = respond(&rendered, shape, &headers, false);
+    drop(answer);
+    response
+}
+
+/// The statements' engine, started with the first statement and shared by every request of the
+/// process. (Its place is `AppState`, next to `sql_limits`; kept here until it moves there.)
+fn engine(limits: &SqlLimits) -> Result<&'static SqlEngine, ApiError> {
+    static ENGINE: std::sync::OnceLock<SqlEngine> = std::sync::OnceLock::new();
+    if let Some(engine) = ENGINE.get() {
+        return Ok(engine);
+    }
+    let engine = SqlEngine::new(limits).map_err(ApiError::SqlThreads)?;
+    Ok(ENGINE.get_or_init(|| engine))
 }
