@@ -324,7 +324,8 @@ pub struct IngestArgs {
     /// Flush a partition's buffer at this many rows (bigger files, more memory).
     #[arg(long, env = "TESTLAKE_FLUSH_ROWS", default_value_t = FlushPolicy::default().max_rows)]
     pub flush_rows: usize,
-    /// Flush a partition's buffer at this many input bytes.
+    /// Flush a partition's buffer at this many bytes: its input bytes, or what its rows take in
+    /// memory if that is more. Bigger files against more memory.
     #[arg(long, env = "TESTLAKE_FLUSH_BYTES", default_value_t = FlushPolicy::default().max_bytes)]
     pub flush_bytes: usize,
     /// Flush a partition's buffer when its oldest row is this old (freshness vs. file count).
@@ -333,8 +334,8 @@ pub struct IngestArgs {
     /// Extra librdkafka consumer property, KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
     #[arg(long = "kafka-property", value_parser = parse_property)]
     pub kafka_properties: Vec<(String, String)>,
-    /// Input bytes buffered over all partitions before the largest buffer is flushed early:
-    /// the ingest's memory bound.
+    /// Bytes buffered over all partitions (counted as for --flush-bytes) before the largest
+    /// buffer is flushed early: the ingest's memory bound.
     #[arg(long, env = "TESTLAKE_BUFFER_BYTES", default_value_t = FlushPolicy::default().max_total_bytes)]
     pub buffer_bytes: usize,
     /// Test hook: abort the process the n-th time a commit step is reached (`after_intent:3`).
