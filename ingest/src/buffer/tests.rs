@@ -165,4 +165,10 @@ fn rows_in_many_hours_split_into_one_file_per_hour() {
     let partitions: Vec<HourPartition> = flush.files.iter().map(|f| f.path.partition).collect();
     assert!(partitions.windows(2).all(|w| w[0] < w[1]), "one file per hour, in order");
     assert_eq!((b.hours(), b.rows(), b.bytes()), (0, 0, 0));
+
+    // Staged as a flush stages them: each file sorted and encoded, its entry saying its hour.
+    let staged = crate::stage::stage(&flush).unwrap();
+    let entries: Vec<(HourPartition, u64)> =
+        staged.iter().map(|f| (HourPartition { date: f.entry.date, hour: f.entry.hour }, f.entry.rows)).collect();
+    assert_eq!(entries, partitions.iter().map(|&p| (p, 3)).collect::<Vec<_>>());
 }
