@@ -8,7 +8,7 @@
 //! All hours share one set of Arrow builders. (Each hour had its own before: ~130 KiB of builder
 //! capacity per hour that the memory budget did not see, so valid events spread over 200,000
 //! distinct hours — the accepted window goes back to 2000 — ran the ingest out of memory, and
-//! again after each restart.) An hour costs only its [`HourStats`] now, counted in
+//! again after each restart.) An hour costs only its stats now (~200 bytes), counted in
 //! [`PartitionBuffer::bytes`], and a buffer holding [`MAX_HOURS_PER_FLUSH`] hours flushes.
 
 use std::collections::{BTreeMap, BTreeSet};
