@@ -14,7 +14,7 @@ pub async fn run(command: SqlCommand) -> Result<()> {
     let lake = Lake::open(&command.lake.lake)?;
     let mut committed = Default::default();
     let ctx = testlake_query::sql::session(&lake, &mut committed, &limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = testlake_query::sql::SqlEngine::new(&limits)?;
+    let engine = testlake_query::sql::SqlEngine::new(&limits);
     let answer = engine.run(&ctx, &statement, &limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let stdout = std::io::stdout();
     match command.format.as_str() {

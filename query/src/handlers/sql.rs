@@ -1,6 +1,7 @@
 //! `POST /api/v1/sql`: one read-only statement over the lake's tables (see [`crate::sql`]).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -63,7 +64,7 @@ pub async fn sql(
         let mut committed = state.committed.lock().await;
         session(&state.lake, &mut committed, &limits).await?
     };
-    let answer = engine(&state.sql_limits)?.run(&ctx, &request.sql, &limits).await?;
+    let answer = engine(&state.sql_limits).run(&ctx, &request.sql, &limits).await?;
     let Value::Object(head) = json!({
         "truncated": answer.truncated,
         "max_rows": limits.max_rows,
@@ -78,13 +79,11 @@ pub async fn sql(
     response
 }
 
-/// The statements' engine, started with the first statement and shared by every request of the
-/// process. (Its place is `AppState`, next to `sql_limits`; kept here until it moves there.)
-fn engine(limits: &SqlLimits) -> Result<&'static SqlEngine, ApiError> {
-    static ENGINE: std::sync::OnceLock<SqlEngine> = std::sync::OnceLock::new();
-    if let Some(engine) = ENGINE.get() {
-        return Ok(engine);
-    }
-    let engine = SqlEngine::new(limits).map_err(ApiError::SqlThreads)?;
-    Ok(ENGINE.get_or_init(|| engine))
+/// The statements' engine of this process for these limits' concurrency, shared by every request.
+/// (Its place is `AppState`, next to `sql_limits`; kept here until it moves there. Keyed by the
+/// concurrency so that services with different limits in one process — tests — keep theirs.)
+fn engine(limits: &SqlLimits) -> Arc<SqlEngine> {
+    static ENGINES: Mutex<BTreeMap<usize, Arc<SqlEngine>>> = Mutex::new(BTreeMap::new());
+    let mut engines = ENGINES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    Arc::clone(engines.entry(limits.concurrency).or_insert_with(|| Arc::new(SqlEngine::new(limits))))
 }

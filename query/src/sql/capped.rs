@@ -1,5 +1,5 @@
 //! The functions whose output can outgrow their input by any factor — `repeat`, `lpad`, `rpad`,
-//! `range`, `generate_series`, `array_repeat`, `replace` — replaced in a statement's session by
+//! `range`, `generate_series`, `array_repeat`, `array_resize`, `replace` — replaced in a statement's session by
 //! capped versions.
 //!
 //! The memory pool only sees operators' state: `SELECT repeat('x', 2147483647)` built a 2 GiB
@@ -26,13 +26,14 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 /// The amplifying functions, and how each bounds its output.
-const CAPPED: [(&str, Growth); 7] = [
+const CAPPED: [(&str, Growth); 8] = [
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
     ("range", Growth::Range),
     ("generate_series", Growth::Range),
     ("array_repeat", Growth::ArrayRepeat),
+    ("array_resize", Growth::ArrayResize),
     ("replace", Growth::Replace),
 ];
 
@@ -66,7 +67,7 @@ impl Budget {
         taken.map(|_| ()).map_err(|left| {
             DataFusionError::ResourcesExhausted(format!(
                 "{function} would produce up to {bytes} bytes, more than the {left} left of the {} bytes a statement's \
-                 repeat, lpad, rpad, range, generate_series, array_repeat and replace may produce",
+                 repeat, lpad, rpad, range, generate_series, array_repeat, array_resize and replace may produce",
                 self.total
             ))
         })
@@ -84,6 +85,8 @@ enum Growth {
     Range,
     /// `array_repeat(x, n)`: `n` copies of `x`.
     ArrayRepeat,
+    /// `array_resize(a, n[, fill])`: `n` values like `fill`.
+    ArrayResize,
     /// `replace(s, from, to)`: `s` with each of at most `len(s)/len(from) + 1` matches becoming `to`.
     Replace,
 }
@@ -116,6 +119,11 @@ impl Growth {
             (Self::ArrayRepeat, [x, n, ..]) => {
                 let (x, n) = (Figures::bytes(x)?, Figures::values(n)?);
                 Box::new(move |i| (x.get(i) + 16) * n.get(i))
+            }
+            (Self::ArrayResize, [_, n, rest @ ..]) => {
+                let n = Figures::values(n)?;
+                let fill = rest.first().map(Figures::bytes).transpose()?.unwrap_or(Figures::One(0));
+                Box::new(move |i| (fill.get(i) + 16) * n.get(i))
             }
             (Self::Replace, [s, from, to, ..]) => {
                 let (s, from, to) = (Figures::bytes(s)?, Figures::bytes(from)?, Figures::bytes(to)?);

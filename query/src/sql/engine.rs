@@ -41,25 +41,17 @@ pub const STACK_BYTES: usize = 64 << 20;
 
 /// The statements' runtime and their slots.
 pub struct SqlEngine {
-    /// Always `Some` until dropped (a runtime cannot be dropped inside another one: it is shut down
-    /// in the background instead).
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Started with the first statement (a service nobody sends SQL has no statement threads).
+    /// A runtime cannot be dropped inside another one: it is shut down in the background instead.
+    runtime: tokio::sync::OnceCell<tokio::runtime::Runtime>,
     slots: Arc<Semaphore>,
     concurrency: usize,
 }
 
 impl SqlEngine {
-    /// Starts the statement threads: as many as the machine's cores, at most one per slot.
-    pub fn new(limits: &SqlLimits) -> std::io::Result<Self> {
+    pub fn new(limits: &SqlLimits) -> Self {
         let concurrency = limits.concurrency.max(1);
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cores.min(concurrency))
-            .thread_name("testlake-sql")
-            .thread_stack_size(STACK_BYTES)
-            .enable_all()
-            .build()?;
-        Ok(Self { runtime: Some(runtime), slots: Arc::new(Semaphore::new(concurrency)), concurrency })
+        Self { runtime: Default::default(), slots: Arc::new(Semaphore::new(concurrency)), concurrency }
     }
 
     /// Runs one read-only statement under `limits` (its time, memory and rows; the concurrency is
@@ -70,8 +62,7 @@ impl SqlEngine {
         let slot = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| ApiError::SqlBusy(self.concurrency))?;
         let (ctx, sql, limits) = (ctx.clone(), sql.to_owned(), limits.clone());
         let timeout = limits.timeout;
-        let runtime = self.runtime.as_ref().expect("running until dropped");
-        let work = Aborting(runtime.spawn(async move {
+        let work = Aborting(self.runtime().await?.spawn(async move {
             let answer = statement(&ctx, &sql, &limits).await?;
             Ok(SqlAnswer { _slot: Some(slot), ..answer })
         }));
@@ -79,6 +70,20 @@ impl SqlEngine {
             Ok(done) => done.map_err(ApiError::StatementPanicked)?,
             Err(_) => Err(ApiError::StatementTimeout(timeout)),
         }
+    }
+
+    /// The statement threads: as many as the machine's cores, at most one per slot.
+    async fn runtime(&self) -> Result<&tokio::runtime::Runtime, ApiError> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let build = || async {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cores.min(self.concurrency))
+                .thread_name("testlake-sql")
+                .thread_stack_size(STACK_BYTES)
+                .enable_all()
+                .build()
+        };
+        self.runtime.get_or_try_init(build).await.map_err(ApiError::SqlThreads)
     }
 }
 
