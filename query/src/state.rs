@@ -35,6 +35,8 @@ pub struct AppState {
     pub live: broadcast::Sender<LiveEvent>,
     pub alerts: AlertConfig,
     pub sql_limits: SqlLimits,
+    /// Where statements run: their own threads, at most `sql_limits.concurrency` at once.
+    pub sql: crate::sql::SqlEngine,
     /// With a token, `/api/*` requires it.
     pub auth_token: Option<String>,
     pub requests: Arc<RequestMetrics>,
@@ -58,6 +60,7 @@ impl AppState {
             live: broadcast::channel(1024).0,
             alerts: config.alerts.clone(),
             sql_limits: config.sql_limits.clone(),
+            sql: crate::sql::SqlEngine::new(&config.sql_limits),
             auth_token: config.auth_token.clone(),
             requests: Default::default(),
             allowed_hosts: Arc::new(crate::guard::AllowedHosts::new(&config.allowed_hosts)),
