@@ -1,9 +1,10 @@
 //! What compute reports: Prometheus counters, and the health of its periodic cycle.
 //!
-//! Health, from the last cycles: `healthy` when the last cycle succeeded within the interval (with
-//! five seconds of slack for the cycles' own run time), `degraded` when the last cycle had failed
-//! tasks but something succeeded since, `unhealthy` when no cycle succeeded for twice the
-//! interval. Before the first cycle, `starting`.
+//! Health, from the last rounds of work — periodic cycles and notice-driven recomputes alike (a
+//! compute busy with notices is working, not stalled, even when its next cycle waits): `healthy`
+//! when the last round succeeded within the interval (with five seconds of slack for the rounds'
+//! own run time), `degraded` when the last round had failed tasks but something succeeded since,
+//! `unhealthy` when nothing succeeded for twice the interval. Before the first round, `starting`.
 
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -125,15 +126,23 @@ impl ComputeMetrics {
 
     /// A periodic cycle ended with this many failed and completed tasks.
     pub fn cycle(&self, failed: usize, completed: usize, elapsed: Duration) {
-        let mut s = self.state();
         let status = match (failed, completed) {
             (0, _) => 0,
             (_, 0) => 2,
             _ => 1,
         };
-        s.cycles[status] += 1;
-        s.cycle_seconds.0 += elapsed.as_secs_f64();
-        s.cycle_seconds.1 += 1;
+        {
+            let mut s = self.state();
+            s.cycles[status] += 1;
+            s.cycle_seconds.0 += elapsed.as_secs_f64();
+            s.cycle_seconds.1 += 1;
+        }
+        self.worked(failed);
+    }
+
+    /// A round of work ended (a cycle, or a recompute on notices), `failed` of its tasks failed.
+    pub fn worked(&self, failed: usize) {
+        let mut s = self.state();
         let now = Instant::now();
         s.last_cycle = Some((now, failed == 0));
         if failed == 0 {
@@ -238,5 +247,27 @@ impl ComputeMetrics {
             self.health_of(&s).as_str(),
             u8::from(self.health_of(&s) == Health::Healthy)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recompute on notices counts for health as a cycle does: compute busy with notices (its
+    /// next cycle waiting) is healthy, and one with failed tasks is degraded.
+    #[test]
+    fn recomputes_on_notices_count_for_health_like_cycles() {
+        let metrics = ComputeMetrics::new(Duration::from_secs(3600));
+        assert_eq!(metrics.health(), Health::Starting);
+        metrics.worked(0);
+        assert_eq!(metrics.health(), Health::Healthy);
+        metrics.worked(1);
+        assert_eq!(metrics.health(), Health::Degraded);
+        metrics.worked(0);
+        assert_eq!(metrics.health(), Health::Healthy);
+        let mut page = String::new();
+        metrics.render(&mut page);
+        assert!(page.contains("testlake_compute_cycles_total{status=\"success\"} 0"), "not counted as cycles: {page}");
     }
 }

@@ -335,6 +335,7 @@ impl Scheduler {
             let repositories = repositories.as_ref().map(|r| r.iter().cloned().collect());
             tally.add(self.trends_task(date, &Interval::ALL, Some(version), repositories).await);
         }
+        self.metrics.worked(tally.failed);
         Ok(tally)
     }
 
