@@ -18,13 +18,15 @@
 //!   hour whose files only grew (ingest appending to the open hour) reads just its new files
 //!   against the ids it kept — a landing costs the files that landed, not the day.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, DefaultHasher, Hasher};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use arrow::array::{
     ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::compute::{cast, filter_record_batch};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
@@ -32,7 +34,7 @@ use datafusion::error::{DataFusionError, Result};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter};
 use testlake_schemas::Lake;
 
 /// Where a copy landed: what "first" is decided by, in this order.
@@ -93,16 +95,16 @@ struct Memo {
     files: Vec<String>,
     /// Every id seen, and the index (in `files`) of the file it was first seen in: kept only for
     /// the hours that changed last ([`IDS_KEPT`]), the ones likely to grow again.
-    ids: Option<HashMap<u128, u32>>,
+    ids: Option<Ids>,
     /// Ids seen more than once, and the indices of the files that hold them.
-    copied_ids: HashSet<u128>,
+    copied_ids: IdSet,
     holding_copies: Vec<u32>,
     copies: Arc<Vec<Copy>>,
     /// When it was last updated, in updates of the whole memo table.
     updated: u64,
 }
 
-/// How many hours keep their id sets (about 24 bytes per result each). An hour that grows after
+/// How many hours keep their id sets (about 18 bytes per result each). An hour that grows after
 /// losing its set is read again whole.
 const IDS_KEPT: usize = 4;
 
@@ -126,23 +128,33 @@ async fn hour_copies(lake: &Lake, hour: &str, mut files: Vec<String>) -> Result<
         let known: HashSet<&String> = memo.files.iter().collect();
         files.iter().filter(|f| !known.contains(f)).cloned().collect()
     };
-    let mut ids = memo.ids.take().unwrap_or_default();
     let holding_before = memo.holding_copies.len();
-    // Two files decoded at once (two cores), their ids taken in order.
-    let mut reads =
-        futures::stream::iter(new).map(|file| async move { (event_ids(lake, &file).await, file) }).buffered(2);
+    let mut scan = Scan {
+        ids: memo.ids.take().unwrap_or_default(),
+        copied: std::mem::take(&mut memo.copied_ids),
+        holding: std::mem::take(&mut memo.holding_copies),
+    };
+    // Two files decoded at once (two cores); their ids added in order, off the runtime too.
+    // (Owned futures: a stream of closures borrowing `lake` makes the caller's future not `Send`.)
+    let reads: Vec<_> = new
+        .into_iter()
+        .map(|file| {
+            let lake = lake.clone();
+            async move { (event_ids(&lake, &file).await, file) }
+        })
+        .collect();
+    let mut reads = futures::stream::iter(reads).buffered(2);
     while let Some((read, file)) = reads.next().await {
-        let index = u32::try_from(memo.files.len()).map_err(|_| external("too many files in one hour"))?;
-        for id in read? {
-            if let Some(&first) = ids.get(&id) {
-                memo.holding_copies.extend([first, index]);
-                memo.copied_ids.insert(id);
-            } else {
-                ids.insert(id, index);
-            }
-        }
+        let (keys, index) = (read?, u32::try_from(memo.files.len()).map_err(|_| external("too many files"))?);
+        scan = blocking(move || {
+            scan.add(index, &keys);
+            Ok(scan)
+        })
+        .await?;
         memo.files.push(file);
     }
+    let Scan { ids, copied, holding } = scan;
+    (memo.copied_ids, memo.holding_copies) = (copied, holding);
     memo.holding_copies.sort_unstable();
     memo.holding_copies.dedup();
     if memo.holding_copies.len() != holding_before {
@@ -184,15 +196,74 @@ fn forget_old_ids(memos: &mut HashMap<(String, String), Memo>) {
     }
 }
 
-/// An event id as 128 bits: the UUID's, or for an id that is not a UUID (testlake's decoder
-/// accepts none, but a file may come from elsewhere) a hash of it — a collision only makes the
-/// second pass, which compares the ids themselves, read a file for nothing.
-fn id_bits(id: &str) -> u128 {
-    uuid::Uuid::try_parse(id).map(|u| u.as_u128()).unwrap_or_else(|_| {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = |salt: u8| BuildHasherDefault::<DefaultHasher>::default().hash_one((salt, id));
-        (u128::from(hash(0)) << 64) | u128::from(hash(1))
-    })
+/// 64 bits of an event id: a UUID's two halves folded into one (their bits are random), or for an
+/// id that is not a UUID (testlake's decoder accepts none, but a file may come from elsewhere) a
+/// hash of it. Two ids with the same key (about one pair in an hour of 10⁹ results) only make the
+/// second pass, which compares the ids themselves, read their files for nothing.
+fn id_key(id: &str) -> u64 {
+    match uuid::Uuid::try_parse_ascii(id.as_bytes()) {
+        Ok(uuid) => {
+            let (high, low) = uuid.as_u64_pair();
+            high ^ low
+        }
+        Err(_) => std::hash::BuildHasher::hash_one(&std::hash::BuildHasherDefault::<DefaultHasher>::default(), id),
+    }
+}
+
+/// The key is a hash already ([`id_key`]): hashing it again would only cost time.
+#[derive(Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
+/// Every id seen in an hour, and the index of the file it was first seen in.
+type Ids = HashMap<u64, u32, BuildHasherDefault<KeyIsHash>>;
+type IdSet = HashSet<u64, BuildHasherDefault<KeyIsHash>>;
+
+/// The first pass over an hour's files.
+struct Scan {
+    ids: Ids,
+    /// Ids seen more than once.
+    copied: IdSet,
+    /// Indices of the files holding them (with repeats).
+    holding: Vec<u32>,
+}
+
+impl Scan {
+    fn add(&mut self, index: u32, keys: &[u64]) {
+        self.ids.reserve(keys.len());
+        for &key in keys {
+            match self.ids.entry(key) {
+                Entry::Occupied(first) => {
+                    self.holding.extend([*first.get(), index]);
+                    self.copied.insert(key);
+                }
+                Entry::Vacant(new) => {
+                    new.insert(index);
+                }
+            }
+        }
+    }
+}
+
+/// Runs CPU-bound work off the runtime, which in `testlake all` also runs the ingest and the
+/// service.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| external(format!("finding copies: {e}")))?
 }
 
 /// One whole file's bytes. (Fetched at once: a results file is one flush or one compacted hour,
@@ -202,29 +273,47 @@ async fn fetch(lake: &Lake, file: &str) -> Result<Bytes> {
     lake.store().get(&lake.path(file)).await.map_err(read)?.bytes().await.map_err(read)
 }
 
-async fn reader(lake: &Lake, file: &str) -> Result<ParquetRecordBatchReaderBuilder<Bytes>> {
-    Ok(ParquetRecordBatchReaderBuilder::try_new(fetch(lake, file).await?)?)
+/// A reader of one file's bytes, and the `event_id` column's projection.
+fn reader(bytes: Bytes, file: &str) -> Result<(ParquetRecordBatchReaderBuilder<Bytes>, ProjectionMask)> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let column =
+        builder.schema().index_of("event_id").map_err(|_| external(format!("{file} has no event_id column")))?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
+    Ok((builder, mask))
 }
 
-/// The `event_id` column of one file, as 128-bit ids: decoded off the runtime, which in
-/// `testlake all` also runs the ingest and the service.
-async fn event_ids(lake: &Lake, file: &str) -> Result<Vec<u128>> {
-    let bytes = fetch(lake, file).await?;
-    let file = file.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-        let column =
-            builder.schema().index_of("event_id").map_err(|_| external(format!("{file} has no event_id column")))?;
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
-        let mut ids = Vec::new();
+/// The keys of one file's `event_id` column.
+async fn event_ids(lake: &Lake, file: &str) -> Result<Vec<u64>> {
+    let (bytes, file) = (fetch(lake, file).await?, file.to_owned());
+    blocking(move || {
+        let (builder, mask) = reader(bytes, &file)?;
+        let mut keys = Vec::with_capacity(usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0));
         for batch in builder.with_projection(mask).build()? {
-            let column = cast(batch?.column(0), &DataType::Utf8)?;
-            ids.extend(column.as_string::<i32>().iter().flatten().map(id_bits));
+            keys.extend(event_id_strings(&batch?)?.iter().flatten().map(id_key));
         }
-        Ok(ids)
+        Ok(keys)
     })
     .await
-    .map_err(|e| external(format!("reading event ids: {e}")))?
+}
+
+/// The rows of one file whose event id is one of `copied`: the Parquet reader decodes the other
+/// columns of those rows only.
+async fn rows_with(lake: &Lake, file: &str, copied: Arc<IdSet>) -> Result<Vec<RecordBatch>> {
+    let (bytes, file) = (fetch(lake, file).await?, file.to_owned());
+    blocking(move || {
+        let (builder, mask) = reader(bytes, &file)?;
+        let wanted = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+            let ids = cast(batch.column(0), &DataType::Utf8)?;
+            Ok(ids
+                .as_string::<i32>()
+                .iter()
+                .map(|id| Some(id.is_some_and(|id| copied.contains(&id_key(id)))))
+                .collect())
+        });
+        let rows = builder.with_row_filter(RowFilter::new(vec![Box::new(wanted)])).build()?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+    .await
 }
 
 /// One copy of an event as the second pass sees it.
@@ -234,22 +323,25 @@ struct Seen {
     content: Vec<(String, String)>,
 }
 
-/// Reads the files that hold copies, whole but a batch at a time, keeps the rows of the ids seen
-/// more than once, and decides for each such id which copy came first and how the others differ.
-async fn decide(lake: &Lake, files: &[&String], copied: &HashSet<u128>) -> Result<Vec<Copy>> {
+/// Reads the rows of the ids seen more than once from the files that hold them, and decides for
+/// each such id which copy came first and how the others differ.
+async fn decide(lake: &Lake, files: &[&String], copied: &IdSet) -> Result<Vec<Copy>> {
+    let copied = Arc::new(copied.clone());
     let mut seen: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
-    for file in files {
-        for batch in reader(lake, file).await?.build()? {
-            let batch = batch?;
-            let keep: BooleanArray = event_id_strings(&batch)?
-                .iter()
-                .map(|id| Some(id.is_some_and(|id| copied.contains(&id_bits(id)))))
-                .collect();
-            collect_seen(&filter_record_batch(&batch, &keep)?, &mut seen)?;
+    let reads: Vec<_> = files
+        .iter()
+        .map(|file| {
+            let (lake, file, copied) = (lake.clone(), (*file).clone(), Arc::clone(&copied));
+            async move { rows_with(&lake, &file, copied).await }
+        })
+        .collect();
+    let mut reads = futures::stream::iter(reads).buffered(2);
+    while let Some(rows) = reads.next().await {
+        for batch in rows? {
+            collect_seen(&batch, &mut seen)?;
         }
     }
-    // A hash collision of two different ids (only possible for ids that are not UUIDs) leaves
-    // each alone in its group: not a copy.
+    // Two ids sharing a key ([`id_key`]) are grouped by the ids themselves: each alone, no copy.
     let mut copies = Vec::new();
     for (event_id, mut all) in seen {
         all.sort_by(|a, b| a.landing.cmp(&b.landing));
