@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::Result;
-use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use testlake_schemas::tables::{flaky_scores_schema, rejected_schema, results_schema, trends_schema};
 use testlake_schemas::{Lake, Table};
@@ -97,34 +95,13 @@ pub async fn register_results_once(
         return Ok(copies);
     }
     let all = format!("{name}_with_later_copies");
-    register_files_as(ctx, lake, &all, Arc::clone(&schema), files)?;
-    let topic_type = schema.field_with_name("kafka_topic")?.data_type().clone();
-    let later = ctx.read_batch(coordinates(&copies, &topic_type)?)?;
-    // The few later copies are the build side of the hash join; the files stream past it.
-    let once = later.join(ctx.table(&all).await?, JoinType::RightAnti, &LATER, &COORDINATES, None)?;
+    register_files_as(ctx, lake, &all, schema, files)?;
+    let (is_later_copy, keep) = crate::dedup::filter::keep_firsts(&format!("{name}_is_later_copy"), &copies);
+    ctx.register_udf(is_later_copy);
+    let once = ctx.table(&all).await?.filter(keep)?;
     ctx.deregister_table(name)?;
     ctx.register_table(name, once.into_view())?;
     Ok(copies)
-}
-
-/// The columns that identify a row of `results`: one Kafka message, landed once.
-const COORDINATES: [&str; 3] = ["kafka_topic", "kafka_partition", "kafka_offset"];
-const LATER: [&str; 3] = ["later_topic", "later_partition", "later_offset"];
-
-/// The Kafka coordinates of `copies`, under the names [`LATER`].
-fn coordinates(copies: &[Copy], topic_type: &DataType) -> Result<RecordBatch> {
-    let topics: ArrayRef = Arc::new(StringArray::from_iter_values(copies.iter().map(|c| &c.landing.kafka_topic)));
-    let columns: Vec<ArrayRef> = vec![
-        arrow::compute::cast(&topics, topic_type)?,
-        Arc::new(Int32Array::from_iter_values(copies.iter().map(|c| c.landing.kafka_partition))),
-        Arc::new(Int64Array::from_iter_values(copies.iter().map(|c| c.landing.kafka_offset))),
-    ];
-    let schema = Schema::new(vec![
-        Field::new(LATER[0], topic_type.clone(), false),
-        Field::new(LATER[1], DataType::Int32, false),
-        Field::new(LATER[2], DataType::Int64, false),
-    ]);
-    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 
 fn register_files_as(ctx: &SessionContext, lake: &Lake, name: &str, schema: SchemaRef, files: &[String]) -> Result<()> {

@@ -439,5 +439,7 @@ fn external(message: impl Into<String>) -> DataFusionError {
     DataFusionError::External(message.into().into())
 }
 
+pub mod filter;
+
 #[cfg(test)]
 mod tests;
