@@ -12,10 +12,11 @@
 //! `cargo bench -p testlake-benches --bench trends_vs_duckdb [-- EVENTS]` (default 20,000,000;
 //! installs the `duckdb` Python package with pip when it is missing).
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
 
-use chrono::{Duration, NaiveDate};
+use chrono::{Duration, NaiveDate, Timelike};
 use testlake::fleet::{Fleet, FleetConfig};
 use testlake_benches::report;
 use testlake_compute::trends::{Interval, materialize_date};
@@ -140,31 +141,36 @@ async fn main() {
     let date = NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
     let day_start = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
 
-    // One day of results, written in files of about a million rows, never all in memory.
+    // One day of results in its hour folders, as ingest lands them: files of at most a million
+    // rows, an hour's written once the fleet's runs are two hours past it, never all in memory.
     let generated = Instant::now();
     let mut fleet = Fleet::new(fleet_config());
     let per_run = 8 * 10 * 50 / 8;
     let runs = events / per_run + 1;
     let step = Duration::microseconds(86_400_000_000 / runs as i64);
     let (mut files, mut written, mut run) = (Vec::new(), 0usize, 0i64);
+    let mut hours: BTreeMap<u32, ResultsBuilder> = BTreeMap::new();
     while written < events {
-        let mut builder = ResultsBuilder::default();
-        while builder.len() < 1_000_000 && written + builder.len() < events {
-            for e in fleet.run(day_start + step * run as i32) {
-                if e.finished_at.date_naive() == date && written + builder.len() < events {
-                    let from =
-                        Lineage { topic: "bench", partition: 0, offset: written as i64, ingested_at: e.finished_at };
-                    builder.append(&e, from);
+        for e in fleet.run(day_start + step * run as i32) {
+            if e.finished_at.date_naive() == date && written < events {
+                let from = Lineage { topic: "bench", partition: 0, offset: written as i64, ingested_at: e.finished_at };
+                let hour = hours.entry(e.finished_at.hour()).or_default();
+                hour.append(&e, from);
+                written += 1;
+                if hour.len() >= 1_000_000 {
+                    files.push(write_hour(&lake, date, e.finished_at.hour(), files.len(), hour).await);
                 }
             }
-            run += 1;
         }
-        let rows = builder.len();
-        let path = format!("results/date={date}/hour=00/bench_{:05}.parquet", files.len());
-        let batch = builder.finish().expect("batch");
-        put_create(&lake, &path, encode_parquet(&batch, &path).expect("encode")).await.expect("put");
-        files.push(path);
-        written += rows;
+        run += 1;
+        let now = (day_start + step * run as i32).hour();
+        while let Some(mut done) = hours.first_entry().filter(|h| *h.key() + 2 <= now) {
+            files.push(write_hour(&lake, date, *done.key(), files.len(), done.get_mut()).await);
+            done.remove();
+        }
+    }
+    for (hour, mut builder) in hours {
+        files.push(write_hour(&lake, date, hour, files.len(), &mut builder).await);
     }
     report("results in the day", written as f64, "events");
     report("files", files.len() as f64, "");
@@ -194,7 +200,7 @@ async fn main() {
 
     // DuckDB over the same files, in the same run.
     let out = tempfile::tempdir().expect("tempdir");
-    let glob = format!("{}/results/date={date}/hour=00/*.parquet", dir.path().display());
+    let glob = format!("{}/results/date={date}/hour=*/*.parquet", dir.path().display());
     let duck = Command::new("python3")
         .args(["-c", DUCKDB, &glob, out.path().to_str().expect("utf-8 path")])
         .output()
@@ -224,25 +230,25 @@ async fn main() {
     // The same day with 1 % of its events landed a second time, later, from another partition:
     // every copy is found, read whole and left out.
     let mut fleet = Fleet::new(fleet_config());
-    let mut copies = ResultsBuilder::default();
-    let (mut seen, mut run) = (0usize, 0i64);
+    let mut copies: BTreeMap<u32, ResultsBuilder> = BTreeMap::new();
+    let (mut seen, mut run, mut copied) = (0usize, 0i64, 0usize);
     while seen < written {
         for e in fleet.run(day_start + step * run as i32) {
             if e.finished_at.date_naive() == date && seen < written {
                 if seen % 100 == 0 {
                     let later = e.finished_at + Duration::hours(1);
-                    copies.append(&e, Lineage { topic: "bench", partition: 1, offset: seen as i64, ingested_at: later });
+                    let from = Lineage { topic: "bench", partition: 1, offset: seen as i64, ingested_at: later };
+                    copies.entry(e.finished_at.hour()).or_default().append(&e, from);
+                    copied += 1;
                 }
                 seen += 1;
             }
         }
         run += 1;
     }
-    let copied = copies.len();
-    let path = format!("results/date={date}/hour=00/bench_copies.parquet");
-    let batch = copies.finish().expect("batch");
-    put_create(&lake, &path, encode_parquet(&batch, &path).expect("encode")).await.expect("put");
-    files.push(path);
+    for (hour, mut builder) in copies {
+        files.push(write_hour(&lake, date, hour, files.len(), &mut builder).await);
+    }
     testlake_compute::dedup::forget(&lake);
     let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
     let started = Instant::now();
@@ -250,9 +256,23 @@ async fn main() {
     let with_copies = started.elapsed().as_secs_f64();
     let runs = total(&lake, "SELECT CAST(sum(runs) AS DOUBLE) FROM trends_daily").await as usize;
     assert_eq!(runs, written, "with {copied} copies, every result counted once");
+    testlake_compute::dedup::forget(&lake);
+    let started = Instant::now();
+    let found = testlake_compute::dedup::later_copies(&lake, &files).await.expect("copies");
+    assert_eq!(found.len(), copied, "every copy found");
+    let finding = started.elapsed().as_secs_f64();
     report("copies added (1 % of the day)", copied as f64, "events");
     report("testlake: the day with its copies, both tables", with_copies, "s");
+    report("  of which finding the copies (ids read, copies' rows read and compared)", finding, "s");
     report("ratio with copies / without", with_copies / ours, "x");
+}
+
+/// Writes `builder`'s rows as file `n` of `hour`'s folder; returns its path.
+async fn write_hour(lake: &Lake, date: NaiveDate, hour: u32, n: usize, builder: &mut ResultsBuilder) -> String {
+    let path = format!("results/date={date}/hour={hour:02}/bench_{n:05}.parquet");
+    let batch = builder.finish().expect("batch");
+    put_create(lake, &path, encode_parquet(&batch, &path).expect("encode")).await.expect("put");
+    path
 }
 
 fn fleet_config() -> FleetConfig {
