@@ -37,7 +37,7 @@ impl Connection {
     }
 
     async fn get(&mut self, path: &str) -> u16 {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
         self.stream.get_mut().write_all(request.as_bytes()).await.expect("write");
         self.line.clear();
         self.stream.read_line(&mut self.line).await.expect("status line");
