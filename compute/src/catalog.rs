@@ -11,7 +11,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use testlake_schemas::tables::{flaky_scores_schema, rejected_schema, results_schema, trends_schema};
 use testlake_schemas::{Lake, Table};
 
-use crate::dedup::Copy;
+use crate::dedup::LaterCopy;
 
 /// The schema of each table's files (without the hive partition columns).
 pub fn file_schema(table: Table) -> SchemaRef {
@@ -87,7 +87,7 @@ pub async fn register_results_once(
     name: &str,
     files: &[String],
     strings: Strings,
-) -> Result<Vec<Copy>> {
+) -> Result<Vec<LaterCopy>> {
     let copies = crate::dedup::later_copies(lake, files).await?;
     let schema = read_schema(Table::Results, strings);
     if copies.is_empty() {

@@ -5,7 +5,7 @@
 //! results lands another copy under another offset (maybe another partition, another flush,
 //! another member). Readers of `results` — compute, the query service, `testlake sql` — count
 //! each `event_id` once, as the copy that **landed first**: the smallest (`ingested_at`,
-//! `kafka_topic`, `kafka_partition`, `kafka_offset`). The later copies are [`Copy`]s: left out
+//! `kafka_topic`, `kafka_partition`, `kafka_offset`). The later copies ([`LaterCopy`]) are left out
 //! of every number, and listed (the SQL table `duplicates`) with the columns where their content
 //! differs from the first copy, so a conflicting re-send is visible rather than silently merged.
 //!
@@ -49,7 +49,7 @@ pub struct Landing {
 
 /// A later copy of an event: not counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Copy {
+pub struct LaterCopy {
     pub event_id: String,
     pub landing: Landing,
     /// The copy that counts.
@@ -64,7 +64,7 @@ const LINEAGE: [&str; 4] = ["kafka_topic", "kafka_partition", "kafka_offset", "i
 
 /// The later copies among the given committed `results` files (paths relative to the lake root),
 /// in the order of their hours, then event ids.
-pub async fn later_copies(lake: &Lake, files: &[String]) -> Result<Vec<Copy>> {
+pub async fn later_copies(lake: &Lake, files: &[String]) -> Result<Vec<LaterCopy>> {
     let mut hours: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in files {
         hours.entry(hour_of(file)).or_default().push(file.clone());
@@ -99,7 +99,7 @@ struct Memo {
     /// Ids seen more than once, and the indices of the files that hold them.
     copied_ids: IdSet,
     holding_copies: Vec<u32>,
-    copies: Arc<Vec<Copy>>,
+    copies: Arc<Vec<LaterCopy>>,
     /// When it was last updated, in updates of the whole memo table.
     updated: u64,
 }
@@ -113,7 +113,7 @@ const IDS_KEPT: usize = 4;
 static MEMOS: LazyLock<Mutex<HashMap<(String, String), Memo>>> = LazyLock::new(Default::default);
 static UPDATES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-async fn hour_copies(lake: &Lake, hour: &str, mut files: Vec<String>) -> Result<Arc<Vec<Copy>>> {
+async fn hour_copies(lake: &Lake, hour: &str, mut files: Vec<String>) -> Result<Arc<Vec<LaterCopy>>> {
     files.sort();
     let key = (lake.url().to_string(), hour.to_owned());
     let mut memo = {
@@ -325,7 +325,7 @@ struct Seen {
 
 /// Reads the rows of the ids seen more than once from the files that hold them, and decides for
 /// each such id which copy came first and how the others differ.
-async fn decide(lake: &Lake, files: &[&String], copied: &IdSet) -> Result<Vec<Copy>> {
+async fn decide(lake: &Lake, files: &[&String], copied: &IdSet) -> Result<Vec<LaterCopy>> {
     let copied = Arc::new(copied.clone());
     let mut seen: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
     let reads: Vec<_> = files
@@ -355,7 +355,7 @@ async fn decide(lake: &Lake, files: &[&String], copied: &IdSet) -> Result<Vec<Co
                 .filter(|(a, b)| a != b)
                 .map(|((column, _), _)| column.clone())
                 .collect();
-            copies.push(Copy {
+            copies.push(LaterCopy {
                 event_id: event_id.clone(),
                 landing: copy.landing.clone(),
                 first: first.landing.clone(),
@@ -402,7 +402,7 @@ fn collect_seen(rows: &RecordBatch, seen: &mut BTreeMap<String, Vec<Seen>>) -> R
 
 /// The later copies as the SQL table `duplicates`: one row per copy left out, with where it
 /// landed, where the copy that counts landed, and whether (and in which columns) they differ.
-pub fn copies_batch(copies: &[Copy]) -> Result<RecordBatch> {
+pub fn copies_batch(copies: &[LaterCopy]) -> Result<RecordBatch> {
     let time = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let mut fields = vec![Field::new("event_id", DataType::Utf8, false)];
     for prefix in ["", "first_"] {
@@ -416,7 +416,7 @@ pub fn copies_batch(copies: &[Copy]) -> Result<RecordBatch> {
     fields.push(Field::new("conflict", DataType::Boolean, false));
     fields.push(Field::new("differs", DataType::Utf8, true));
     let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(copies.iter().map(|c| &c.event_id)))];
-    for landing in [|c: &Copy| c.landing.clone(), |c: &Copy| c.first.clone()] {
+    for landing in [|c: &LaterCopy| c.landing.clone(), |c: &LaterCopy| c.first.clone()] {
         let landings: Vec<Landing> = copies.iter().map(landing).collect();
         columns.extend::<[ArrayRef; 4]>([
             Arc::new(StringArray::from_iter_values(landings.iter().map(|l| &l.kafka_topic))),

@@ -109,7 +109,7 @@ pub async fn register_results(
     lake: &Lake,
     name: &str,
     files: &[String],
-) -> Result<Vec<testlake_compute::dedup::Copy>, ApiError> {
+) -> Result<Vec<testlake_compute::dedup::LaterCopy>, ApiError> {
     if files.is_empty() {
         let empty =
             datafusion::datasource::MemTable::try_new(testlake_schemas::tables::results_schema(), vec![vec![]])?;

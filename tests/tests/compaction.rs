@@ -53,11 +53,16 @@ fn ids(batches: &[RecordBatch]) -> impl Iterator<Item = String> + '_ {
     })
 }
 
-/// What a reader following the logs sees now: every visible file's event ids, counted.
-async fn visible(lake: &Lake, dir: &std::path::Path) -> (BTreeMap<String, usize>, Vec<String>) {
+/// The `results` files the logs say are committed now.
+async fn committed_results(lake: &Lake) -> Vec<String> {
     let mut committed = CommittedFiles::default();
     committed.refresh(lake).await.expect("refresh");
-    let files: Vec<String> = committed.results_files().map(|f| f.path.clone()).collect();
+    committed.results_files().map(|f| f.path.clone()).collect()
+}
+
+/// What a reader following the logs sees now: every visible file's event ids, counted.
+async fn visible(lake: &Lake, dir: &std::path::Path) -> (BTreeMap<String, usize>, Vec<String>) {
+    let files = committed_results(lake).await;
     let mut seen = BTreeMap::new();
     for path in &files {
         for id in ids(&read_file(dir, path).unwrap_or_else(|e| panic!("{path}: {e}"))) {
@@ -292,9 +297,7 @@ async fn a_compactor_stops_without_waiting_out_the_grace() {
 /// What `results` readers count (every event once) in the lake's committed files now: rows, and
 /// the Kafka partitions the counted rows came from.
 async fn counted(lake: &Lake) -> (usize, BTreeSet<i32>, usize) {
-    let mut committed = CommittedFiles::default();
-    committed.refresh(lake).await.expect("refresh");
-    let files: Vec<String> = committed.results_files().map(|f| f.path.clone()).collect();
+    let files = committed_results(lake).await;
     let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
     let strings = testlake_compute::catalog::Strings::Utf8;
     let copies = testlake_compute::catalog::register_results_once(&ctx, lake, "once", &files, strings).await.unwrap();

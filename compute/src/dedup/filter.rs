@@ -12,7 +12,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, col,
 };
 
-use super::Copy;
+use super::LaterCopy;
 
 /// `name(kafka_topic, kafka_partition, kafka_offset)`: whether the row is a later copy.
 #[derive(Debug)]
@@ -77,7 +77,7 @@ fn topic(topics: &ArrayRef, row: usize) -> String {
 
 /// The filter that keeps every row but the later `copies`, as a function named `name` (to
 /// register) and the predicate calling it.
-pub fn keep_firsts(name: &str, copies: &[Copy]) -> (ScalarUDF, Expr) {
+pub fn keep_firsts(name: &str, copies: &[LaterCopy]) -> (ScalarUDF, Expr) {
     let udf = ScalarUDF::from(IsLaterCopy {
         name: name.to_owned(),
         signature: Signature::any(3, Volatility::Immutable),

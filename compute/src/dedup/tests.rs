@@ -3,7 +3,7 @@ use testlake_schemas::files::{encode_parquet, put_create};
 use testlake_schemas::tables::{Lineage, ResultsBuilder};
 use testlake_schemas::{DataFileName, DataFilePath, HourPartition, Lake, Table, TestEvent};
 
-use super::{Copy, Landing, later_copies};
+use super::{Landing, LaterCopy, later_copies};
 use crate::trends::{Interval, compute_files};
 
 /// One message of a file: the event's number, its status, and when it was ingested (seconds
@@ -73,14 +73,14 @@ async fn later_copies_across_files_partitions_and_within_a_file_are_found() {
 
     let copies = later_copies(&lake, &[c.clone(), b.clone(), a.clone()]).await.unwrap();
     let want = vec![
-        Copy { event_id: event_id(2), landing: landing(1, 100, 5), first: landing(0, 1, 0), differs: vec![] },
-        Copy {
+        LaterCopy { event_id: event_id(2), landing: landing(1, 100, 5), first: landing(0, 1, 0), differs: vec![] },
+        LaterCopy {
             event_id: event_id(3),
             landing: landing(1, 101, 5),
             first: landing(0, 2, 0),
             differs: vec!["status".into()],
         },
-        Copy { event_id: event_id(7), landing: landing(1, 103, 6), first: landing(1, 102, 5), differs: vec![] },
+        LaterCopy { event_id: event_id(7), landing: landing(1, 103, 6), first: landing(1, 102, 5), differs: vec![] },
     ];
     assert_eq!(copies, want);
 
@@ -102,7 +102,7 @@ async fn an_hour_that_grows_finds_copies_in_its_new_files_only_and_a_replaced_se
     let copies = later_copies(&lake, &[a.clone(), b.clone(), c.clone()]).await.unwrap();
     assert_eq!(
         copies,
-        vec![Copy {
+        vec![LaterCopy {
             event_id: event_id(1),
             landing: landing(1, 1, 2),
             first: landing(0, 0, 0),
