@@ -5,10 +5,12 @@ set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*"; }
 
-# C toolchain and zlib for librdkafka's bundled build (rdkafka-sys), curl for rustup; chromium
-# and its WebDriver for the dashboard page's headless-browser test; Python's venv for the
-# PyPI tools below.
-packages=(build-essential pkg-config zlib1g-dev curl ca-certificates chromium chromium-driver python3-venv)
+# C toolchain, zlib and OpenSSL for librdkafka's bundled build (rdkafka-sys, with TLS and SASL),
+# curl for rustup; chromium and its WebDriver for the dashboard page's headless-browser test;
+# Python's venv for the PyPI tools below; openssl and stunnel for the secured-Kafka tests (a
+# test CA, and TLS in front of the broker).
+packages=(build-essential pkg-config zlib1g-dev libssl-dev openssl stunnel4 curl ca-certificates chromium
+  chromium-driver python3-venv)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -42,13 +44,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # PyPI tools, in their own virtual environment (never the system's Python): schemathesis, which
-# tests/tests/schemathesis.rs runs against the service's OpenAPI document. The tests look for
-# it at $TESTLAKE_VENV/bin (default below).
+# tests/tests/schemathesis.rs runs against the service's OpenAPI document; confluent-kafka, the
+# outside Kafka client of the secured-Kafka tests, and scramp, the SCRAM implementation of their
+# authenticating stand-in; moto, the S3 server of the object-store tests. The tests look for
+# them at $TESTLAKE_VENV/bin (default below).
 venv="${TESTLAKE_VENV:-$HOME/.cache/testlake/venv}"
-pypi=(schemathesis==4.32.5)
+pypi=(schemathesis==4.32.5 confluent-kafka==2.16.1 scramp==1.5.0 "moto[server]==5.2.5")
 [ -x "$venv/bin/python" ] || { log "creating the Python environment $venv"; python3 -m venv "$venv"; }
 for spec in "${pypi[@]}"; do
-  if ! "$venv/bin/python" -m pip show "${spec%%==*}" 2>/dev/null | grep -qx "Version: ${spec##*==}"; then
+  name="${spec%%==*}"
+  if ! "$venv/bin/python" -m pip show "${name%%[*}" 2>/dev/null | grep -x "Version: ${spec##*==}" >/dev/null; then
     log "installing $spec into $venv"
     "$venv/bin/python" -m pip install -q "$spec"
   fi
