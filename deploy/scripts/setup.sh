@@ -38,6 +38,14 @@ if ! command -v tansu >/dev/null 2>&1; then
   cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
 fi
 
+# The file-backed S3 server of the object-store tests (sequential protocol tests; the race tests
+# use moto, below, whose conditional writes are atomic). It checks credentials. 0.14.1: newer
+# versions need a newer Rust. About four minutes to build the first time (measured on 2 cores).
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  log "installing the s3s-fs S3 server (cargo install s3s-fs --version 0.14.1 --features binary --locked)"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
