@@ -34,6 +34,7 @@ async fn main() {
     ingest.group_id = unique_topic("group");
     let config = StackConfig {
         lake: lake_dir.path().to_str().expect("utf-8 path").to_owned(),
+        lake_options: Vec::new(),
         ingest, // default flush policy: 500 ms max age
         compact: testlake_ingest::CompactConfig::off(),
         compute: ComputeConfig::default(),

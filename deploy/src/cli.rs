@@ -139,6 +139,7 @@ impl AllCommand {
         let IngestCommand { kafka, lake, ingest, compact, .. } = &self.ingest;
         StackConfig {
             lake: lake.lake.clone(),
+            lake_options: Vec::new(),
             ingest: ingest.config(kafka),
             compact: compact.config(),
             compute: self.compute.config(),

@@ -4,6 +4,7 @@
 pub mod fleet;
 pub mod junit;
 pub mod kafka;
+pub mod lake;
 pub mod probes;
 pub mod produce;
 pub mod shutdown;

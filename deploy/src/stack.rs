@@ -20,6 +20,9 @@ use crate::shutdown::{COMPUTE, DEFAULT_GRACE, INGEST, INPUT, SERVE, Stages};
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     pub lake: String,
+    /// Object-store options over the `AWS_*` environment (`endpoint`, `access_key_id`, …; see
+    /// `Lake::open_with`): for processes that hold their own, as tests do.
+    pub lake_options: Vec<(String, String)>,
     pub ingest: IngestConfig,
     /// Compaction of closed hours (`every` zero: none).
     pub compact: CompactConfig,
@@ -54,7 +57,7 @@ impl Stack {
         publisher: Option<Publisher>,
         shutdown: CancellationToken,
     ) -> Result<Self> {
-        let lake = Lake::open(&config.lake)?;
+        let lake = crate::lake::open_for_writing(&config.lake, &config.lake_options).await?;
         let (landed, _) = broadcast::channel::<Landed>(4096);
         let metrics = Arc::new(IngestMetrics::default());
         let mut stages = Stages::new(&[INPUT, INGEST, COMPUTE, SERVE]);

@@ -39,6 +39,7 @@ impl TestStack {
         };
         let config = testlake::stack::StackConfig {
             lake: lake_dir.path().to_str().expect("utf-8 path").to_owned(),
+            lake_options: Vec::new(),
             ingest,
             // Off: tests reading the folders would see a compacted hour twice during the grace.
             compact: testlake_ingest::CompactConfig::off(),

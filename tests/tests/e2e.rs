@@ -210,6 +210,7 @@ impl Run {
         ingest.flush = FlushPolicy { max_rows: 1000, max_age: Duration::from_millis(200), ..FlushPolicy::default() };
         let config = StackConfig {
             lake: lake_dir.path().to_str().unwrap().to_owned(),
+            lake_options: Vec::new(),
             ingest,
             // Off: this test reads the folders, which show a compacted hour twice during the grace
             // (tests/tests/compaction.rs covers compaction).

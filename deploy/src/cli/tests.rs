@@ -21,6 +21,7 @@ fn all_without_flags_builds_the_libraries_defaults() {
         all.config(),
         StackConfig {
             lake: DEFAULT_LAKE.to_owned(),
+            lake_options: Vec::new(),
             ingest: IngestConfig::default(),
             compact: CompactConfig::default(),
             compute: ComputeConfig::default(),

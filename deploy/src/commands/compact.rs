@@ -1,10 +1,10 @@
 //! `testlake compact`: compaction of closed hours, one pass or periodically.
 
 use anyhow::Result;
+use testlake::lake::open_for_writing;
 use testlake::shutdown::{COMPACT, Stages};
 use testlake_ingest::Compactor;
 use testlake_ingest::crash::Crasher;
-use testlake_schemas::Lake;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -12,7 +12,7 @@ use crate::cli::CompactCommand;
 
 pub async fn run(command: CompactCommand, shutdown: CancellationToken) -> Result<()> {
     let CompactCommand { lake, compact, once, crash_at, shutdown: grace } = command;
-    let mut compactor = Compactor::new(Lake::open(&lake.lake)?, compact.config());
+    let mut compactor = Compactor::new(open_for_writing(&lake.lake, &[]).await?, compact.config());
     if once {
         let crash = crash_at.as_deref().map(Crasher::parse).transpose().map_err(anyhow::Error::msg)?;
         let report = compactor.pass(&crash.unwrap_or_default()).await?;

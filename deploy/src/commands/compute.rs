@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use chrono::NaiveDate;
+use testlake::lake::open_for_writing;
 use testlake::shutdown::{COMPUTE, INPUT, SERVE, Stages};
 use testlake_compute::{ComputeConfig, Scheduler};
 use testlake_ingest::notices::Publisher;
@@ -13,7 +14,7 @@ use tracing::info;
 use crate::cli::{ComputeAction, ComputeCommand};
 
 pub async fn run(command: ComputeCommand, shutdown: CancellationToken) -> Result<()> {
-    let lake = Lake::open(&command.lake.lake)?;
+    let lake = open_for_writing(&command.lake.lake, &[]).await?;
     let config = command.compute.config();
     match command.action {
         Some(ComputeAction::Backfill { from, to }) => backfill(lake, config, from, to).await,

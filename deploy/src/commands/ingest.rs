@@ -1,9 +1,9 @@
 //! `testlake ingest`: Kafka → the lake, compacting closed hours on the side.
 
 use anyhow::Result;
+use testlake::lake::open_for_writing;
 use testlake::shutdown::{INGEST, Stages};
 use testlake_ingest::{Compactor, Ingest};
-use testlake_schemas::Lake;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -11,7 +11,7 @@ use crate::cli::IngestCommand;
 
 pub async fn run(command: IngestCommand, shutdown: CancellationToken) -> Result<()> {
     let IngestCommand { kafka, lake, ingest, compact, shutdown: grace } = command;
-    let lake = Lake::open(&lake.lake)?;
+    let lake = open_for_writing(&lake.lake, &[]).await?;
     let (landed, notices) = kafka.landed_topic().map(|_| broadcast::channel(4096)).unzip();
     // A bad configuration is reported before the broker is asked anything.
     let ingest = Ingest::new(ingest.config(&kafka), lake.clone(), landed, Default::default())?;
