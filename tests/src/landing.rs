@@ -50,12 +50,16 @@ pub async fn produce_events(brokers: &str, topic: &str, events: &[testlake_schem
 /// the folders, as any reader does. A file deleted by a recovering ingest between listing and
 /// reading fails the read: list again.
 pub async fn landed_ids(lake_dir: &std::path::Path) -> std::collections::BTreeMap<String, usize> {
+    landed_ids_in(&testlake_schemas::Lake::open(lake_dir.to_str().expect("utf-8 path")).expect("lake")).await
+}
+
+/// [`landed_ids`] of a lake on any backend.
+pub async fn landed_ids_in(lake: &testlake_schemas::Lake) -> std::collections::BTreeMap<String, usize> {
     use arrow::array::AsArray;
 
-    let lake = testlake_schemas::Lake::open(lake_dir.to_str().expect("utf-8 path")).expect("lake");
     let mut attempts = 0;
     let batches = loop {
-        let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
+        let ctx = testlake_compute::catalog::lake_session(lake).expect("session");
         match ctx.sql("SELECT event_id FROM results").await.expect("plan").collect().await {
             Ok(batches) => break batches,
             Err(e) if attempts < 20 => {

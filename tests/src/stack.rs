@@ -124,9 +124,22 @@ impl IngestRun<'_> {
 
     /// The command line of the process, to add arguments to before spawning.
     pub fn command(&self) -> Command {
+        let mut cmd = self.command_without_lake();
+        cmd.args(["--lake", self.lake.to_str().expect("utf-8 path")]);
+        cmd
+    }
+
+    /// [`Self::command`] on `lake` (any backend) instead of the folder `self.lake`.
+    pub fn command_on(&self, lake: &crate::TestLake) -> Command {
+        let mut cmd = self.command_without_lake();
+        lake.apply(&mut cmd);
+        cmd
+    }
+
+    fn command_without_lake(&self) -> Command {
         let mut cmd = Command::new(testlake_binary());
         cmd.args(["ingest", "--brokers", self.brokers, "--topic", self.topic, "--group", self.group])
-            .args(["--lake", self.lake.to_str().expect("utf-8 path"), "--flush-age", self.flush_age])
+            .args(["--flush-age", self.flush_age])
             .args(["--flush-rows", &self.flush_rows.to_string()])
             // These tests read the folders, which show a compacted hour twice during the grace.
             .args(["--compact-every", "0s"])

@@ -1,7 +1,9 @@
-//! Compaction of closed hours on a real (local filesystem) object store: readers that follow the
-//! lake's logs see every row exactly once before, during and after compactions — two compactors
-//! at once, late events landing into compacted hours, a compactor killed at each step — and
-//! once the replaced files are deleted, so do readers that only list the folders.
+//! Compaction of closed hours on real object stores — the local filesystem, and S3 servers (moto
+//! for two compactors racing: its conditional writes are atomic; s3s-fs, file-backed, for a
+//! compactor killed at each step): readers that follow the lake's logs see every row exactly once
+//! before, during and after compactions — two compactors at once, late events landing into
+//! compacted hours, a compactor killed at each step — and once the replaced files are deleted, so
+//! do readers that only list the folders.
 //!
 //! No broker: compaction reads and writes only the lake. Files are landed through the ingest's
 //! own commit log (`land_committed`), as `testlake ingest` lands them.
@@ -14,13 +16,15 @@ use std::time::Duration;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 use chrono::{TimeDelta, Utc};
+use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use testlake::fleet::{Fleet, FleetConfig};
 use testlake_ingest::compact::{CompactConfig, Compactor};
 use testlake_ingest::crash::Crasher;
 use testlake_schemas::log_reader::CommittedFiles;
 use testlake_schemas::{HourPartition, Lake, TestEvent};
-use testlake_tests::{land_committed, landed_ids, testlake_binary};
+use testlake_tests::s3::parquet_files;
+use testlake_tests::{Backend, TestLake, land_committed, landed_ids_in, testlake_binary};
 
 /// Fleet runs every 10 minutes over the three hours that ended at least an hour ago.
 fn events(seed: u64) -> Vec<TestEvent> {
@@ -40,8 +44,10 @@ async fn land_in_chunks(lake: &Lake, p: i32, first_offset: i64, events: &[TestEv
     offset
 }
 
-fn read_file(dir: &std::path::Path, path: &str) -> std::io::Result<Vec<RecordBatch>> {
-    let bytes = bytes::Bytes::from(std::fs::read(dir.join(path))?);
+/// The rows of the file at `path`, read from the store.
+async fn read_file(lake: &Lake, path: &str) -> std::io::Result<Vec<RecordBatch>> {
+    let got = async { lake.store().get(&lake.path(path)).await?.bytes().await };
+    let bytes = got.await.map_err(std::io::Error::other)?;
     let reader =
         ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(std::io::Error::other)?;
     reader.collect::<Result<_, _>>().map_err(std::io::Error::other)
@@ -61,11 +67,11 @@ async fn committed_results(lake: &Lake) -> Vec<String> {
 }
 
 /// What a reader following the logs sees now: every visible file's event ids, counted.
-async fn visible(lake: &Lake, dir: &std::path::Path) -> (BTreeMap<String, usize>, Vec<String>) {
+async fn visible(lake: &Lake) -> (BTreeMap<String, usize>, Vec<String>) {
     let files = committed_results(lake).await;
     let mut seen = BTreeMap::new();
     for path in &files {
-        for id in ids(&read_file(dir, path).unwrap_or_else(|e| panic!("{path}: {e}"))) {
+        for id in ids(&read_file(lake, path).await.unwrap_or_else(|e| panic!("{path}: {e}"))) {
             *seen.entry(id).or_default() += 1;
         }
     }
@@ -84,21 +90,9 @@ fn assert_once(what: &str, want: &[TestEvent], seen: &BTreeMap<String, usize>) {
     );
 }
 
-/// Every `.parquet` file under `results/`, relative to the lake root.
-fn files_on_disk(dir: &std::path::Path) -> BTreeSet<String> {
-    fn walk(root: &std::path::Path, at: &std::path::Path, out: &mut BTreeSet<String>) {
-        for entry in std::fs::read_dir(at).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                out.insert(path.strip_prefix(root).unwrap().to_str().unwrap().to_owned());
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(dir, &dir.join("results"), &mut out);
-    out
+/// Every `.parquet` file under `results/`, relative to the lake root, as the store lists them.
+async fn files_in_store(lake: &Lake) -> BTreeSet<String> {
+    parquet_files(lake, "results").await
 }
 
 fn config(grace: Duration) -> CompactConfig {
@@ -113,13 +107,22 @@ fn config(grace: Duration) -> CompactConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_readers_see_every_row_once_through_concurrent_compactions_and_late_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    concurrent_compactions_and_late_events(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_readers_see_every_row_once_through_concurrent_compactions_and_late_events_on_s3() {
+    concurrent_compactions_and_late_events(Backend::Moto).await;
+}
+
+async fn concurrent_compactions_and_late_events(backend: Backend) {
+    let test_lake = TestLake::start(backend);
+    let lake = test_lake.lake.clone();
     let mut all = events(11);
     let half = all.len() / 2;
     land_in_chunks(&lake, 0, 0, &all[..half], 25).await;
     let p1_next = land_in_chunks(&lake, 1, 0, &all[half..], 25).await;
-    let before = files_on_disk(dir.path());
+    let before = files_in_store(&lake).await;
     let hours: BTreeSet<HourPartition> = all.iter().map(|e| HourPartition::of(e.finished_at)).collect();
     assert!(before.len() > 20 && hours.len() >= 3, "{} files over {} hours", before.len(), hours.len());
 
@@ -127,11 +130,11 @@ async fn log_readers_see_every_row_once_through_concurrent_compactions_and_late_
     let stop = Arc::new(AtomicBool::new(false));
     let (snapshots, compacted_seen) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let reader = {
-        let (lake, root, want) = (lake.clone(), dir.path().to_owned(), all.clone());
+        let (lake, want) = (lake.clone(), all.clone());
         let (stop, snapshots, compacted_seen) = (stop.clone(), snapshots.clone(), compacted_seen.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let (seen, files) = visible(&lake, &root).await;
+                let (seen, files) = visible(&lake).await;
                 assert_once("a snapshot during compaction", &want, &seen);
                 snapshots.fetch_add(1, Ordering::SeqCst);
                 if files.iter().any(|f| f.contains("/compacted_")) {
@@ -163,16 +166,16 @@ async fn log_readers_see_every_row_once_through_concurrent_compactions_and_late_
     assert!(compacted_seen.load(Ordering::SeqCst) > 0, "the reader saw the compacted side too");
 
     // One file per hour now; the replaced files are gone, so a folder listing agrees.
-    let (seen, files) = visible(&lake, dir.path()).await;
+    let (seen, files) = visible(&lake).await;
     assert_once("after compaction", &all, &seen);
     assert_eq!(files.len(), hours.len(), "{files:?}");
     assert!(files.iter().all(|f| f.contains("/compacted_")), "{files:?}");
-    assert_eq!(files_on_disk(dir.path()), files.iter().cloned().collect(), "no replaced or orphan file left");
-    assert_once("a folder listing after compaction", &all, &landed_ids(dir.path()).await);
+    assert_eq!(files_in_store(&lake).await, files.iter().cloned().collect(), "no replaced or orphan file left");
+    assert_once("a folder listing after compaction", &all, &landed_ids_in(&lake).await);
 
     // Each output is sorted by repository, test, time (checked here, not by the sorting code).
     for path in &files {
-        let batches = read_file(dir.path(), path).unwrap();
+        let batches = read_file(&lake, path).await.unwrap();
         let mut keys = Vec::new();
         for b in &batches {
             let repo = b.column_by_name("repository").unwrap().as_string::<i32>();
@@ -197,15 +200,15 @@ async fn log_readers_see_every_row_once_through_concurrent_compactions_and_late_
     assert_eq!(late.len(), 40);
     land_in_chunks(&lake, 1, p1_next, &late, 20).await;
     all.extend(late);
-    let (seen, files) = visible(&lake, dir.path()).await;
+    let (seen, files) = visible(&lake).await;
     assert_once("late events beside a compacted file", &all, &seen);
     assert_eq!(files.len(), hours.len() + 2);
     let report = race(lake.clone()).await;
     assert_eq!((report.committed, report.inputs, report.outputs), (1, 3, 1), "{report:?}");
-    let (seen, files) = visible(&lake, dir.path()).await;
+    let (seen, files) = visible(&lake).await;
     assert_once("after compacting the late events in", &all, &seen);
     assert_eq!(files.len(), hours.len());
-    assert_once("a folder listing at the end", &all, &landed_ids(dir.path()).await);
+    assert_once("a folder listing at the end", &all, &landed_ids_in(&lake).await);
     assert_eq!(race(lake.clone()).await.committed, 0, "nothing left to compact");
 }
 
@@ -214,14 +217,25 @@ async fn log_readers_see_every_row_once_through_concurrent_compactions_and_late_
 /// stale entry or deleted the replaced files, folder listings agree and no file is left over.
 #[tokio::test]
 async fn a_compactor_killed_at_each_step_loses_and_duplicates_nothing() {
+    killed_at_each_step(Backend::Local).await;
+}
+
+#[tokio::test]
+async fn a_compactor_killed_at_each_step_loses_and_duplicates_nothing_on_s3() {
+    killed_at_each_step(Backend::S3sFs).await;
+}
+
+async fn killed_at_each_step(backend: Backend) {
     for point in ["compact_after_intent", "compact_mid_output", "compact_after_outcome"] {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+        let test_lake = TestLake::start(backend);
+        let lake = test_lake.lake.clone();
         let all = events(21);
-        land_in_chunks(&lake, 0, 0, &all, 30).await;
+        // Fewer, larger files on S3, where every request costs milliseconds.
+        land_in_chunks(&lake, 0, 0, &all, if backend == Backend::Local { 30 } else { 100 }).await;
         let compact = |crash: Option<&str>, stale_after: &str| {
             let mut cmd = std::process::Command::new(testlake_binary());
-            cmd.args(["compact", "--once", "--lake", dir.path().to_str().unwrap()])
+            test_lake
+                .apply(cmd.args(["compact", "--once"]))
                 .args(["--compact-closed-after", "0s", "--compact-grace", "0s", "--compact-rows", "400"])
                 .args(["--compact-stale-after", stale_after])
                 .env("NO_COLOR", "1")
@@ -238,23 +252,23 @@ async fn a_compactor_killed_at_each_step_loses_and_duplicates_nothing() {
             !compact(Some(&format!("{point}:1")), "10min").success(),
             "{point}: the injected crash stops the process"
         );
-        let (seen, _) = visible(&lake, dir.path()).await;
+        let (seen, _) = visible(&lake).await;
         assert_once(&format!("{point}: right after the crash"), &all, &seen);
 
         // A pass that takes the crashed entry for a live compactor's leaves its hour alone.
         assert!(compact(None, "10min").success(), "{point}: a pass after the crash");
-        let (seen, _) = visible(&lake, dir.path()).await;
+        let (seen, _) = visible(&lake).await;
         assert_once(&format!("{point}: after a pass"), &all, &seen);
 
         // Once the entry is stale it is aborted and cleaned up, and the hour compacted.
         assert!(compact(None, "0s").success(), "{point}: a pass treating the entry as stale");
-        let (seen, files) = visible(&lake, dir.path()).await;
+        let (seen, files) = visible(&lake).await;
         assert_once(&format!("{point}: at the end"), &all, &seen);
         let hours: BTreeSet<HourPartition> = all.iter().map(|e| HourPartition::of(e.finished_at)).collect();
         let outputs = files.iter().filter(|f| f.contains("/compacted_")).count();
         assert!(outputs >= hours.len(), "{point}: every hour compacted: {files:?}");
-        assert_eq!(files_on_disk(dir.path()), files.iter().cloned().collect(), "{point}: nothing left over");
-        assert_once(&format!("{point}: a folder listing at the end"), &all, &landed_ids(dir.path()).await);
+        assert_eq!(files_in_store(&lake).await, files.iter().cloned().collect(), "{point}: nothing left over");
+        assert_once(&format!("{point}: a folder listing at the end"), &all, &landed_ids_in(&lake).await);
     }
 }
 
@@ -272,7 +286,7 @@ async fn a_compactor_stops_without_waiting_out_the_grace() {
     let running = tokio::spawn(Compactor::new(lake.clone(), slow).run(shutdown.clone()));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, files) = visible(&lake, dir.path()).await;
+        let (_, files) = visible(&lake).await;
         if files.len() == hours.len() && files.iter().all(|f| f.contains("/compacted_")) {
             break;
         }
@@ -283,15 +297,15 @@ async fn a_compactor_stops_without_waiting_out_the_grace() {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), running).await.expect("stops without the 600 s grace").unwrap();
     eprintln!("stopped in {:?}", stopping.elapsed());
-    let (seen, files) = visible(&lake, dir.path()).await;
+    let (seen, files) = visible(&lake).await;
     assert_once("after stopping", &all, &seen);
-    let replaced = files_on_disk(dir.path()).len() - files.len();
+    let replaced = files_in_store(&lake).await.len() - files.len();
     assert!(replaced > 0, "the replaced files are still there");
 
     let report = Compactor::new(lake.clone(), config(Duration::ZERO)).pass(&Crasher::default()).await.unwrap();
     assert_eq!((report.committed, report.deleted), (0, replaced), "{report:?}");
-    assert_eq!(files_on_disk(dir.path()), files.iter().cloned().collect(), "the next pass deleted them");
-    assert_once("a folder listing at the end", &all, &landed_ids(dir.path()).await);
+    assert_eq!(files_in_store(&lake).await, files.iter().cloned().collect(), "the next pass deleted them");
+    assert_once("a folder listing at the end", &all, &landed_ids_in(&lake).await);
 }
 
 /// What `results` readers count (every event once) in the lake's committed files now: rows, and
