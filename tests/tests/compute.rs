@@ -1,8 +1,9 @@
 //! Compute's schedule on a real (local filesystem) lake holding committed results: the periodic
 //! cycle's lookbacks, batch size and skips, notices for old dates, metrics and health; the
-//! backfill command; two compute processes sharing a lake through leases. Faults that must not
-//! stop or mislead compute: a listing error during a notice-driven recompute, a notice that was
-//! never sent (reconciliation), a lease holder that outlived its lease (the fence).
+//! backfill command; two compute processes sharing a lake through leases (also on S3: moto).
+//! Faults that must not stop or mislead compute: a listing error during a notice-driven
+//! recompute, a notice that was never sent (reconciliation), a lease holder that outlived its
+//! lease (the fence; also on S3).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use chrono::{NaiveDate, TimeDelta, Utc};
 use testlake::fleet::{Fleet, FleetConfig};
 use testlake_compute::{ComputeConfig, Scheduler};
 use testlake_schemas::{Lake, TestEvent};
-use testlake_tests::{land_committed, model};
+use testlake_tests::{Backend, TestLake, land_committed, model};
 
 /// Daily runs per date in `trends_daily`. A read racing compute's atomic replace of a file can
 /// fail (the listed size no longer matches); it is read again, as the query service does.
@@ -189,17 +190,28 @@ fn task_spans(log: &str) -> Vec<(String, chrono::DateTime<Utc>, chrono::DateTime
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_compute_processes_never_recompute_a_partition_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    two_compute_processes(Backend::Local).await;
+}
+
+/// On moto: the leases' create-only puts race for real (`If-None-Match: *`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_compute_processes_never_recompute_a_partition_at_once_on_s3() {
+    two_compute_processes(Backend::Moto).await;
+}
+
+async fn two_compute_processes(backend: Backend) {
+    let test_lake = TestLake::start(backend);
+    let (lake, dir) = (&test_lake.lake, test_lake.scratch());
     let mut fleet = Fleet::new(FleetConfig { repositories: 1, tests_per_suite: 10, ..FleetConfig::default() });
     let mut events = events_on(&mut fleet, &[3, 2, 1, 0]);
-    let mut next = land_committed(&lake, "ci", 0, 0, &events).await;
+    let mut next = land_committed(lake, "ci", 0, 0, &events).await;
     let probe_port = testlake_tests::free_port();
     let spawn = |name: &str| {
-        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
         Child(
-            std::process::Command::new(testlake_tests::testlake_binary())
-                .args(["compute", "--lake", dir.path().to_str().unwrap(), "--compute-interval", "150ms"])
+            test_lake
+                .apply(std::process::Command::new(testlake_tests::testlake_binary()).arg("compute"))
+                .args(["--compute-interval", "150ms"])
                 .args(["--hourly-lookback", "10days", "--daily-lookback", "10days", "--flaky-refresh", "1h"])
                 .args(if name == "a" {
                     vec!["--compute-listen".to_owned(), format!("127.0.0.1:{probe_port}")]
@@ -217,13 +229,13 @@ async fn two_compute_processes_never_recompute_a_partition_at_once() {
     // Data keeps landing on every date while both run, so both keep finding work.
     for round in 0..12 {
         let more = events_on(&mut fleet, &[round % 4]);
-        next = land_committed(&lake, "ci", 0, next, &more).await;
+        next = land_committed(lake, "ci", 0, next, &more).await;
         events.extend(more);
         tokio::time::sleep(Duration::from_millis(120)).await;
     }
     let want = runs_by_date(&events);
     let started = std::time::Instant::now();
-    while daily_runs(&lake).await != want {
+    while daily_runs(lake).await != want {
         assert!(started.elapsed() < Duration::from_secs(60), "compute never caught up");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -237,7 +249,7 @@ async fn two_compute_processes_never_recompute_a_partition_at_once() {
     drop((a, b));
 
     let logs: Vec<String> =
-        ["a", "b"].iter().map(|n| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap()).collect();
+        ["a", "b"].iter().map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap()).collect();
     let spans: Vec<_> = logs.iter().map(|l| task_spans(l)).collect();
     assert!(
         spans.iter().all(|s| !s.is_empty()),
@@ -504,15 +516,18 @@ async fn runs_in(lake: &Lake, table: &str, date: NaiveDate) -> i64 {
 /// Compute process A takes a date's lease, computes it, and is held before its writes until its
 /// lease has expired; B takes the lease over, computes the date with the results that landed
 /// meanwhile and writes it; then A's writes go ahead. The fence refuses them: the trends keep
-/// B's newer numbers. On a store with conditional updates (in memory) and one without (local).
+/// B's newer numbers. On stores with conditional updates (in memory, and S3 on moto: `If-Match`)
+/// and one without (local).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_holder_never_overwrites_its_successors_trends() {
     let dir = tempfile::tempdir().unwrap();
     let memory = Lake::in_memory();
     let local: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new());
+    let s3 = TestLake::start(Backend::Moto);
     for (url, inner) in [
         (memory.url().clone(), Arc::clone(memory.store())),
         (url::Url::from_directory_path(dir.path()).unwrap(), local),
+        (s3.lake.url().clone(), Arc::clone(s3.lake.store())),
     ] {
         let plain = Lake::with_store(url.clone(), Arc::clone(&inner));
         let store = Controlled::new(inner);
