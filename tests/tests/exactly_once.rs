@@ -1,32 +1,33 @@
 //! Exactly once under crashes: `testlake ingest` processes aborted (like `kill -9`) at each step
 //! of the commit protocol, restarted, and the lake checked to hold every produced `event_id`
-//! exactly once — by listing the folders, as any reader does.
+//! exactly once — by listing the folders, as any reader does. On a local folder, and on S3
+//! (s3s-fs: one process at a time, so sequential conditional writes suffice).
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use testlake_tests::{
-    Broker, IngestRun, Produced, Running, Storage, assert_exactly_once, landed_ids, last_assignment, produce_fleet,
-    unique_topic,
+    Backend, Broker, IngestRun, Produced, Running, Storage, TestLake, assert_exactly_once, landed_ids_in,
+    last_assignment, produce_fleet, unique_topic,
 };
 
 struct Setup {
     broker: Broker,
     topic: String,
     group: String,
-    lake: tempfile::TempDir,
+    lake: TestLake,
     produced: Vec<Produced>,
 }
 
 /// A broker, a 2-partition topic holding ~2,900 events from the synthetic fleet, and an empty lake.
-async fn setup(seed: u64) -> Setup {
+async fn setup(seed: u64, backend: Backend) -> Setup {
     // Restarted consumers resume mid-batch: only the sqlite engine fetches that correctly.
     let broker = Broker::start_with(Storage::Sqlite);
     let topic = unique_topic("eo");
     testlake::kafka::ensure_topic(&broker.bootstrap(), &topic, 2).await.unwrap();
     let produced = produce_fleet(&broker.bootstrap(), &topic, seed, 14).await;
-    Setup { broker, topic, group: unique_topic("g"), lake: tempfile::tempdir().unwrap(), produced }
+    Setup { broker, topic, group: unique_topic("g"), lake: TestLake::start(backend), produced }
 }
 
 /// Runs `testlake ingest`. Each run flushes at a different row count, so a range re-consumed
@@ -40,13 +41,13 @@ fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize, log: Optio
         brokers: &brokers,
         topic: &s.topic,
         group: &s.group,
-        lake: s.lake.path(),
+        lake: s.lake.scratch(),
         flush_rows,
         flush_age: "100ms",
         crash_at,
         log,
     }
-    .command();
+    .command_on(&s.lake);
     if log.is_some() {
         command.args(["--kafka-property", "debug=fetch,consumer,topic"]).env("RUST_LOG", "info,librdkafka=debug");
     }
@@ -95,9 +96,13 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
 /// times (tansu 0.6 can leave a killed member's partitions assigned to it; see `group.rs`). What
 /// this test proves is never relaxed: every produced id lands exactly once, whatever the attempt.
 async fn crash_then_recover(points: &[&str], seed: u64) {
+    crash_then_recover_on(points, seed, Backend::Local).await;
+}
+
+async fn crash_then_recover_on(points: &[&str], seed: u64, backend: Backend) {
     let mut anomalies = Vec::new();
     for attempt in 1..=3 {
-        match crash_then_recover_once(points, seed).await {
+        match crash_then_recover_once(points, seed, backend).await {
             Ok(()) => return,
             Err(anomaly) => {
                 eprintln!("attempt {attempt}: a restarted ingest stalled, running the scenario again: {anomaly}");
@@ -108,8 +113,8 @@ async fn crash_then_recover(points: &[&str], seed: u64) {
     panic!("a restarted ingest stalled in every attempt: {anomalies:#?}");
 }
 
-async fn crash_then_recover_once(points: &[&str], seed: u64) -> Result<(), String> {
-    let mut s = setup(seed).await;
+async fn crash_then_recover_once(points: &[&str], seed: u64, backend: Backend) -> Result<(), String> {
+    let mut s = setup(seed, backend).await;
     for (i, spec) in points.iter().enumerate() {
         // Fresh events for every crashed run after the first, so each one has enough data left
         // to reach its crash point however large the runs before it made their flushes.
@@ -117,7 +122,7 @@ async fn crash_then_recover_once(points: &[&str], seed: u64) -> Result<(), Strin
             let more = produce_fleet(&s.broker.bootstrap(), &s.topic, seed * 100 + i as u64, 14).await;
             s.produced.extend(more);
         }
-        let log = s.lake.path().join(format!("ingest-{i}.log"));
+        let log = s.lake.scratch().join(format!("ingest-{i}.log"));
         let mut child = spawn_ingest(&s, Some(spec), 150 + 13 * i, Some(&log));
         let Some(status) = wait_exit(&mut child, Duration::from_secs(60)) else {
             let _ = child.kill();
@@ -138,12 +143,12 @@ async fn crash_then_recover_once(points: &[&str], seed: u64) -> Result<(), Strin
     }
     let mut child = spawn_ingest(&s, None, 97, None);
     let deadline = Instant::now() + Duration::from_secs(90);
-    while landed_ids(s.lake.path()).await.len() < s.produced.len() && Instant::now() < deadline {
+    while landed_ids_in(&s.lake.lake).await.len() < s.produced.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Let the clean run go on a little: a late duplicate would show up now.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let landed = landed_ids(s.lake.path()).await;
+    let landed = landed_ids_in(&s.lake.lake).await;
     let _ = child.kill();
     let _ = child.wait();
     assert_exactly_once(&format!("{points:?}"), &s.produced, &landed);
@@ -180,6 +185,16 @@ async fn crash_at_every_step_in_turn() {
     crash_then_recover(
         &["mid_flush:3", "after_outcome:2", "after_intent:2", "after_data:2", "after_kafka_commit:1"],
         6,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_every_step_in_turn_on_s3() {
+    crash_then_recover_on(
+        &["mid_flush:3", "after_outcome:2", "after_intent:2", "after_data:2", "after_kafka_commit:1"],
+        7,
+        Backend::S3sFs,
     )
     .await;
 }
