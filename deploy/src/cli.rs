@@ -6,11 +6,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use testlake::fleet::FleetConfig;
+use testlake::kafka::Creation;
 use testlake::stack::{DEFAULT_LAKE, StackConfig};
 use testlake_compute::ComputeConfig;
 use testlake_compute::flaky::FlakyConfig;
+use testlake_ingest::kafka::{KafkaConfig, Properties};
 use testlake_ingest::{CompactConfig, FlushPolicy, IngestConfig};
 use testlake_query::live::AlertConfig;
 use testlake_query::sql::SqlLimits;
@@ -135,16 +138,16 @@ pub struct AllCommand {
 
 impl AllCommand {
     /// The stack these flags describe.
-    pub fn config(&self) -> StackConfig {
+    pub fn config(&self) -> anyhow::Result<StackConfig> {
         let IngestCommand { kafka, lake, ingest, compact, .. } = &self.ingest;
-        StackConfig {
+        Ok(StackConfig {
             lake: lake.lake.clone(),
             lake_options: Vec::new(),
-            ingest: ingest.config(kafka),
+            ingest: ingest.config(kafka.config()?, &kafka.topic),
             compact: compact.config(),
             compute: self.compute.config(),
             serve: self.serve.config(),
-        }
+        })
     }
 }
 
@@ -233,15 +236,20 @@ impl ProduceCommand {
 
 #[derive(Args)]
 pub struct KafkaArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "TESTLAKE_BROKERS", default_value_t = IngestConfig::default().brokers)]
-    pub brokers: String,
+    /// Kafka bootstrap servers (default: bootstrap.servers of the Kafka properties, else
+    /// 127.0.0.1:9092).
+    #[arg(long, env = "TESTLAKE_BROKERS")]
+    pub brokers: Option<String>,
     /// Topic of test events.
     #[arg(long, env = "TESTLAKE_TOPIC", default_value_t = IngestConfig::default().topic)]
     pub topic: String,
     /// Topic the ingest announces landed partitions on, for other processes ("" to disable).
     #[arg(long, env = "TESTLAKE_LANDED_TOPIC", default_value = testlake_ingest::notices::DEFAULT_TOPIC)]
     pub landed_topic: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub topics: TopicArgs,
 }
 
 impl KafkaArgs {
@@ -249,23 +257,119 @@ impl KafkaArgs {
     pub fn landed_topic(&self) -> Option<&str> {
         Some(self.landed_topic.as_str()).filter(|t| !t.is_empty())
     }
+
+    /// The configuration every Kafka client of the process shares.
+    pub fn config(&self) -> anyhow::Result<KafkaConfig> {
+        self.client.config(self.brokers.as_deref())
+    }
+
+    /// The events topic, with the partitions it gets if created.
+    pub fn events_topic(&self) -> (&str, i32) {
+        (self.topic.as_str(), self.topics.partitions)
+    }
+
+    /// The topics an ingest uses, with the partitions each gets if created: the events topic,
+    /// and the landed-notice topic unless disabled.
+    pub fn ingest_topics(&self) -> Vec<(&str, i32)> {
+        let mut topics = vec![self.events_topic()];
+        topics.extend(self.landed_topic().map(|t| (t, 1)));
+        topics
+    }
+}
+
+/// The librdkafka properties every Kafka client of the process shares (security, timeouts),
+/// from a file, `TESTLAKE_KAFKA_*` variables and flags, each over the one before.
+#[derive(Args)]
+pub struct ClientArgs {
+    /// librdkafka property for every Kafka client of this process, KEY=VALUE (repeatable), e.g.
+    /// security.protocol=SASL_SSL; over TESTLAKE_KAFKA_* variables and --kafka-properties. Keep
+    /// secrets out of it: other users of the machine can read a command line.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    pub kafka_property: Vec<String>,
+    /// librdkafka properties file for every Kafka client: key=value lines, # comments (a Java
+    /// client's PLAIN or SCRAM sasl.jaas.config works too). Variables TESTLAKE_KAFKA_<NAME> set
+    /// properties over it (TESTLAKE_KAFKA_SASL_PASSWORD is sasl.password; __ is _).
+    #[arg(long = "kafka-properties", env = testlake_ingest::kafka::PROPERTIES_FILE_ENV, value_name = "FILE")]
+    pub kafka_properties: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The configuration: `brokers` when given, and the properties of every source.
+    pub fn config(&self, brokers: Option<&str>) -> anyhow::Result<KafkaConfig> {
+        Ok(KafkaConfig::from_sources(brokers, self.sources()?)?)
+    }
+
+    /// The sources of properties, each named, lowest precedence first: file, environment, flags.
+    fn sources(&self) -> anyhow::Result<Vec<(String, Properties)>> {
+        let mut sources = Vec::new();
+        if let Some(path) = &self.kafka_properties {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading --kafka-properties {name}"))?;
+            sources.push((name.clone(), Properties::parse_file(&text, &name)?));
+        }
+        sources.push(("TESTLAKE_KAFKA_* variables".into(), Properties::from_env(std::env::vars_os())?));
+        sources.push(("--kafka-property".into(), Properties::parse_flags(&self.kafka_property)?));
+        Ok(sources)
+    }
+
+    /// Whether any source names bootstrap servers.
+    fn names_brokers(&self) -> anyhow::Result<bool> {
+        Ok(self.sources()?.iter().any(|(_, properties)| properties.get("bootstrap.servers").is_some()))
+    }
+}
+
+/// Whether missing topics are created, and how.
+#[derive(Args)]
+pub struct TopicArgs {
+    /// Create the topics this command uses when they are missing (the events topic, the
+    /// landed-notice topic); needs the right to create topics. Without it a missing topic is an
+    /// error at start. `testlake all` creates them unless --create-topics=false.
+    #[arg(long, env = "TESTLAKE_CREATE_TOPICS", num_args = 0..=1, require_equals = true,
+        default_missing_value = "true", value_name = "BOOL")]
+    pub create_topics: Option<bool>,
+    /// Partitions of an events topic this command creates: ingest members beyond this many sit
+    /// idle (the landed-notice topic gets 1; -1: the broker's num.partitions).
+    #[arg(long, env = "TESTLAKE_PARTITIONS", default_value_t = Creation::default().partitions,
+        value_parser = clap::value_parser!(i32).range(-1..), allow_negative_numbers = true)]
+    pub partitions: i32,
+    /// Replication factor of the topics this command creates (-1: the broker's
+    /// default.replication.factor).
+    #[arg(long, env = "TESTLAKE_REPLICATION_FACTOR", default_value_t = Creation::default().replication_factor,
+        value_parser = clap::value_parser!(i32).range(-1..), allow_negative_numbers = true)]
+    pub replication_factor: i32,
+}
+
+impl TopicArgs {
+    /// How missing topics are created, if they are: as the flags say, else `by_default`.
+    pub fn creation(&self, by_default: bool) -> Option<Creation> {
+        let creation = Creation { partitions: self.partitions, replication_factor: self.replication_factor };
+        self.create_topics.unwrap_or(by_default).then_some(creation)
+    }
 }
 
 #[derive(Args)]
 pub struct NoticeArgs {
-    /// Kafka bootstrap servers to follow landed-partition notices from (none: scan the lake only).
+    /// Kafka bootstrap servers to follow landed-partition notices from (none, and no
+    /// bootstrap.servers among the Kafka properties: scan the lake only).
     #[arg(long, env = "TESTLAKE_BROKERS")]
     pub brokers: Option<String>,
     /// Topic of landed-partition notices.
     #[arg(long, env = "TESTLAKE_LANDED_TOPIC", default_value = testlake_ingest::notices::DEFAULT_TOPIC)]
     pub landed_topic: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub topics: TopicArgs,
 }
 
 impl NoticeArgs {
-    /// Brokers and topic of the notices, unless there are no brokers or the topic is disabled.
-    pub fn topic(&self) -> Option<(&str, &str)> {
-        let brokers = self.brokers.as_deref()?;
-        Some((brokers, self.landed_topic.as_str())).filter(|(_, topic)| !topic.is_empty())
+    /// The Kafka configuration and topic of the notices, unless no source names bootstrap
+    /// servers or the topic is disabled.
+    pub fn topic(&self) -> anyhow::Result<Option<(KafkaConfig, &str)>> {
+        if self.landed_topic.is_empty() || (self.brokers.is_none() && !self.client.names_brokers()?) {
+            return Ok(None);
+        }
+        Ok(Some((self.client.config(self.brokers.as_deref())?, self.landed_topic.as_str())))
     }
 }
 
@@ -332,9 +436,6 @@ pub struct IngestArgs {
     /// Flush a partition's buffer when its oldest row is this old (freshness vs. file count).
     #[arg(long, env = "TESTLAKE_FLUSH_AGE", default_value_t = FlushPolicy::default().max_age.into())]
     pub flush_age: humantime::Duration,
-    /// Extra librdkafka consumer property, KEY=VALUE (repeatable), e.g. security.protocol=SASL_SSL.
-    #[arg(long = "kafka-property", value_parser = parse_property)]
-    pub kafka_properties: Vec<(String, String)>,
     /// Bytes buffered over all partitions (counted as for --flush-bytes) before the largest
     /// buffer is flushed early: the ingest's memory bound.
     #[arg(long, env = "TESTLAKE_BUFFER_BYTES", default_value_t = FlushPolicy::default().max_total_bytes)]
@@ -345,7 +446,8 @@ pub struct IngestArgs {
 }
 
 impl IngestArgs {
-    pub fn config(&self, kafka: &KafkaArgs) -> IngestConfig {
+    /// The ingest of `topic` through `kafka`.
+    pub fn config(&self, kafka: KafkaConfig, topic: &str) -> IngestConfig {
         IngestConfig {
             group_id: self.group.clone(),
             flush: FlushPolicy {
@@ -355,15 +457,9 @@ impl IngestArgs {
                 max_total_bytes: self.buffer_bytes,
             },
             crash_at: self.crash_at.clone(),
-            kafka_properties: self.kafka_properties.clone(),
-            ..IngestConfig::new(&kafka.brokers, &kafka.topic)
+            ..IngestConfig::with_kafka(kafka, topic)
         }
     }
-}
-
-fn parse_property(s: &str) -> Result<(String, String), String> {
-    let (key, value) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
-    Ok((key.trim().to_owned(), value.trim().to_owned()))
 }
 
 #[derive(Args)]

@@ -12,24 +12,24 @@ pub mod sql;
 
 use anyhow::Result;
 use testlake::shutdown::Stages;
+use testlake_ingest::KafkaConfig;
 use testlake_ingest::notices::{self, Publisher};
 use testlake_schemas::Landed;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::NoticeArgs;
+use crate::cli::TopicArgs;
 
-/// Follows the landed-notice topic, if the flags name one, until `stop`.
-async fn follow_notices(flags: &NoticeArgs, stop: CancellationToken) -> Result<Option<broadcast::Receiver<Landed>>> {
-    let Some((brokers, topic)) = flags.topic() else { return Ok(None) };
-    testlake::kafka::ensure_topic(brokers, topic, 1).await?;
-    Ok(Some(notices::subscribe(brokers, topic, stop)?))
-}
-
-/// A publisher of landed notices on `topic`, which is created if missing.
-async fn notice_publisher(brokers: &str, topic: &str) -> Result<Publisher> {
-    testlake::kafka::ensure_topic(brokers, topic, 1).await?;
-    Ok(Publisher::new(brokers, topic)?)
+/// Follows the landed-notice `topic` until `stop`, once the start-up check found it (created
+/// if the flags say so).
+async fn follow_notices(
+    kafka: &KafkaConfig,
+    topic: &str,
+    topics: &TopicArgs,
+    stop: CancellationToken,
+) -> Result<broadcast::Receiver<Landed>> {
+    testlake::kafka::prepare_topics(kafka, &[(topic, 1)], topics.creation(false)).await?;
+    Ok(notices::subscribe(kafka, topic, stop)?)
 }
 
 /// Forwards what is sent on `notices` to Kafka as a task of `stage`: it ends once the stage has

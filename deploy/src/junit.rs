@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use rdkafka::producer::FutureRecord;
 pub use report::RunContext;
+use testlake_ingest::KafkaConfig;
 use testlake_schemas::TestEvent;
 
 mod report;
@@ -113,10 +114,10 @@ pub fn convert(files: &[PathBuf], context: &RunContext) -> Result<Vec<TestEvent>
     Ok(events)
 }
 
-/// Produces the events, keyed by test id, and waits until the broker has them all.
-pub async fn produce(brokers: &str, topic: &str, events: &[TestEvent]) -> Result<()> {
-    crate::kafka::ensure_topic(brokers, topic, 4).await?;
-    let producer = crate::kafka::producer(brokers)?;
+/// Produces the events to `topic` (which must exist), keyed by test id, and waits until the
+/// broker has them all.
+pub async fn produce(kafka: &KafkaConfig, topic: &str, events: &[TestEvent]) -> Result<()> {
+    let producer = crate::kafka::events_producer(kafka)?;
     let payloads: Vec<String> = events.iter().map(TestEvent::to_json).collect();
     let mut deliveries = Vec::with_capacity(events.len());
     for (event, payload) in events.iter().zip(&payloads) {

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use testlake_ingest::KafkaConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -23,7 +24,8 @@ pub enum Source {
 
 #[derive(Debug, Clone)]
 pub struct ProduceConfig {
-    pub brokers: String,
+    pub kafka: KafkaConfig,
+    /// Must exist (see [`crate::kafka::prepare_topics`]).
     pub topic: String,
     pub source: Source,
     /// Messages per second; 0 means as fast as the broker takes them.
@@ -34,8 +36,7 @@ pub struct ProduceConfig {
 
 /// Sends messages until the source or `count` runs out, or `shutdown`. Returns how many were sent.
 pub async fn produce(config: ProduceConfig, shutdown: CancellationToken) -> Result<u64> {
-    crate::kafka::ensure_topic(&config.brokers, &config.topic, 4).await?;
-    let producer = crate::kafka::producer(&config.brokers)?;
+    let producer = crate::kafka::events_producer(&config.kafka)?;
     let limit = config.count.unwrap_or(u64::MAX);
     let mut sender = Sender::new(producer, config.topic.clone(), config.rate);
     match config.source {

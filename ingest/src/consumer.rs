@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::buffer::{PendingFlush, Pushed};
 use crate::crash::{CrashPoint, Crasher};
 use crate::flush::FlushPolicy;
+use crate::kafka::KafkaConfig;
 use crate::log_writer::PartitionLog;
 use crate::metrics::IngestMetrics;
 use crate::ownership::{Admit, Committed, Finished, Flush, FlushDone, FlushJob, FlushSummary, Ownership};
@@ -37,14 +38,14 @@ pub use crate::error::{Error, Result};
 /// How the ingest connects and when it writes.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
-    pub brokers: String,
+    /// How to reach Kafka (shared with the process's other clients); its properties are
+    /// applied over the consumer's own.
+    pub kafka: KafkaConfig,
     pub topic: String,
     pub group_id: String,
     pub flush: FlushPolicy,
     /// How often buffers are checked for age.
     pub tick: Duration,
-    /// Extra librdkafka properties, applied last.
-    pub kafka_properties: Vec<(String, String)>,
     /// Fault injection for tests: `<crash point>:<n>` (see [`crate::crash`]).
     pub crash_at: Option<String>,
 }
@@ -53,49 +54,58 @@ impl IngestConfig {
     /// The librdkafka settings of the ingest's consumer. Public so that a benchmark's raw
     /// consumer reads the topic exactly as the ingest does.
     pub fn consumer_config(&self) -> ClientConfig {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
+        self.kafka.client(&self.consumer_properties())
+    }
+
+    /// The consumer's own properties, under the shared ones.
+    fn consumer_properties(&self) -> [(&str, &str); 11] {
+        [
+            ("group.id", &self.group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+            ("session.timeout.ms", "10000"),
             // Bound what librdkafka prefetches per partition, so a backlog cannot grow memory.
-            .set("queued.max.messages.kbytes", "65536")
+            ("queued.max.messages.kbytes", "65536"),
             // When that bound is reached, look again after 20 ms, not librdkafka's default 1 s:
             // with the default, every moment the loop fell behind (a flush waiting for the
             // memory budget, a busy core) cost a partition a whole second without fetches —
             // the 1.0–1.3 s gaps between flushes that made single benchmark runs vary 0.45–0.86
             // of the raw ceiling.
-            .set("fetch.queue.backoff.ms", "20")
-            .set("fetch.wait.max.ms", "100")
+            ("fetch.queue.backoff.ms", "20"),
+            ("fetch.wait.max.ms", "100"),
             // Notice a topic created after subscribing (or new partitions) within seconds.
-            .set("topic.metadata.refresh.interval.ms", "10000");
-        for (key, value) in &self.kafka_properties {
-            client.set(key, value);
-        }
-        client
+            ("topic.metadata.refresh.interval.ms", "10000"),
+            // A missing topic is found before the consumer starts (`testlake`'s start-up check);
+            // a consumer never creates one.
+            ("allow.auto.create.topics", "false"),
+        ]
     }
 
+    /// Consumes `topic` from `brokers`, a broker without security settings (see
+    /// [`Self::with_kafka`]).
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self::with_kafka(KafkaConfig::new(brokers), topic)
+    }
+
+    /// Consumes `topic` through `kafka`.
+    pub fn with_kafka(kafka: KafkaConfig, topic: impl Into<String>) -> Self {
         Self {
-            brokers: brokers.into(),
+            kafka,
             topic: topic.into(),
             group_id: "testlake-ingest".into(),
             flush: FlushPolicy::default(),
             tick: Duration::from_millis(100),
-            kafka_properties: Vec::new(),
             crash_at: None,
         }
     }
 }
 
 impl Default for IngestConfig {
-    /// A broker on this machine and the `ci-test-events` topic.
+    /// A broker on this machine ([`KafkaConfig::default`]) and the `ci-test-events` topic.
     fn default() -> Self {
-        Self::new("127.0.0.1:9092", "ci-test-events")
+        Self::with_kafka(KafkaConfig::default(), "ci-test-events")
     }
 }
 
@@ -151,9 +161,8 @@ impl Ingest {
     ) -> Result<Self> {
         let crash =
             config.crash_at.as_deref().map(Crasher::parse).transpose().map_err(Error::Config)?.unwrap_or_default();
-        let client = config.consumer_config();
-        let consumer: StreamConsumer<GroupContext> = client.create_with_context(GroupContext::default())?;
-        consumer.subscribe(&[&config.topic])?;
+        let consumer: StreamConsumer<GroupContext> =
+            config.kafka.create_with_context(&config.consumer_properties(), GroupContext::default())?;
         let partitions = Ownership::new(Arc::from(config.topic.as_str()), config.flush);
         Ok(Self {
             config,
@@ -168,10 +177,11 @@ impl Ingest {
         })
     }
 
-    /// Consumes until `shutdown`, then flushes and commits what is buffered. Retries of the
-    /// object store stop at `shutdown` too: a flush that cannot finish then is left to the
-    /// partition's next owner.
+    /// Joins the group and consumes until `shutdown`, then flushes and commits what is buffered.
+    /// Retries of the object store stop at `shutdown` too: a flush that cannot finish then is
+    /// left to the partition's next owner.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
+        self.consumer.subscribe(&[&self.config.topic])?;
         info!(topic = %self.config.topic, group = %self.config.group_id, lake = %self.lake.url(), "ingest started");
         // A local handle, so a received message borrows it rather than `self`.
         let consumer = Arc::clone(&self.consumer);

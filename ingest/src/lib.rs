@@ -8,7 +8,8 @@
 //! Parquet files named by their Kafka offsets — and made durable through the partition's
 //! [`log_writer`] in the lake (the truth about which offsets landed), [`retry`]ing transient
 //! [`error`]s; only then is the Kafka offset committed (a hint) and a
-//! [`testlake_schemas::Landed`] notice sent, which [`notices`] forwards to Kafka. [`compact`]
+//! [`testlake_schemas::Landed`] notice sent, which [`notices`] forwards to Kafka. Every Kafka
+//! client of a process shares one [`kafka::KafkaConfig`] (bootstrap servers, security). [`compact`]
 //! merges closed hours' small files. [`crash`] injects process aborts at each step of the
 //! protocol for the exactly-once tests.
 
@@ -19,6 +20,7 @@ pub mod crash;
 pub mod cursor;
 pub mod error;
 pub mod flush;
+pub mod kafka;
 pub mod log_writer;
 pub mod metrics;
 pub mod notices;
@@ -30,4 +32,5 @@ pub use compact::{CompactConfig, Compactor};
 pub use consumer::{Ingest, IngestConfig};
 pub use error::{Error, Result};
 pub use flush::FlushPolicy;
+pub use kafka::KafkaConfig;
 pub use metrics::IngestMetrics;

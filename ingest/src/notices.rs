@@ -7,15 +7,17 @@
 
 use std::time::Duration;
 
+use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, ClientContext};
 use testlake_schemas::Landed;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use crate::kafka::KafkaConfig;
 
 /// The topic notices are published on unless configured otherwise.
 pub const DEFAULT_TOPIC: &str = "testlake-landed";
@@ -27,12 +29,9 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(brokers: &str, topic: &str) -> rdkafka::error::KafkaResult<Self> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "10000")
-            .create()?;
+    /// A producer on `topic` through `kafka`, the process's shared client configuration.
+    pub fn new(kafka: &KafkaConfig, topic: &str) -> rdkafka::error::KafkaResult<Self> {
+        let producer = kafka.create(&[("linger.ms", "5"), ("message.timeout.ms", "10000")])?;
         Ok(Self { producer, topic: topic.to_owned() })
     }
 
@@ -86,17 +85,20 @@ impl ConsumerContext for FollowContext {
 /// Subscribes to the notice topic from its end (a fresh, private group) and forwards every
 /// notice to the returned channel until `shutdown`.
 pub fn subscribe(
-    brokers: &str,
+    kafka: &KafkaConfig,
     topic: &str,
     shutdown: CancellationToken,
 ) -> rdkafka::error::KafkaResult<broadcast::Receiver<Landed>> {
-    let consumer: StreamConsumer<FollowContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("testlake-notices-{}", uuid::Uuid::new_v4().simple()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "latest")
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        .create_with_context(FollowContext)?;
+    let group = format!("testlake-notices-{}", uuid::Uuid::new_v4().simple());
+    let consumer: StreamConsumer<FollowContext> = kafka.create_with_context(
+        &[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "latest"),
+            ("topic.metadata.refresh.interval.ms", "5000"),
+        ],
+        FollowContext,
+    )?;
     consumer.subscribe(&[topic])?;
     let (tx, rx) = broadcast::channel(4096);
     tokio::spawn(async move {

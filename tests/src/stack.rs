@@ -144,6 +144,9 @@ impl IngestRun<'_> {
             // These tests read the folders, which show a compacted hour twice during the grace.
             .args(["--compact-every", "0s"])
             .args(["--kafka-property", "session.timeout.ms=3000", "--kafka-property", "heartbeat.interval.ms=500"])
+            // The landed-notice topic (`testlake-landed` unless a test names one) is created by the
+            // first member: the tests' broker has no authorization.
+            .arg("--create-topics")
             .env("RUST_LOG", std::env::var("TESTLAKE_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null());

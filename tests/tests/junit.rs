@@ -25,7 +25,7 @@ const REPORT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 /// Converts and produces `report` with `testlake junit`, as a CI job's last step does.
 fn produce_report(broker: &Broker, topic: &str, report: &std::path::Path) {
     let out = std::process::Command::new(testlake_binary())
-        .args(["junit", "--brokers", &broker.bootstrap(), "--topic", topic])
+        .args(["junit", "--brokers", &broker.bootstrap(), "--topic", topic, "--create-topics"])
         .args(["--repository", "acme/billing", "--branch", "main", "--commit", "abc123", "--run-id", "42"])
         .arg(report)
         .env("NO_COLOR", "1")

@@ -32,6 +32,7 @@ async fn compute_follows_landed_notices_from_another_process() {
     let compute_log = dir.path().join("compute.log");
     let mut compute = Command::new(testlake_binary())
         .args(["compute", "--brokers", &brokers, "--landed-topic", &landed_topic, "--compute-interval", "1h"])
+        .arg("--create-topics")
         .args(["--lake", lake_dir.to_str().unwrap()])
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")

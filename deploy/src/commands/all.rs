@@ -1,29 +1,27 @@
 //! `testlake all`: ingest, compute and serve in one process, optionally fed by the synthetic fleet.
 
 use anyhow::Result;
+use testlake::kafka::prepare_topics;
 use testlake::produce::{ProduceConfig, Source, produce};
 use testlake::stack::Stack;
+use testlake_ingest::notices::Publisher;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::cli::{AllCommand, IngestCommand};
 
 pub async fn run(command: AllCommand, shutdown: CancellationToken) -> Result<()> {
-    let config = command.config();
+    let config = command.config()?;
     let AllCommand { ingest: IngestCommand { kafka, shutdown: grace, .. }, fleet_rate, .. } = command;
-    if fleet_rate > 0 {
-        // The fleet's topic must exist before the consumer subscribes to it.
-        testlake::kafka::ensure_topic(&kafka.brokers, &kafka.topic, 4).await?;
-    }
-    let publisher = match kafka.landed_topic() {
-        Some(topic) => Some(super::notice_publisher(&kafka.brokers, topic).await?),
-        None => None,
-    };
+    let client = config.ingest.kafka.clone();
+    // Topics are created unless --create-topics=false: this is the one-command local run.
+    prepare_topics(&client, &kafka.ingest_topics(), kafka.topics.creation(true)).await?;
+    let publisher = kafka.landed_topic().map(|topic| Publisher::new(&client, topic)).transpose()?;
     let mut stack = Stack::start_publishing(config, publisher, shutdown).await?;
     info!(api = %format!("http://{}/api/v1/dashboard", stack.addr), lake = %stack.lake.url(), "testlake is running");
     if fleet_rate > 0 {
         let fleet = ProduceConfig {
-            brokers: kafka.brokers,
+            kafka: client,
             topic: kafka.topic,
             source: Source::Synthetic(Default::default()),
             rate: fleet_rate,

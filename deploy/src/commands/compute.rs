@@ -38,14 +38,14 @@ async fn periodic(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut stages = Stages::new(&[INPUT, COMPUTE, SERVE]);
-    let landed = super::follow_notices(&command.notices, stages.token(INPUT)).await?;
-    let computed = match command.notices.topic() {
-        Some((brokers, topic)) => {
+    let (landed, computed) = match command.notices.topic()? {
+        Some((kafka, topic)) => {
+            let landed = super::follow_notices(&kafka, topic, &command.notices.topics, stages.token(INPUT)).await?;
             let (tx, rx) = broadcast::channel::<Landed>(1024);
-            super::forward_notices(&mut stages, COMPUTE, rx, Publisher::new(brokers, topic)?);
-            Some(tx)
+            super::forward_notices(&mut stages, COMPUTE, rx, Publisher::new(&kafka, topic)?);
+            (Some(landed), Some(tx))
         }
-        None => None,
+        None => (None, None),
     };
     let scheduler = Scheduler::new(lake, config, computed);
     if let Some(listen) = command.compute.compute_listen {

@@ -1,8 +1,10 @@
 //! `testlake ingest`: Kafka → the lake, compacting closed hours on the side.
 
 use anyhow::Result;
+use testlake::kafka::prepare_topics;
 use testlake::lake::open_for_writing;
 use testlake::shutdown::{INGEST, Stages};
+use testlake_ingest::notices::Publisher;
 use testlake_ingest::{Compactor, Ingest};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -12,13 +14,14 @@ use crate::cli::IngestCommand;
 pub async fn run(command: IngestCommand, shutdown: CancellationToken) -> Result<()> {
     let IngestCommand { kafka, lake, ingest, compact, shutdown: grace } = command;
     let lake = open_for_writing(&lake.lake, &[]).await?;
+    let client = kafka.config()?;
     let (landed, notices) = kafka.landed_topic().map(|_| broadcast::channel(4096)).unzip();
     // A bad configuration is reported before the broker is asked anything.
-    let ingest = Ingest::new(ingest.config(&kafka), lake.clone(), landed, Default::default())?;
+    let ingest = Ingest::new(ingest.config(client.clone(), &kafka.topic), lake.clone(), landed, Default::default())?;
+    prepare_topics(&client, &kafka.ingest_topics(), kafka.topics.creation(false)).await?;
     let mut stages = Stages::new(&[INGEST]);
     if let (Some(topic), Some(notices)) = (kafka.landed_topic(), notices) {
-        let publisher = super::notice_publisher(&kafka.brokers, topic).await?;
-        super::forward_notices(&mut stages, INGEST, notices, publisher);
+        super::forward_notices(&mut stages, INGEST, notices, Publisher::new(&client, topic)?);
     }
     let compactor = Compactor::new(lake, compact.config());
     stages.spawn(INGEST, |stop| async move {

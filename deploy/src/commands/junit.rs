@@ -25,7 +25,9 @@ pub async fn run(command: JunitCommand) -> Result<()> {
             println!("{}", event.to_json());
         }
     } else {
-        testlake::junit::produce(&kafka.brokers, &kafka.topic, &events).await?;
+        let client = kafka.config()?;
+        testlake::kafka::prepare_topics(&client, &[kafka.events_topic()], kafka.topics.creation(false)).await?;
+        testlake::junit::produce(&client, &kafka.topic, &events).await?;
         info!(events = events.len(), files = files.len(), topic = %kafka.topic, "produced");
     }
     Ok(())

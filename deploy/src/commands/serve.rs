@@ -13,9 +13,16 @@ use crate::cli::ServeCommand;
 pub async fn run(command: ServeCommand, shutdown: CancellationToken) -> Result<()> {
     let mut config = command.serve.config();
     let mut stages = Stages::new(&[INPUT, SERVE]);
-    let landed = super::follow_notices(&command.notices, stages.token(INPUT)).await?;
+    let landed = match command.notices.topic()? {
+        Some((kafka, topic)) => {
+            Some(super::follow_notices(&kafka, topic, &command.notices.topics, stages.token(INPUT)).await?)
+        }
+        None => None,
+    };
     if landed.is_none() {
-        tracing::warn!("no --brokers: nothing tells the service what landed, so it caches nothing");
+        tracing::warn!(
+            "no --brokers (or no --landed-topic): nothing tells the service what landed, so it caches nothing"
+        );
         config.cache_bytes = 0;
     }
     let state = Arc::new(AppState::new(Lake::open(&command.lake.lake)?, &config));
