@@ -89,18 +89,41 @@ pub struct Found {
 const TAIL: u64 = 64 * 1024;
 
 /// Reads the stamp of the computed file at `path`; `None` when there is no file.
+///
+/// The file's size comes first (a head), then a range of known bounds. A suffix range longer
+/// than the object is the whole object (RFC 9110), but s3s-fs 0.14.1 answers it with a 500 (it
+/// seeks before the file's start): bounded ranges work on every store, for one more request per
+/// file read — the files read are the ones just written or whose listing changed. The range is
+/// read on the version the head saw; a file replaced in between is read again.
 pub async fn read_stamp(lake: &Lake, path: &str) -> Result<Option<Found>> {
     let store = |e| Error::Store(Box::new(e));
     let location = lake.path(path);
-    let options = GetOptions { range: Some(GetRange::Suffix(TAIL)), ..Default::default() };
-    let got = match lake.store().get_opts(&location, options).await {
-        Ok(got) => got,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(store(e)),
+    let mut attempts = 0;
+    let (meta, mut tail) = loop {
+        let meta = match lake.store().head(&location).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(store(e)),
+        };
+        if meta.size == 0 {
+            let version = UpdateVersion { e_tag: meta.e_tag, version: meta.version };
+            return Ok(Some(Found { version, stamp: None }));
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(meta.size.saturating_sub(TAIL)..meta.size)),
+            if_match: meta.e_tag.clone(),
+            ..Default::default()
+        };
+        let got = async { lake.store().get_opts(&location, options).await?.bytes().await };
+        match got.await {
+            Ok(tail) => break (meta, tail.to_vec()),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(object_store::Error::Precondition { .. }) if attempts < 5 => attempts += 1,
+            Err(e) => return Err(store(e)),
+        }
     };
-    let version = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
-    let size = got.meta.size;
-    let mut tail = got.bytes().await.map_err(store)?.to_vec();
+    let version = UpdateVersion { e_tag: meta.e_tag.clone(), version: meta.version.clone() };
+    let size = meta.size;
     let stamp = match footer_length(&tail) {
         Some(length) if length + 8 > tail.len() as u64 && length + 8 <= size => {
             let range = (size - length - 8)..size;
