@@ -1,5 +1,6 @@
-//! The whole pipeline on real parts: a tansu broker, the local filesystem as object store, the
-//! all-in-one stack. Checks the lake and the API against an independent computation.
+//! The whole pipeline on real parts: a tansu broker, an object store (the local filesystem, and
+//! S3: a bucket on s3s-fs), the all-in-one stack. Checks the lake and the API against an
+//! independent computation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use testlake_ingest::{FlushPolicy, IngestConfig};
 use testlake_query::ServeConfig;
 use testlake_schemas::{Lake, Status, TestEvent};
 use testlake_tests::model::{self, Key, Trend, close};
-use testlake_tests::{Broker, unique_topic};
+use testlake_tests::{Backend, Broker, TestLake, unique_topic};
 use tokio_util::sync::CancellationToken;
 
 /// Malformed messages, each with the reason code the dead-letter table must give it.
@@ -141,7 +142,16 @@ async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, timeout: Du
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipeline_lands_every_event_once_and_numbers_match() {
-    let run = Run::start().await;
+    pipeline(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_lands_every_event_once_and_numbers_match_on_s3() {
+    pipeline(Backend::S3sFs).await;
+}
+
+async fn pipeline(backend: Backend) {
+    let run = Run::start(backend).await;
     every_event_lands_exactly_once(&run).await;
     copies_are_listed_and_left_out(&run).await;
     malformed_messages_are_rejected_with_their_reason(&run).await;
@@ -172,7 +182,7 @@ struct Run {
     /// How many malformed messages were produced (one before every 60th event).
     bad_sent: usize,
     lake: Lake,
-    lake_dir: tempfile::TempDir,
+    test_lake: TestLake,
     /// The API's base address, `http://127.0.0.1:<port>`.
     base: String,
     now: DateTime<Utc>,
@@ -188,7 +198,7 @@ impl Run {
     /// Produces ~3,000 events from 30 CI runs an hour apart, ending now (at least two UTC dates),
     /// with a malformed message before every 60th, then a copy of every 20th event, and starts
     /// the stack on them.
-    async fn start() -> Self {
+    async fn start(backend: Backend) -> Self {
         let broker = Broker::start();
         let topic = unique_topic("e2e");
         testlake::kafka::ensure_topic(&broker.bootstrap(), &topic, 3).await.unwrap();
@@ -204,22 +214,40 @@ impl Run {
         let resent: Vec<TestEvent> = events.iter().step_by(20).cloned().collect();
         resend(&broker.bootstrap(), &topic, &resent).await;
 
-        let lake_dir = tempfile::tempdir().unwrap();
+        let test_lake = TestLake::start(backend);
         let mut ingest = IngestConfig::new(broker.bootstrap(), &topic);
         ingest.group_id = unique_topic("group");
-        ingest.flush = FlushPolicy { max_rows: 1000, max_age: Duration::from_millis(200), ..FlushPolicy::default() };
+        // Fewer, larger files on S3, where compute reads each with a few requests of milliseconds.
+        let (max_rows, max_age) = if backend == Backend::Local {
+            (1000, Duration::from_millis(200))
+        } else {
+            (10_000, Duration::from_secs(1))
+        };
+        ingest.flush = FlushPolicy { max_rows, max_age, ..FlushPolicy::default() };
         let config = StackConfig {
-            lake: lake_dir.path().to_str().unwrap().to_owned(),
-            lake_options: Vec::new(),
+            lake: test_lake.location().to_owned(),
+            lake_options: test_lake.options().to_vec(),
             ingest,
             // Off: this test reads the folders, which show a compacted hour twice during the grace
             // (tests/tests/compaction.rs covers compaction).
             compact: testlake_ingest::CompactConfig::off(),
-            compute: ComputeConfig {
-                interval: Duration::from_secs(2),
-                debounce: Duration::from_millis(100),
-                flaky_refresh: Duration::from_millis(500),
-                ..ComputeConfig::default()
+            // On S3 every file read is a few requests of milliseconds each (the debug build, s3s-fs
+            // on the same two cores): a cycle reading every file takes seconds, which the
+            // 2-second cadence would report as unhealthy.
+            compute: if backend == Backend::Local {
+                ComputeConfig {
+                    interval: Duration::from_secs(2),
+                    debounce: Duration::from_millis(100),
+                    flaky_refresh: Duration::from_millis(500),
+                    ..ComputeConfig::default()
+                }
+            } else {
+                ComputeConfig {
+                    interval: Duration::from_secs(10),
+                    debounce: Duration::from_millis(100),
+                    flaky_refresh: Duration::from_secs(3),
+                    ..ComputeConfig::default()
+                }
             },
             serve: ServeConfig::new("127.0.0.1:0".parse().unwrap()),
         };
@@ -235,7 +263,7 @@ impl Run {
             bad,
             bad_sent,
             lake,
-            lake_dir,
+            test_lake,
             base,
             now,
             http: reqwest::Client::new(),
@@ -685,8 +713,10 @@ async fn sql_answers_over_http_and_cli(run: &Run) {
         .await
         .unwrap();
     assert_eq!(text, format!("n\n{}\n", run.bad_sent));
-    let cli = std::process::Command::new(testlake_tests::testlake_binary())
-        .args(["sql", "--lake", run.lake_dir.path().to_str().unwrap(), "--format", "csv"])
+    let cli = run
+        .test_lake
+        .apply(std::process::Command::new(testlake_tests::testlake_binary()).arg("sql"))
+        .args(["--format", "csv"])
         .arg("SELECT count(*) AS n FROM results")
         .output()
         .unwrap();
