@@ -165,15 +165,14 @@ impl Probe {
         for topic in topics {
             loop {
                 let metadata = self.consumer.fetch_metadata(Some(topic), Duration::from_millis(500));
-                // Error events reach the context only when polled.
-                while self.consumer.poll(Duration::ZERO).is_some() {}
-                self.decisive()?;
                 let code = match metadata {
                     Ok(metadata) => match metadata.topics().iter().find(|t| t.name() == topic) {
                         Some(found) => found.error().map(RDKafkaErrorCode::from),
                         None => Some(RDKafkaErrorCode::UnknownTopicOrPartition),
                     },
                     Err(e) => {
+                        self.serve_events(Duration::from_millis(200));
+                        self.decisive()?;
                         if Instant::now() >= deadline {
                             let reason = self.consumer.context().last().unwrap_or_else(|| e.to_string());
                             return Err(Error::Unreachable { brokers: self.brokers.clone(), within, reason });
@@ -198,6 +197,15 @@ impl Probe {
             }
         }
         Ok(missing)
+    }
+
+    /// Hands librdkafka's queued events to the context for `time`: errors reach it only so, and
+    /// behind its log lines (a zero-time poll serves one event).
+    fn serve_events(&self, time: Duration) {
+        let until = Instant::now() + time;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            self.consumer.poll(left);
+        }
     }
 
     /// An authentication or TLS failure: retrying does not help.
@@ -230,13 +238,20 @@ impl ClientContext for Causes {
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
         let reason = if reason.is_empty() { error.to_string() } else { reason.to_owned() };
-        if let Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)) = code {
-            self.decisive.lock().expect("causes lock").get_or_insert((code, reason.clone()));
-        }
-        // "1/1 brokers are down" says less than the error before it.
-        if code != Some(RDKafkaErrorCode::AllBrokersDown) {
-            warn!(error = %reason, "kafka: no answer yet");
-            *self.last.lock().expect("causes lock") = Some(reason);
+        match code {
+            Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)) => {
+                self.decisive.lock().expect("causes lock").get_or_insert((code, reason));
+            }
+            // "1/1 brokers are down" says less than the error before it.
+            Some(RDKafkaErrorCode::AllBrokersDown) => {}
+            _ => {
+                let mut last = self.last.lock().expect("causes lock");
+                if last.is_none() {
+                    let within = humantime::format_duration(STARTUP_TIMEOUT);
+                    warn!(error = %reason, %within, "kafka: no answer yet; still trying");
+                }
+                *last = Some(reason);
+            }
         }
     }
 }

@@ -112,3 +112,23 @@ fn sigterm_stops_the_service_and_exits_cleanly() {
     let said = |what: &str| rest.iter().position(|l| l.contains(what) && l.contains("serve"));
     assert!(said("stopping") < said("stopped") && said("stopping").is_some(), "{rest:#?}");
 }
+
+#[test]
+fn every_kafka_command_documents_the_client_flags_and_its_help_shows_no_secret() {
+    for command in ["ingest", "compute", "serve", "all", "produce", "junit"] {
+        let out = testlake()
+            .args([command, "--help"])
+            .env("TESTLAKE_KAFKA_SASL_PASSWORD", "hunter2-help")
+            .env("TESTLAKE_KAFKA_PROPERTIES", "/etc/testlake/kafka.properties")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8(out.stdout).unwrap();
+        for flag in
+            ["--kafka-property <KEY=VALUE>", "--kafka-properties <FILE>", "--create-topics", "--replication-factor"]
+        {
+            assert!(help.contains(flag), "{command}: {flag} missing from:\n{help}");
+        }
+        assert!(!help.contains("hunter2-help"), "{command} --help shows a secret:\n{help}");
+    }
+}

@@ -17,6 +17,16 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
+/// Waits until something accepts connections on `port` of 127.0.0.1; panics naming `what`
+/// after 30 s.
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A topic name no other test uses.
 pub fn unique_topic(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
@@ -44,11 +54,23 @@ impl Broker {
     /// Starts `tansu broker` on a free port and waits until it accepts connections. Panics, with
     /// the reason, if it cannot.
     pub fn start_with(storage: Storage) -> Self {
+        Self::spawn(storage, None)
+    }
+
+    /// Starts `tansu broker` on a free port, telling clients to connect to `advertised` instead:
+    /// the port of a proxy in front of it (TLS, SASL), so that every connection a client makes
+    /// goes through the proxy.
+    pub fn start_behind(storage: Storage, advertised: u16) -> Self {
+        Self::spawn(storage, Some(advertised))
+    }
+
+    fn spawn(storage: Storage, advertised: Option<u16>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
         let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
             .args([
                 "--storage-engine",
                 match storage {
@@ -63,14 +85,11 @@ impl Broker {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start the tansu broker ({e}); run deploy/scripts/setup.sh"));
         let broker = Self { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {port} within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, "tansu");
         broker
     }
 
+    /// The broker's own address (behind a proxy: where the proxy connects).
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

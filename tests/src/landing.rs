@@ -79,6 +79,21 @@ pub async fn landed_ids_in(lake: &testlake_schemas::Lake) -> std::collections::B
     ids
 }
 
+/// The executions `trends_daily` counts over every date (0 before it exists): what compute has
+/// materialized so far.
+pub async fn trend_runs(lake: &testlake_schemas::Lake) -> i64 {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+
+    let ctx = testlake_compute::catalog::lake_session(lake).expect("session");
+    let Ok(df) = ctx.sql("SELECT CAST(coalesce(sum(runs), 0) AS BIGINT) FROM trends_daily").await else { return 0 };
+    df.collect()
+        .await
+        .ok()
+        .and_then(|b| b.first().map(|b| b.column(0).as_primitive::<Int64Type>().value(0)))
+        .unwrap_or(0)
+}
+
 /// Asserts the lake holds exactly the produced ids, each once.
 pub fn assert_exactly_once(what: &str, produced: &[Produced], landed: &std::collections::BTreeMap<String, usize>) {
     let want: std::collections::BTreeSet<&str> = produced.iter().map(|p| p.event_id.as_str()).collect();

@@ -4,20 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow::array::AsArray;
-use arrow::datatypes::Int64Type;
 use testlake_schemas::Lake;
-use testlake_tests::{Broker, IngestRun, Running, produce_fleet, signal, testlake_binary, unique_topic};
-
-async fn trend_runs(lake: &Lake) -> i64 {
-    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
-    let Ok(df) = ctx.sql("SELECT CAST(coalesce(sum(runs), 0) AS BIGINT) FROM trends_daily").await else { return 0 };
-    df.collect()
-        .await
-        .ok()
-        .and_then(|b| b.first().map(|b| b.column(0).as_primitive::<Int64Type>().value(0)))
-        .unwrap_or(0)
-}
+use testlake_tests::{Broker, IngestRun, Running, produce_fleet, signal, testlake_binary, trend_runs, unique_topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compute_follows_landed_notices_from_another_process() {
