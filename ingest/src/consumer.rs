@@ -304,7 +304,7 @@ impl Ingest {
             match flush {
                 Flush::Start(job) => self.start_flush(job, shutdown),
                 Flush::WaitForAFlush => {
-                    if let Some(done) = self.in_flight.next().await {
+                    if let Some(done) = self.wait_for_a_flush().await {
                         self.finish_flush(done.expect("flush tasks do not panic"))?;
                         waited = true;
                     }
@@ -312,6 +312,28 @@ impl Ingest {
             }
         }
         Ok(waited)
+    }
+
+    /// Waits, not consuming, for a flush to finish: counted in the metrics, and logged when it
+    /// lasts (the object store slow or down: the flushes in flight keep retrying).
+    async fn wait_for_a_flush(&mut self) -> Option<Result<FlushDone<PartitionLog>, tokio::task::JoinError>> {
+        const LONG: Duration = Duration::from_secs(1);
+        let started = Instant::now();
+        let done = match tokio::time::timeout(LONG, self.in_flight.next()).await {
+            Ok(done) => done,
+            Err(_) => {
+                warn!(
+                    in_flight = self.in_flight.len(),
+                    "consumption paused: the buffers are at their memory bound and no flush has finished \
+                     for a second (the object store is slow or down)"
+                );
+                let done = self.in_flight.next().await;
+                warn!(paused_ms = started.elapsed().as_millis() as u64, "consumption resumed");
+                done
+            }
+        };
+        self.metrics.consumption_paused(started.elapsed());
+        done
     }
 
     /// Flushes on another task: stages the files, then makes them durable through the

@@ -10,6 +10,7 @@ pub const FILES: &str = "testlake_ingest_files_written_total";
 pub const BYTES: &str = "testlake_ingest_parquet_bytes_total";
 pub const FLUSHES: &str = "testlake_ingest_flushes_total";
 pub const FLUSH_ERRORS: &str = "testlake_ingest_flush_errors_total";
+pub const PAUSED: &str = "testlake_ingest_paused_seconds_total";
 
 #[derive(Debug, Default)]
 pub struct IngestMetrics {
@@ -20,6 +21,7 @@ pub struct IngestMetrics {
     bytes: AtomicU64,
     flushes: AtomicU64,
     flush_errors: AtomicU64,
+    paused_micros: AtomicU64,
 }
 
 impl IngestMetrics {
@@ -44,6 +46,16 @@ impl IngestMetrics {
 
     pub fn flush_failed(&self) {
         self.flush_errors.fetch_add(1, Relaxed);
+    }
+
+    /// The consume loop waited `paused` for a flush, not consuming (the buffers at their bound).
+    pub fn consumption_paused(&self, paused: std::time::Duration) {
+        self.paused_micros.fetch_add(paused.as_micros() as u64, Relaxed);
+    }
+
+    /// Time the consume loop spent waiting for flushes, not consuming.
+    pub fn paused(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.paused_micros.load(Relaxed))
     }
 
     pub fn events(&self) -> u64 {
@@ -71,5 +83,9 @@ impl IngestMetrics {
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
         }
+        let help = "Time the consume loop waited for a flush, not consuming: the buffers at their memory bound \
+                    while the object store is slow or down.";
+        let _ =
+            writeln!(out, "# HELP {PAUSED} {help}\n# TYPE {PAUSED} counter\n{PAUSED} {}", self.paused().as_secs_f64());
     }
 }
