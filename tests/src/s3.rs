@@ -13,12 +13,12 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use testlake_schemas::Lake;
 
-use crate::broker::free_port;
+use crate::broker::{free_port, wait_for_port};
 
 /// Where a test's lake lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,11 +97,7 @@ impl S3Server {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start the {backend:?} S3 server ({e}); run deploy/scripts/setup.sh"));
         let server = Self { child, port, backend, secret, _root: root };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the {backend:?} S3 server did not listen on {port} within 60 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, &format!("the {backend:?} S3 server"));
         if backend == Backend::Moto {
             // moto checks no signature: a plain request creates the bucket.
             let status = http_status(port, &format!("PUT /{bucket} HTTP/1.1"));
