@@ -1,6 +1,7 @@
 //! Several `testlake ingest` processes in one consumer group: members joining and leaving
-//! mid-stream, and a member paused past its session timeout. The lake must hold every produced
-//! `event_id` exactly once, and every partition's lag must reach zero.
+//! mid-stream, and a member paused past its session timeout (also on S3: moto, whose create-only
+//! puts are atomic, so the zombie's and the new owner's writes race for real). The lake must hold
+//! every produced `event_id` exactly once, and every partition's lag must reach zero.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,8 +9,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use testlake_tests::{
-    Broker, IngestRun, Produced, Storage, assert_exactly_once, committed_offsets, landed_ids, last_assignment,
-    produce_fleet, signal, unique_topic,
+    Backend, Broker, IngestRun, Produced, Running, Storage, TestLake, assert_exactly_once, committed_offsets,
+    landed_ids, landed_ids_in, last_assignment, produce_fleet, signal, unique_topic,
 };
 
 const TERM: i32 = 15;
@@ -20,9 +21,9 @@ fn member<'a>(brokers: &'a str, topic: &'a str, group: &'a str, lake: &'a Path) 
     IngestRun { brokers, topic, group, lake, flush_rows: 200, flush_age: "100ms", crash_at: None, log: None }
 }
 
-async fn wait_landed(lake: &Path, want: usize, timeout: Duration) {
+async fn wait_landed(lake: &testlake_schemas::Lake, want: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while landed_ids(lake).await.len() < want && Instant::now() < deadline {
+    while landed_ids_in(lake).await.len() < want && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -147,34 +148,44 @@ async fn members_join_and_leave_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_paused_past_its_session_is_fenced() {
+    paused_member_is_fenced(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_paused_past_its_session_is_fenced_on_s3() {
+    paused_member_is_fenced(Backend::Moto).await;
+}
+
+async fn paused_member_is_fenced(backend: Backend) {
     let broker = Broker::start_with(Storage::Sqlite);
     let brokers = broker.bootstrap();
     let (topic, group) = (unique_topic("pause"), unique_topic("g"));
     testlake::kafka::ensure_topic(&brokers, &topic, 2).await.unwrap();
-    let lake = tempfile::tempdir().unwrap();
+    let lake = TestLake::start(backend);
     let produced = produce_fleet(&brokers, &topic, 21, 10).await;
 
     // A buffers everything and would flush only after 4 s; it is frozen before that.
-    let a_log = lake.path().join("a.log");
+    let a_log = lake.scratch().join("a.log");
     let a_run = IngestRun {
         flush_rows: 1_000_000,
         flush_age: "4s",
         log: Some(&a_log),
-        ..member(&brokers, &topic, &group, lake.path())
+        ..member(&brokers, &topic, &group, lake.scratch())
     };
-    let mut a = a_run.spawn();
+    let mut a = Running(a_run.command_on(&lake).spawn().expect("spawn testlake ingest"));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     signal(&a, STOP);
 
     // B takes over once A's session expires, and lands everything.
-    let mut b = member(&brokers, &topic, &group, lake.path()).spawn();
-    wait_landed(lake.path(), produced.len(), Duration::from_secs(60)).await;
-    assert_exactly_once("before A wakes", &produced, &landed_ids(lake.path()).await);
+    let b_run = member(&brokers, &topic, &group, lake.scratch());
+    let mut b = Running(b_run.command_on(&lake).spawn().expect("spawn testlake ingest"));
+    wait_landed(&lake.lake, produced.len(), Duration::from_secs(60)).await;
+    assert_exactly_once("before A wakes", &produced, &landed_ids_in(&lake.lake).await);
 
     // A wakes with a stale buffer: its late flush must not land.
     signal(&a, CONT);
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_exactly_once("after A wakes", &produced, &landed_ids(lake.path()).await);
+    assert_exactly_once("after A wakes", &produced, &landed_ids_in(&lake.lake).await);
     let log = std::fs::read_to_string(&a_log).unwrap();
     for line in log.lines().filter(|l| l.contains("fenced") || l.contains("revoked") || l.contains("flush")) {
         eprintln!("A: {line}");
