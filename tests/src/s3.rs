@@ -109,6 +109,28 @@ impl S3Server {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// Store options that reach this server (for `Lake::open_with`).
+    pub fn options(&self) -> Vec<(String, String)> {
+        vec![
+            ("endpoint".to_owned(), self.endpoint()),
+            ("region".to_owned(), REGION.to_owned()),
+            ("access_key_id".to_owned(), ACCESS_KEY_ID.to_owned()),
+            ("secret_access_key".to_owned(), self.secret.clone()),
+        ]
+    }
+
+    /// The `AWS_*` variables that point a process at this server, as a user sets them
+    /// (`AWS_ALLOW_HTTP` left out: an http:// endpoint is enough), through `endpoint` if given (a
+    /// proxy) instead of the server itself.
+    pub fn env(&self, endpoint: Option<&str>) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".to_owned(), endpoint.map_or_else(|| self.endpoint(), str::to_owned)),
+            ("AWS_REGION".to_owned(), REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY_ID.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), self.secret.clone()),
+        ]
+    }
 }
 
 impl Drop for S3Server {
@@ -150,13 +172,7 @@ impl TestLake {
             Backend::S3sFs | Backend::Moto => {
                 let bucket = format!("lake-{}", uuid::Uuid::new_v4().simple());
                 let server = S3Server::start(backend, &bucket);
-                let options = vec![
-                    ("endpoint".to_owned(), server.endpoint()),
-                    ("region".to_owned(), REGION.to_owned()),
-                    ("access_key_id".to_owned(), ACCESS_KEY_ID.to_owned()),
-                    ("secret_access_key".to_owned(), server.secret.clone()),
-                ];
-                (format!("s3://{bucket}/lake"), options, Some(server))
+                (format!("s3://{bucket}/lake"), server.options(), Some(server))
             }
         };
         let lake = Lake::open_with(&location, &options).expect("open the test lake");
@@ -183,17 +199,9 @@ impl TestLake {
         self.server.as_ref()
     }
 
-    /// The `AWS_*` variables that point a process at this lake's server, as a user sets them
-    /// (`AWS_ALLOW_HTTP` left out: an http:// endpoint is enough), through `endpoint` if given (a
-    /// proxy) instead of the server itself.
+    /// [`S3Server::env`] of this lake's server (none for a folder).
     pub fn env_via(&self, endpoint: Option<&str>) -> Vec<(String, String)> {
-        let Some(server) = &self.server else { return Vec::new() };
-        vec![
-            ("AWS_ENDPOINT_URL".to_owned(), endpoint.map_or_else(|| server.endpoint(), str::to_owned)),
-            ("AWS_REGION".to_owned(), REGION.to_owned()),
-            ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY_ID.to_owned()),
-            ("AWS_SECRET_ACCESS_KEY".to_owned(), server.secret.clone()),
-        ]
+        self.server.as_ref().map(|server| server.env(endpoint)).unwrap_or_default()
     }
 
     /// Points `command` (a `testlake` subcommand) at this lake: `--lake` and, for S3, the
