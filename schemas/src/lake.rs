@@ -9,7 +9,9 @@
 //! virtual-hosted style is asked for, and an `http://` endpoint is plain HTTP without also
 //! setting `AWS_ALLOW_HTTP`. Create-only puts are sent with `If-None-Match: *` and conditional
 //! replaces with `If-Match: <etag>` (`object_store`'s default `aws_conditional_put=etag`);
-//! [`Lake::check_conditional_writes`] checks at start-up that the store honours them.
+//! [`Lake::check_conditional_writes`] checks at start-up that the store honours them. A range
+//! read that the object no longer has (replaced meanwhile) is an error, as on a local folder
+//! (`lake/ranges.rs`).
 //! Credentials never appear in the lake's URL, its `Debug` output or its errors.
 
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use std::sync::Arc;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutOptions, PutPayload, UpdateVersion};
 use url::Url;
+
+mod ranges;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -101,7 +105,9 @@ impl Lake {
         let (scheme, prefix) = ObjectStoreScheme::parse(&url).map_err(|e| store_error(e.into()))?;
         let store: Arc<dyn ObjectStore> = match scheme {
             #[cfg(feature = "s3")]
-            ObjectStoreScheme::AmazonS3 => Arc::new(s3(&url, options).map_err(store_error)?),
+            ObjectStoreScheme::AmazonS3 => {
+                Arc::new(ranges::WholeRanges(Arc::new(s3(&url, options).map_err(store_error)?)))
+            }
             _ => Arc::from(object_store::parse_url_opts(&url, options.iter().cloned()).map_err(store_error)?.0),
         };
         Ok(Self { url, store, prefix })
