@@ -205,7 +205,7 @@ impl TestLake {
     }
 
     /// Points `command` (a `testlake` subcommand) at this lake: `--lake` and, for S3, the
-    /// server's `AWS_*` variables, with any the test process has removed.
+    /// server's `AWS_*` variables (none of the test process's own `AWS_*` is passed on).
     pub fn apply<'c>(&self, command: &'c mut Command) -> &'c mut Command {
         self.apply_via(command, None)
     }
