@@ -33,7 +33,14 @@ fn results_file(entry: u64, first: i64, ids: std::ops::Range<u32>) -> StagedFile
         partition: HourPartition { date: now.date_naive(), hour: 10 },
         file: DataFileName { topic: "t".into(), partition: 0, first_offset: first, last_offset: first + 9, entry },
     };
-    let file = PendingFile { path, batch: rows.finish().unwrap(), min_time: None, max_time: None, repositories: None };
+    let file = PendingFile {
+        path,
+        batch: rows.finish().unwrap(),
+        rows: None,
+        min_time: None,
+        max_time: None,
+        repositories: None,
+    };
     stage_file(&file).unwrap()
 }
 

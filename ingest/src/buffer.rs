@@ -1,6 +1,6 @@
 //! What one Kafka partition has consumed but not yet written: decoded rows, rejected messages,
-//! and the offset range they cover. Rows are split by the hour partition of their `finished_at`
-//! only when taken.
+//! and the offset range they cover. Rows are assigned to the hour partition of their
+//! `finished_at` only when taken, and copied into each hour's file only when staged.
 //!
 //! Pure bookkeeping, no I/O: [`PartitionBuffer::take`] hands the flush a [`PendingFlush`] that
 //! names every file deterministically from the Kafka coordinates.
@@ -71,10 +71,28 @@ pub struct PartitionBuffer {
 pub struct PendingFile {
     pub path: DataFilePath,
     pub batch: RecordBatch,
+    /// The rows of `batch` this file holds, when not all: the hours of a flush share one batch.
+    pub rows: Option<UInt32Array>,
     pub min_time: Option<DateTime<Utc>>,
     pub max_time: Option<DateTime<Utc>>,
     /// The rows' repositories; `None` when too many to list.
     pub repositories: Option<Vec<String>>,
+}
+
+impl PendingFile {
+    /// How many rows the file holds.
+    pub fn num_rows(&self) -> usize {
+        self.rows.as_ref().map_or(self.batch.num_rows(), UInt32Array::len)
+    }
+
+    /// The file's rows alone, unsorted.
+    #[cfg(test)]
+    fn own_rows(&self) -> RecordBatch {
+        self.rows.as_ref().map_or_else(
+            || self.batch.clone(),
+            |rows| arrow::compute::take_record_batch(&self.batch, rows).expect("rows of the batch"),
+        )
+    }
 }
 
 /// Everything a flush of one Kafka partition must make durable before committing `next_offset`.
@@ -202,14 +220,16 @@ impl PartitionBuffer {
             DataFileName { topic: self.topic.to_string(), partition: self.partition, first_offset, last_offset, entry };
         let hours = std::mem::take(&mut self.hours);
         let valid = self.results.len();
-        let batches = split_by_hour(self.results.finish()?, &hours)?;
+        let batch = self.results.finish()?;
+        let rows = rows_by_hour(&batch, &hours)?;
         let mut files = Vec::with_capacity(hours.len() + 1);
-        for ((&hour, stats), batch) in hours.iter().zip(batches) {
+        for ((&hour, stats), rows) in hours.iter().zip(rows) {
             let partition = HourPartition::of(stats.min_time);
             debug_assert_eq!(hour, hour_number(stats.max_time));
             files.push(PendingFile {
                 path: DataFilePath { table: Table::Results, partition, file: name.clone() },
-                batch,
+                batch: batch.clone(),
+                rows,
                 min_time: Some(stats.min_time),
                 max_time: Some(stats.max_time),
                 repositories: (stats.repositories.len() <= MAX_LISTED_REPOSITORIES)
@@ -221,6 +241,7 @@ impl PartitionBuffer {
             files.push(PendingFile {
                 path: DataFilePath { table: Table::Rejected, partition, file: name },
                 batch: self.rejected.finish()?,
+                rows: None,
                 min_time: None,
                 max_time: None,
                 repositories: None,
@@ -266,12 +287,13 @@ fn strings_bytes(e: &EventView<'_>) -> usize {
         + tags
 }
 
-/// Cuts the buffered rows into one batch per hour, in the order of `hours`: rows grouped by
-/// hour with one `take` (a counting sort on `finished_at`), then sliced without copying. One
-/// hour, the usual case, is the batch itself.
-fn split_by_hour(batch: RecordBatch, hours: &BTreeMap<i64, HourStats>) -> Result<Vec<RecordBatch>, ArrowError> {
+/// Which of the buffered rows each hour holds, in the order of `hours`: a counting sort of row
+/// numbers on `finished_at`'s hour, the rows themselves not copied (staging copies each hour's
+/// rows once, into its file's order: [`testlake_schemas::files::sort_rows`]). One hour, the
+/// usual case, holds every row (`None`).
+fn rows_by_hour(batch: &RecordBatch, hours: &BTreeMap<i64, HourStats>) -> Result<Vec<Option<UInt32Array>>, ArrowError> {
     if hours.len() <= 1 {
-        return Ok(if batch.num_rows() == 0 { Vec::new() } else { vec![batch] });
+        return Ok(hours.values().map(|_| None).collect());
     }
     let keys: Vec<i64> = hours.keys().copied().collect();
     let mut next: Vec<usize> = hours
@@ -294,9 +316,8 @@ fn split_by_hour(batch: RecordBatch, hours: &BTreeMap<i64, HourStats>) -> Result
         indices[next[slot]] = row as u32;
         next[slot] += 1;
     }
-    let grouped = arrow::compute::take_record_batch(&batch, &UInt32Array::from(indices))?;
-    drop(batch);
-    Ok(starts.iter().zip(hours.values()).map(|(&start, h)| grouped.slice(start, h.rows)).collect())
+    let indices = UInt32Array::from(indices);
+    Ok(starts.iter().zip(hours.values()).map(|(&start, h)| Some(indices.slice(start, h.rows))).collect())
 }
 
 #[cfg(test)]

@@ -22,15 +22,18 @@ pub fn stage_file(file: &PendingFile) -> Result<StagedFile, WriteError> {
         Table::Results => files::RESULTS_SORT,
         _ => &["kafka_offset"],
     };
-    let sorted =
-        files::sort_batch(&file.batch, sort_by).map_err(|source| WriteError::Arrow { path: path.clone(), source })?;
+    let sorted = match &file.rows {
+        None => files::sort_batch(&file.batch, sort_by),
+        Some(rows) => files::sort_rows(&file.batch, rows, sort_by),
+    }
+    .map_err(|source| WriteError::Arrow { path: path.clone(), source })?;
     let bytes = files::encode_parquet(&sorted, &path)?;
     let entry = EntryFile {
         path,
         table: file.path.table,
         date: file.path.partition.date,
         hour: file.path.partition.hour,
-        rows: file.batch.num_rows() as u64,
+        rows: file.num_rows() as u64,
         min_time: file.min_time,
         max_time: file.max_time,
         repositories: file.repositories.clone(),

@@ -165,6 +165,7 @@ pub async fn land_committed_chunks<'e>(
             let file = PendingFile {
                 path,
                 batch: rows.finish().expect("rows"),
+                rows: None,
                 min_time: None,
                 max_time: None,
                 repositories: None,

@@ -35,7 +35,7 @@ fn splits_rows_by_event_hour_and_names_files_by_offsets() {
             format!("rejected/date=2026-11-27/hour=12/{suffix}"),
         ]
     );
-    let rows: Vec<usize> = flush.files.iter().map(|f| f.batch.num_rows()).collect();
+    let rows: Vec<usize> = flush.files.iter().map(PendingFile::num_rows).collect();
     assert_eq!(rows, vec![2, 1, 2]);
     assert_eq!(flush.files[0].min_time, Some(Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap()));
     assert_eq!(flush.files[0].max_time, Some(Utc.with_ymd_and_hms(2026, 11, 27, 10, 59, 59).unwrap()));
@@ -89,6 +89,7 @@ fn counted_and_allocated(topic: &str, events: &[Vec<u8>]) -> (usize, usize) {
     }
     let counted = b.bytes();
     let flush = b.take(0).unwrap().unwrap();
+    // The hours of a flush share one batch: `allocated` counts each buffer once.
     (counted, allocated(&flush.files.iter().map(|f| &f.batch).collect::<Vec<_>>()))
 }
 
@@ -152,10 +153,11 @@ fn rows_in_many_hours_split_into_one_file_per_hour() {
     assert_eq!(flush.files.len(), hours);
     assert_eq!(flush.valid, 3 * hours);
     for file in &flush.files {
-        let finished = file.batch.column_by_name("finished_at").unwrap();
+        let rows = file.own_rows();
+        let finished = rows.column_by_name("finished_at").unwrap();
         let finished = finished.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>().unwrap();
         let partition = file.path.partition;
-        assert_eq!(file.batch.num_rows(), 3, "{partition}");
+        assert_eq!(rows.num_rows(), 3, "{partition}");
         for t in finished.iter() {
             let t = DateTime::from_timestamp_micros(t.unwrap()).unwrap();
             assert_eq!(HourPartition::of(t), partition);

@@ -54,6 +54,18 @@ fn assert_sorts_as_lexsort_does(columns: Vec<ArrayRef>) {
     let keys: Vec<SortColumn> = all.iter().map(|c| SortColumn { values: Arc::clone(c), options: None }).collect();
     let expected = take_record_batch(&batch, &lexsort_to_indices(&keys, None).unwrap()).unwrap();
     assert_eq!(sorted, expected);
+
+    // A subset of the rows, given backwards (ties keep the order given): as if copied out first.
+    let subset: UInt32Array = (0..rows as u32).rev().filter(|r| r % 3 != 0).collect();
+    let copied = take_record_batch(&batch, &subset).unwrap();
+    let given: ArrayRef = Arc::new((0..subset.len() as u32).collect::<UInt32Array>());
+    let copied_keys: Vec<SortColumn> = copied.columns()[..columns.len()]
+        .iter()
+        .chain([&given])
+        .map(|c| SortColumn { values: Arc::clone(c), options: None })
+        .collect();
+    let expected = take_record_batch(&copied, &lexsort_to_indices(&copied_keys, None).unwrap()).unwrap();
+    assert_eq!(sort_rows(&batch, &subset, &by).unwrap(), expected);
 }
 
 #[test]
