@@ -24,7 +24,7 @@ use testlake_schemas::TestEvent;
 use testlake_tests::model::{self, Key, Trend, close};
 use testlake_tests::{
     Backend, Broker, IngestRun, Produced, Running, SseClient, Storage, TestLake, assert_exactly_once, free_port,
-    landed_ids_in, produce_events, signal, testlake_binary, trend_runs, unique_topic,
+    landed_ids_in, last_assignment, produce_events, signal, testlake_binary, trend_runs, unique_topic,
 };
 
 /// What every process of the deployment shares: the broker, the topics, the group and the lake.
@@ -194,6 +194,43 @@ async fn api_trends_equal_the_model(
     assert_eq!(seen.len(), want.len(), "{what} {interval}: every bucket of the model");
 }
 
+/// Once the service's flaky scores cover every scored event, every test's numbers equal the
+/// model's over the snapshot's window (30 days, outage share 0.8: compute's defaults).
+async fn flaky_scores_equal_the_model(what: &str, base: &str, events: &[TestEvent]) {
+    let scored = events.iter().filter(|e| e.status != testlake_schemas::Status::Skipped).count() as i64;
+    let query = [("state", "all".to_owned()), ("size", "100000".to_owned())];
+    let started = Instant::now();
+    let flaky = loop {
+        let flaky = get_json(base, "/api/v1/flaky", &query).await;
+        let covered: i64 = flaky["rows"]
+            .as_array()
+            .map(|rows| {
+                rows.iter().map(|r| r["executions"].as_i64().unwrap() + r["outage_executions"].as_i64().unwrap()).sum()
+            })
+            .unwrap_or(0);
+        if covered == scored {
+            break flaky;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{what}: flaky scores cover {covered} of {scored}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let as_of: DateTime<Utc> = flaky["as_of"].as_str().unwrap().parse().unwrap();
+    let expected = model::flaky_numbers(events, as_of - TimeDelta::days(30), as_of, 0.8);
+    let rows = flaky["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), expected.len(), "{what}: one score per test");
+    for row in rows {
+        let key = (row["repository"].as_str().unwrap().to_owned(), row["test_id"].as_str().unwrap().to_owned());
+        let want = &expected[&key];
+        let got = ["executions", "failures", "same_commit_flakes", "flips", "outage_executions"]
+            .map(|k| row[k].as_i64().unwrap());
+        assert_eq!(
+            got,
+            [want.executions, want.failures, want.same_commit_flakes, want.flips, want.outage_executions],
+            "{what}: {row}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_processes_share_one_lake_and_survive_kills() {
     let started = Instant::now();
@@ -232,10 +269,18 @@ async fn separate_processes_share_one_lake_and_survive_kills() {
         tokio::time::sleep(Duration::from_millis(400)).await;
         match round {
             1 => {
+                // Killed while it owns partitions and data keeps coming.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while last_assignment(&d.log("ingest-a-1")).is_none_or(|p| p.trim() == "[]") {
+                    assert!(Instant::now() < deadline, "ingest a was never assigned a partition");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 kill(&mut ingest_a);
                 ingest_a = d.ingest("ingest-a-2");
             }
             3 => {
+                // Killed once it has recomputed something, with more landing behind it.
+                wait_for_log(&d.log("compute-a-1"), "outcome=\"completed\"");
                 kill(&mut compute_a);
                 compute_a = d.compute("compute-a-2");
             }
@@ -277,7 +322,16 @@ async fn separate_processes_share_one_lake_and_survive_kills() {
         api_trends_equal_the_model(what, base, "hourly", &hourly, now).await;
         api_trends_equal_the_model(what, base, "daily", &daily, now).await;
     }
+    flaky_scores_equal_the_model("serve a", &base_a, &events).await;
+    flaky_scores_equal_the_model("serve b", &base_b, &events).await;
     eprintln!("checked in {:.1?}", started.elapsed());
+
+    // Both compute processes did part of the work (a date recomputed under its lease).
+    for name in ["compute-a-2", "compute-b"] {
+        let log = std::fs::read_to_string(d.log(name)).unwrap();
+        let completed = log.matches("outcome=\"completed\"").count();
+        eprintln!("{name}: {completed} tasks completed");
+    }
 
     for process in [&mut ingest_a, &mut ingest_b, &mut compute_a, &mut compute_b, &mut serve_a, &mut serve_b] {
         signal(process, 15);
