@@ -121,6 +121,21 @@ async fn dashboard_stream(base: &str) -> SseClient {
     sse
 }
 
+/// Loads the dashboard into the service's cache (the second request is a hit) and returns the
+/// runs it counts: an answer that only an invalidation replaces.
+async fn cache_dashboard(base: &str, now: DateTime<Utc>) -> i64 {
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let response = http.get(format!("{base}/api/v1/dashboard")).query(&range(now)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
+        answers.push((cache, response.json::<Value>().await.unwrap()["runs"].as_i64().unwrap()));
+    }
+    assert_eq!(answers[1].0, "hit", "{base}: the dashboard is cached: {answers:?}");
+    answers[1].1
+}
+
 fn range(now: DateTime<Utc>) -> Vec<(&'static str, String)> {
     vec![("from", (now - TimeDelta::days(3)).to_rfc3339()), ("to", (now + TimeDelta::hours(1)).to_rfc3339())]
 }
@@ -252,13 +267,16 @@ async fn separate_processes_share_one_lake_and_survive_kills() {
 
     let ((mut serve_a, base_a), (mut serve_b, mut base_b)) = (d.serve("serve-a"), d.serve("serve-b"));
     let (mut compute_a, mut compute_b) = (d.compute("compute-a-1"), d.compute("compute-b"));
+    let now = Utc::now();
     let mut sse_a = dashboard_stream(&base_a).await;
     let mut sse_b = dashboard_stream(&base_b).await;
+    // Empty dashboards, cached: only invalidation on landing shows the numbers later.
+    assert_eq!(cache_dashboard(&base_a, now).await, 0);
+    assert_eq!(cache_dashboard(&base_b, now).await, 0);
     let (mut ingest_a, mut ingest_b) = (d.ingest("ingest-a-1"), d.ingest("ingest-b"));
 
     // Eight CI runs ten minutes apart, ending about now, produced one at a time while the
     // processes run; one process of each kind is killed and restarted between them.
-    let now = Utc::now();
     let mut fleet = Fleet::new(FleetConfig { seed: 14, repositories: 2, ..FleetConfig::default() });
     let (mut events, mut produced): (Vec<TestEvent>, Vec<Produced>) = (Vec::new(), Vec::new());
     const ROUNDS: i64 = 8;
@@ -289,6 +307,8 @@ async fn separate_processes_share_one_lake_and_survive_kills() {
                 let (restarted, base) = d.serve("serve-b-2");
                 (serve_b, base_b) = (restarted, base);
                 sse_b = dashboard_stream(&base_b).await;
+                let cached = cache_dashboard(&base_b, now).await;
+                eprintln!("restarted serve b cached a dashboard of {cached} runs");
             }
             _ => {}
         }
