@@ -39,6 +39,7 @@ async fn main() {
         compact: testlake_ingest::CompactConfig::off(),
         compute: ComputeConfig::default(),
         serve: ServeConfig::new("127.0.0.1:0".parse().expect("addr")),
+        refresh_caches: true,
     };
     let shutdown = CancellationToken::new();
     let stack = Stack::start(config, shutdown.clone()).await.expect("stack");

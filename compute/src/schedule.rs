@@ -3,7 +3,7 @@
 //! - **Notices first.** Dates named by landed `results` notices are recomputed (both trends
 //!   tables) once the notices have settled for `debounce` — whatever their age, so late data for
 //!   an old hour lands in its trends too.
-//! - **A periodic cycle** (`enabled`, every `interval`, after `startup_delay`) catches what
+//! - **A periodic cycle** (every `interval` unless zero, after `startup_delay`) catches what
 //!   notices missed: it lists `results`, and recomputes `trends_hourly` for dates within
 //!   `hourly_lookback` and `trends_daily` for dates within `daily_lookback` whose files changed
 //!   since this process last computed them — at most `batch_size` dates per cycle, the rest in the
@@ -52,10 +52,16 @@ use fence::{Inputs, Put, Stamp, encode_stamped, put_fenced};
 
 #[derive(Debug, Clone)]
 pub struct ComputeConfig {
-    /// Whether the periodic cycle runs at all (notices drive recompute either way).
+    /// Whether the compute stage runs at all in a process that can host it (`testlake all`,
+    /// `testlake compute`); the scheduler itself ignores it.
     pub enabled: bool,
-    /// How often the periodic cycle runs.
+    /// How often the periodic cycle runs (`Duration::ZERO`: never; notices and reconciliation
+    /// drive recompute either way).
     pub interval: Duration,
+    /// Whether `trends_hourly` is computed and written.
+    pub persist_hourly: bool,
+    /// Whether `trends_daily` is computed and written.
+    pub persist_daily: bool,
     /// How far back the cycle checks `trends_hourly` dates.
     pub hourly_lookback: Duration,
     /// How far back the cycle checks `trends_daily` dates.
@@ -83,6 +89,8 @@ impl Default for ComputeConfig {
         Self {
             enabled: true,
             interval: Duration::from_secs(30),
+            persist_hourly: true,
+            persist_daily: true,
             hourly_lookback: Duration::from_secs(2 * 86_400),
             daily_lookback: Duration::from_secs(7 * 86_400),
             flaky_refresh: Duration::from_secs(30),
@@ -92,6 +100,21 @@ impl Default for ComputeConfig {
             lease_ttl: Duration::from_secs(300),
             reconcile_interval: Duration::from_secs(300),
             flaky: FlakyConfig::default(),
+        }
+    }
+}
+
+impl ComputeConfig {
+    /// Whether the periodic cycle runs.
+    pub fn cycles(&self) -> bool {
+        !self.interval.is_zero()
+    }
+
+    /// Whether `interval`'s trends table is computed and written.
+    pub fn persists(&self, interval: Interval) -> bool {
+        match interval {
+            Interval::Hourly => self.persist_hourly,
+            Interval::Daily => self.persist_daily,
         }
     }
 }
@@ -216,6 +239,11 @@ impl Scheduler {
         version: Option<DateVersion>,
         repositories: Option<Vec<String>>,
     ) -> TaskOutcome {
+        let intervals: Vec<Interval> = intervals.iter().copied().filter(|i| self.config.persists(*i)).collect();
+        if intervals.is_empty() {
+            return TaskOutcome::Skipped;
+        }
+        let intervals = intervals.as_slice();
         let started = Instant::now();
         let key = format!("trends/{date}");
         let floor = self.floors.get(&key).copied().unwrap_or(0);
@@ -236,6 +264,7 @@ impl Scheduler {
                         for (interval, n, put) in puts {
                             match put {
                                 Put::Written => {
+                                    info!(table = interval.table().name(), %date, rows = n, "trends persisted");
                                     rows.push((interval, n));
                                     self.metrics.persisted(interval, n);
                                     if let Some(version) = version {
@@ -269,9 +298,7 @@ impl Scheduler {
                 outcome
             }
         };
-        for interval in intervals {
-            self.metrics.task(interval.table().name(), outcome, started.elapsed());
-        }
+        self.metrics.trends_task(intervals, outcome, started.elapsed());
         outcome
     }
 
@@ -335,7 +362,7 @@ impl Scheduler {
             let repositories = repositories.as_ref().map(|r| r.iter().cloned().collect());
             tally.add(self.trends_task(date, &Interval::ALL, Some(version), repositories).await);
         }
-        self.metrics.worked(tally.failed);
+        self.metrics.round(tally.completed + tally.skipped, tally.failed);
         Ok(tally)
     }
 
@@ -343,6 +370,7 @@ impl Scheduler {
     /// then the flaky snapshot if due.
     pub async fn cycle(&mut self) -> Result<Tally> {
         let started = Instant::now();
+        info!("compute cycle started");
         let versions = scan_results(&self.lake).await?;
         let (hourly_from, daily_from) = self.lookback_starts();
         let mut tally = Tally::default();
@@ -350,12 +378,12 @@ impl Scheduler {
         for (&date, &version) in &versions {
             let mut intervals = Vec::new();
             for (interval, from) in [(Interval::Hourly, hourly_from), (Interval::Daily, daily_from)] {
-                if date < from {
+                if date < from || !self.config.persists(interval) {
                     continue;
                 }
                 if self.computed.get(&(interval, date)) == Some(&version) {
                     info!(task = interval.table().name(), %date, outcome = "skipped", reason = "unchanged");
-                    self.metrics.task(interval.table().name(), TaskOutcome::Skipped, Duration::ZERO);
+                    self.metrics.trends_unchanged(interval);
                     tally.skipped += 1;
                 } else {
                     intervals.push(interval);
@@ -401,10 +429,10 @@ impl Scheduler {
         let inputs: BTreeMap<NaiveDate, Inputs> =
             self.committed.dates().into_iter().map(|d| (d, Inputs::of(&self.committed.results_for(d)))).collect();
         let (hourly_from, daily_from) = self.lookback_starts();
-        let cycle = self.config.enabled;
+        let (cycle, config) = (self.config.cycles(), &self.config);
         let mut stale = reconcile::stale(&inputs, &self.stamps, |interval, date| {
             let from = if interval == Interval::Hourly { hourly_from } else { daily_from };
-            !(cycle && date >= from)
+            config.persists(interval) && !(cycle && date >= from)
         });
         let found = stale.len();
         if stale.len() > self.config.batch_size {
@@ -460,12 +488,12 @@ impl Scheduler {
                         TaskOutcome::Skipped
                     }
                     Ok((batch, Put::Written)) => {
-                        let flaky = flaky_count(&batch);
-                        if date == Utc::now().date_naive() {
-                            self.metrics.flaky_tests(flaky);
-                        }
-                        info!(task = "flaky_scores", %date, outcome = "completed", tests = batch.num_rows(), flaky,
-                            elapsed_ms = started.elapsed().as_millis() as u64);
+                        let flaky = flaky_tests(&batch);
+                        let count = flaky.len();
+                        let newly_flaky = (date == Utc::now().date_naive()).then(|| self.metrics.flaky_snapshot(flaky));
+                        info!(task = "flaky_scores", %date, outcome = "completed", tests = batch.num_rows(),
+                            flaky = count, newly_flaky, elapsed_ms = started.elapsed().as_millis() as u64,
+                            "flaky analysis");
                         self.announce(Table::FlakyScores, date, None);
                         TaskOutcome::Completed
                     }
@@ -480,7 +508,7 @@ impl Scheduler {
                 outcome
             }
         };
-        self.metrics.task(Table::FlakyScores.name(), outcome, started.elapsed());
+        self.metrics.flaky_task(outcome, started.elapsed());
         outcome
     }
 
@@ -525,11 +553,17 @@ impl Scheduler {
     }
 }
 
-fn flaky_count(batch: &arrow::array::RecordBatch) -> u64 {
-    use arrow::array::AsArray;
-    batch
-        .column_by_name("state")
-        .map_or(0, |c| c.as_string::<i32>().iter().filter(|s| *s == Some("flaky")).count() as u64)
+/// The (repository, test_id) of the tests a snapshot says are flaky.
+fn flaky_tests(batch: &arrow::array::RecordBatch) -> BTreeSet<(String, String)> {
+    use arrow::array::{Array, AsArray};
+    let column = |name| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>());
+    let (Some(state), Some(repository), Some(test)) = (column("state"), column("repository"), column("test_id")) else {
+        return BTreeSet::new();
+    };
+    (0..batch.num_rows())
+        .filter(|&i| state.is_valid(i) && state.value(i) == "flaky")
+        .map(|i| (repository.value(i).to_owned(), test.value(i).to_owned()))
+        .collect()
 }
 
 /// Recomputes every date that has committed results, and today's flaky scores, once.
@@ -550,13 +584,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let config = scheduler.config.clone();
-    info!(enabled = config.enabled, interval = ?config.interval, hourly_lookback = ?config.hourly_lookback,
+    info!(cycle = config.cycles(), interval = ?config.interval, persist_hourly = config.persist_hourly,
+        persist_daily = config.persist_daily, hourly_lookback = ?config.hourly_lookback,
         daily_lookback = ?config.daily_lookback, batch_size = config.batch_size, startup_delay = ?config.startup_delay,
         flaky_refresh = ?config.flaky_refresh, "compute started");
     // Dates to recompute, with the repositories that changed on each (`None`: any).
     let mut dirty: BTreeMap<NaiveDate, Option<BTreeSet<String>>> = BTreeMap::new();
     let start = tokio::time::Instant::now() + config.startup_delay;
-    let mut periodic = tokio::time::interval_at(start, config.interval);
+    let mut periodic = tokio::time::interval_at(start, config.interval.max(Duration::from_millis(1)));
     let mut debounce = tokio::time::interval(config.debounce);
     let mut flaky_tick = tokio::time::interval_at(start, config.flaky_refresh);
     let reconciling = !config.reconcile_interval.is_zero();
@@ -589,7 +624,7 @@ pub async fn run(
                 }
                 scheduler.flaky_if_due().await;
             }
-            _ = periodic.tick(), if config.enabled => {
+            _ = periodic.tick(), if config.cycles() => {
                 merge(&mut dirty, std::mem::take(&mut failed));
                 if let Err(e) = scheduler.cycle().await {
                     warn!(error = %e, "compute cycle failed");

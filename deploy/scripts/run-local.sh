@@ -3,7 +3,10 @@
 # process on a local-filesystem lake, and the synthetic CI fleet feeding it. Ctrl-C stops it all.
 #
 # Environment: TESTLAKE_BROKER_PORT (19092), TESTLAKE_LISTEN (127.0.0.1:8080),
-# TESTLAKE_FLEET_RATE (events/s, 200), TESTLAKE_LAKE (.local/lake), PROFILE (dev or release).
+# TESTLAKE_FLEET_RATE (events/s, 200), TESTLAKE_LAKE (.local/lake), PROFILE (release, the
+# default: testlake at its real speed — a day's trends recompute takes tens of seconds in a debug
+# build; the first release build takes 15-25 minutes on 2 cores. PROFILE=dev builds sooner.)
+# TESTLAKE_CONFIG names a configuration file (deploy/config/development.toml, for one).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 deploy/scripts/setup.sh
@@ -11,7 +14,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 port="${TESTLAKE_BROKER_PORT:-19092}"
 listen="${TESTLAKE_LISTEN:-127.0.0.1:8080}"
-profile="${PROFILE:-dev}"
+profile="${PROFILE:-release}"
 export TESTLAKE_LAKE="${TESTLAKE_LAKE:-$PWD/.local/lake}"
 mkdir -p .local
 
@@ -30,6 +33,7 @@ fi
 cat <<TXT
 
 testlake is starting: broker 127.0.0.1:$port, lake $TESTLAKE_LAKE
+  dashboard page     http://$listen/
   dashboard summary  http://$listen/api/v1/dashboard
   hourly trends      http://$listen/api/v1/trends?interval=hourly
   daily trends       http://$listen/api/v1/trends?interval=daily

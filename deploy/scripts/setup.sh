@@ -8,9 +8,12 @@ log() { printf '[setup] %s\n' "$*"; }
 # C toolchain, zlib and OpenSSL for librdkafka's bundled build (rdkafka-sys, with TLS and SASL),
 # curl for rustup; chromium and its WebDriver for the dashboard page's headless-browser test;
 # Python's venv for the PyPI tools below; openssl and stunnel for the secured-Kafka tests (a
-# test CA, and TLS in front of the broker).
+# test CA, and TLS in front of the broker); docker-compose (1.29), whose `config` checks
+# deploy/compose.yaml without a Docker daemon, and prometheus (2.42, with promtool) for the
+# monitoring tests, which start their own Prometheus on a free port (on a machine with systemd
+# the package also starts Debian's own on :9090, and its recommended node exporter on :9100).
 packages=(build-essential pkg-config zlib1g-dev libssl-dev openssl stunnel4 curl ca-certificates chromium
-  chromium-driver python3-venv)
+  chromium-driver python3-venv docker-compose prometheus)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -54,10 +57,11 @@ fi
 # PyPI tools, in their own virtual environment (never the system's Python): schemathesis, which
 # tests/tests/schemathesis.rs runs against the service's OpenAPI document; confluent-kafka, the
 # outside Kafka client of the secured-Kafka tests, and scramp, the SCRAM implementation of their
-# authenticating stand-in; moto, the S3 server of the object-store tests. The tests look for
-# them at $TESTLAKE_VENV/bin (default below).
+# authenticating stand-in; moto, the S3 server of the object-store tests; kubernetes-validate,
+# which checks deploy/k8s/ against the Kubernetes schemas it bundles (offline). The tests look
+# for them at $TESTLAKE_VENV/bin (default below).
 venv="${TESTLAKE_VENV:-$HOME/.cache/testlake/venv}"
-pypi=(schemathesis==4.32.5 confluent-kafka==2.16.1 scramp==1.5.0 "moto[server]==5.2.5")
+pypi=(schemathesis==4.32.5 confluent-kafka==2.16.1 scramp==1.5.0 "moto[server]==5.2.5" kubernetes-validate==1.37.0)
 [ -x "$venv/bin/python" ] || { log "creating the Python environment $venv"; python3 -m venv "$venv"; }
 for spec in "${pypi[@]}"; do
   name="${spec%%==*}"

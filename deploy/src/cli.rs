@@ -14,6 +14,7 @@ use testlake::stack::{DEFAULT_LAKE, StackConfig};
 use testlake_compute::ComputeConfig;
 use testlake_compute::flaky::FlakyConfig;
 use testlake_ingest::kafka::{KafkaConfig, Properties};
+use testlake_ingest::metrics::HealthRule;
 use testlake_ingest::{CompactConfig, FlushPolicy, IngestConfig};
 use testlake_query::live::AlertConfig;
 use testlake_query::sql::SqlLimits;
@@ -24,6 +25,32 @@ use testlake_query::{ServeConfig, ServeLimits};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// A TOML configuration file: one section per stage, under environment variables and flags
+    /// (`testlake config reference` lists every key).
+    #[arg(long, global = true, env = crate::config::CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// How the process logs.
+#[derive(Args)]
+#[command(next_help_heading = "Log")]
+pub struct LogArgs {
+    /// Log lines as plain text or as JSON objects (one per line, for log collectors).
+    #[arg(long, global = true, env = "TESTLAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Which log lines are written: a level (error, warn, info, debug, trace) or a filter like
+    /// RUST_LOG's, e.g. "info,testlake_query=debug" (default: RUST_LOG, else
+    /// "info,datafusion=warn").
+    #[arg(long, global = true, env = "TESTLAKE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 // Parsed once at start: the size of the biggest variant does not matter.
@@ -48,6 +75,23 @@ pub enum Command {
     Junit(JunitCommand),
     /// Produce events to the topic from a JSON-lines file or the synthetic CI fleet.
     Produce(ProduceCommand),
+    /// The configuration: the effective values and where each comes from, or every key.
+    #[command(subcommand)]
+    Config(ConfigAction),
+}
+
+#[derive(Subcommand)]
+pub enum ConfigAction {
+    /// Print the effective configuration of a command, each value with its source (flag, env,
+    /// file or default), secrets masked. E.g. `testlake --config prod.toml config show ingest`.
+    Show {
+        /// The command and its flags, as they would be run (default: `all`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Print every configuration key as a Markdown table: section, key, flag, variable,
+    /// default, and what it does (the README's reference is this output).
+    Reference,
 }
 
 #[derive(Args)]
@@ -61,15 +105,23 @@ pub struct IngestCommand {
     #[command(flatten)]
     pub compact: CompactArgs,
     #[command(flatten)]
+    pub probes: ProbeArgs,
+    #[command(flatten)]
     pub shutdown: ShutdownArgs,
+}
+
+/// Where a standalone stage serves `/metrics`, `/healthz` and `/readyz`.
+#[derive(Args)]
+#[command(next_help_heading = "Probes")]
+pub struct ProbeArgs {
+    /// Serve /metrics, /healthz and /readyz of this process here (`testlake serve` and `all`
+    /// serve them on --listen).
+    #[arg(long, alias = "compute-listen", env = "TESTLAKE_PROBE_LISTEN", value_name = "ADDR")]
+    pub probe_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
 pub struct CompactCommand {
-    #[command(flatten)]
-    pub lake: LakeArgs,
-    #[command(flatten)]
-    pub compact: CompactArgs,
     /// One pass, then exit (default: a pass every --compact-every until stopped).
     #[arg(long)]
     pub once: bool,
@@ -77,20 +129,28 @@ pub struct CompactCommand {
     #[arg(long, env = "TESTLAKE_CRASH_AT", hide = true)]
     pub crash_at: Option<String>,
     #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub compact: CompactArgs,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+    #[command(flatten)]
     pub shutdown: ShutdownArgs,
 }
 
 #[derive(Args)]
 pub struct ComputeCommand {
+    /// Recompute every date once and exit.
+    #[arg(long)]
+    pub once: bool,
     #[command(flatten)]
     pub lake: LakeArgs,
     #[command(flatten)]
     pub notices: NoticeArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
-    /// Recompute every date once and exit.
-    #[arg(long)]
-    pub once: bool,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
     #[command(subcommand)]
@@ -122,15 +182,31 @@ pub struct ServeCommand {
     pub shutdown: ShutdownArgs,
 }
 
-/// The ingest's flags (its stage of the stack) and those of compute and the service.
+/// The flags of every stage (the probes are on --listen).
 #[derive(Args)]
 pub struct AllCommand {
     #[command(flatten)]
-    pub ingest: IngestCommand,
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    #[command(flatten)]
+    pub compact: CompactArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
     #[command(flatten)]
     pub serve: ServeArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub shutdown: ShutdownArgs,
+}
+
+/// The synthetic CI fleet `testlake all` can run in-process.
+#[derive(Args)]
+#[command(next_help_heading = "Fleet")]
+pub struct FleetArgs {
     /// Also run the synthetic CI fleet in-process at this many events per second (0: off).
     #[arg(long, env = "TESTLAKE_FLEET_RATE", default_value_t = 0)]
     pub fleet_rate: u64,
@@ -139,22 +215,20 @@ pub struct AllCommand {
 impl AllCommand {
     /// The stack these flags describe.
     pub fn config(&self) -> anyhow::Result<StackConfig> {
-        let IngestCommand { kafka, lake, ingest, compact, .. } = &self.ingest;
         Ok(StackConfig {
-            lake: lake.lake.clone(),
+            lake: self.lake.lake.clone(),
             lake_options: Vec::new(),
-            ingest: ingest.config(kafka.config()?, &kafka.topic),
-            compact: compact.config(),
+            ingest: self.ingest.config(self.kafka.config()?, &self.kafka.topic),
+            compact: self.compact.config(),
             compute: self.compute.config(),
             serve: self.serve.config(),
+            refresh_caches: self.serve.refresh_caches,
         })
     }
 }
 
 #[derive(Args)]
 pub struct SqlCommand {
-    #[command(flatten)]
-    pub lake: LakeArgs,
     /// The statement, e.g. "SELECT repository, count(*) FROM results GROUP BY 1".
     pub statement: Option<String>,
     /// table (aligned text), csv or json (one object per line).
@@ -166,6 +240,8 @@ pub struct SqlCommand {
     /// Stop the statement after this long (longer than the HTTP API's limit: this is a batch tool).
     #[arg(long, default_value = "5min")]
     pub timeout: humantime::Duration,
+    #[command(flatten)]
+    pub lake: LakeArgs,
 }
 
 impl SqlCommand {
@@ -176,8 +252,6 @@ impl SqlCommand {
 
 #[derive(Args)]
 pub struct JunitCommand {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
     /// JUnit XML report files.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -199,12 +273,12 @@ pub struct JunitCommand {
     /// Print the events as JSON lines instead of producing them.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 #[derive(Args)]
 pub struct ProduceCommand {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
     /// A JSON-lines file, one message per line, sent as is.
     #[arg(long, conflicts_with = "synthetic")]
     pub file: Option<PathBuf>,
@@ -224,6 +298,8 @@ pub struct ProduceCommand {
     #[arg(long, default_value_t = FleetConfig::default().seed)]
     pub seed: u64,
     #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
     pub shutdown: ShutdownArgs,
 }
 
@@ -235,6 +311,7 @@ impl ProduceCommand {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Kafka")]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers (default: bootstrap.servers of the Kafka properties, else
     /// 127.0.0.1:9092).
@@ -280,6 +357,7 @@ impl KafkaArgs {
 /// The librdkafka properties every Kafka client of the process shares (security, timeouts),
 /// from a file, `TESTLAKE_KAFKA_*` variables and flags, each over the one before.
 #[derive(Args)]
+#[command(next_help_heading = "Kafka")]
 pub struct ClientArgs {
     /// librdkafka property for every Kafka client of this process, KEY=VALUE (repeatable), e.g.
     /// security.protocol=SASL_SSL; over TESTLAKE_KAFKA_* variables and --kafka-properties. Keep
@@ -291,6 +369,10 @@ pub struct ClientArgs {
     /// properties over it (TESTLAKE_KAFKA_SASL_PASSWORD is sasl.password; __ is _).
     #[arg(long = "kafka-properties", env = testlake_ingest::kafka::PROPERTIES_FILE_ENV, value_name = "FILE")]
     pub kafka_properties: Option<PathBuf>,
+    /// librdkafka properties of the configuration file's `[kafka.properties]` table, KEY=VALUE,
+    /// under every other source (only the file sets these).
+    #[arg(long = crate::config::FILE_PROPERTIES_FLAG, hide = true, value_name = "KEY=VALUE")]
+    pub file_properties: Vec<String>,
 }
 
 impl ClientArgs {
@@ -299,9 +381,10 @@ impl ClientArgs {
         Ok(KafkaConfig::from_sources(brokers, self.sources()?)?)
     }
 
-    /// The sources of properties, each named, lowest precedence first: file, environment, flags.
+    /// The sources of properties, each named, lowest precedence first: the configuration file,
+    /// the properties file, environment, flags.
     fn sources(&self) -> anyhow::Result<Vec<(String, Properties)>> {
-        let mut sources = Vec::new();
+        let mut sources = vec![("[kafka.properties]".into(), Properties::parse_flags(&self.file_properties)?)];
         if let Some(path) = &self.kafka_properties {
             let name = path.display().to_string();
             let text = std::fs::read_to_string(path).with_context(|| format!("reading --kafka-properties {name}"))?;
@@ -320,6 +403,7 @@ impl ClientArgs {
 
 /// Whether missing topics are created, and how.
 #[derive(Args)]
+#[command(next_help_heading = "Kafka")]
 pub struct TopicArgs {
     /// Create the topics this command uses when they are missing (the events topic, the
     /// landed-notice topic); needs the right to create topics. Without it a missing topic is an
@@ -348,6 +432,7 @@ impl TopicArgs {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Kafka")]
 pub struct NoticeArgs {
     /// Kafka bootstrap servers to follow landed-partition notices from (none, and no
     /// bootstrap.servers among the Kafka properties: scan the lake only).
@@ -374,6 +459,7 @@ impl NoticeArgs {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Lake")]
 pub struct LakeArgs {
     /// Lake root: a path, file:///…, or s3://… .
     #[arg(long, env = "TESTLAKE_LAKE", default_value = DEFAULT_LAKE)]
@@ -381,6 +467,7 @@ pub struct LakeArgs {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Shutdown")]
 pub struct ShutdownArgs {
     /// How long stopping may take (inputs, then the ingest's last flush and commit, compute's
     /// running cycle, then the service) before the process exits anyway, naming what was still
@@ -390,6 +477,7 @@ pub struct ShutdownArgs {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Compact")]
 pub struct CompactArgs {
     /// Time between compaction passes over closed hours ("0s": no compaction in this process).
     #[arg(long, env = "TESTLAKE_COMPACT_EVERY", default_value_t = CompactConfig::default().every.into())]
@@ -422,6 +510,7 @@ impl CompactArgs {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Ingest")]
 pub struct IngestArgs {
     /// Consumer group; members of one group share the topic's partitions.
     #[arg(long, env = "TESTLAKE_GROUP", default_value_t = IngestConfig::default().group_id)]
@@ -443,6 +532,16 @@ pub struct IngestArgs {
     /// Test hook: abort the process the n-th time a commit step is reached (`after_intent:3`).
     #[arg(long, env = "TESTLAKE_CRASH_AT", hide = true)]
     pub crash_at: Option<String>,
+    /// Report the ingest degraded (/healthz, testlake_component_health) when the messages behind
+    /// the high watermarks of the partitions it owns pass this many: low warns early of a backlog,
+    /// high tolerates bursts.
+    #[arg(long, env = "TESTLAKE_LAG_DEGRADED", default_value_t = HealthRule::default().lag_degraded)]
+    pub lag_degraded: u64,
+    /// Report the ingest unhealthy (/healthz 503) when no Kafka broker has been reachable, or
+    /// every write to the lake has failed, for this long: short restarts a stuck process sooner,
+    /// long rides out a broker restart or a store outage.
+    #[arg(long, env = "TESTLAKE_UNHEALTHY_AFTER", default_value_t = HealthRule::default().unhealthy_after.into())]
+    pub unhealthy_after: humantime::Duration,
 }
 
 impl IngestArgs {
@@ -457,17 +556,28 @@ impl IngestArgs {
                 max_total_bytes: self.buffer_bytes,
             },
             crash_at: self.crash_at.clone(),
+            health: HealthRule { lag_degraded: self.lag_degraded, unhealthy_after: *self.unhealthy_after },
             ..IngestConfig::with_kafka(kafka, topic)
         }
     }
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Compute")]
 pub struct ComputeArgs {
-    /// Run the periodic cycle (notices drive recompute either way).
+    /// Run the compute stage at all: false in `testlake all` runs ingest and the service only
+    /// (the trend tables stay as they are); `testlake compute` then exits at once.
     #[arg(long, env = "TESTLAKE_COMPUTE_ENABLED", default_value_t = ComputeConfig::default().enabled,
-        action = clap::ArgAction::Set)]
+        action = clap::ArgAction::Set, value_name = "BOOL")]
     pub compute_enabled: bool,
+    /// Compute and write trends_hourly (false: the hourly charts stay empty).
+    #[arg(long, env = "TESTLAKE_PERSIST_HOURLY_TRENDS", default_value_t = ComputeConfig::default().persist_hourly,
+        action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub persist_hourly_trends: bool,
+    /// Compute and write trends_daily (false: the daily charts stay empty).
+    #[arg(long, env = "TESTLAKE_PERSIST_DAILY_TRENDS", default_value_t = ComputeConfig::default().persist_daily,
+        action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub persist_daily_trends: bool,
     /// How far back the cycle checks hourly trends.
     #[arg(long, env = "TESTLAKE_HOURLY_LOOKBACK", default_value_t = ComputeConfig::default().hourly_lookback.into())]
     pub hourly_lookback: humantime::Duration,
@@ -480,13 +590,11 @@ pub struct ComputeArgs {
     /// Wait this long after start before the first cycle.
     #[arg(long, env = "TESTLAKE_COMPUTE_STARTUP_DELAY", default_value_t = ComputeConfig::default().startup_delay.into())]
     pub compute_startup_delay: humantime::Duration,
-    /// Serve /healthz and /metrics of a standalone compute process here.
-    #[arg(long, env = "TESTLAKE_COMPUTE_LISTEN")]
-    pub compute_listen: Option<SocketAddr>,
     /// How long a partition lease lasts unless released (several compute processes).
     #[arg(long, env = "TESTLAKE_LEASE_TTL", default_value_t = ComputeConfig::default().lease_ttl.into())]
     pub lease_ttl: humantime::Duration,
-    /// How often compute scans the lake for dates whose results changed.
+    /// How often the periodic cycle scans the lake for dates whose results changed ("0s": no
+    /// cycle; landed notices and reconciliation drive recompute either way).
     #[arg(long, env = "TESTLAKE_COMPUTE_INTERVAL", default_value_t = ComputeConfig::default().interval.into())]
     pub compute_interval: humantime::Duration,
     /// How often every date's committed files are compared with what its trends were built from,
@@ -497,6 +605,14 @@ pub struct ComputeArgs {
     /// The shortest time between two refreshes of today's flaky scores.
     #[arg(long, env = "TESTLAKE_FLAKY_REFRESH", default_value_t = ComputeConfig::default().flaky_refresh.into())]
     pub flaky_refresh: humantime::Duration,
+    #[command(flatten)]
+    pub flaky: FlakyArgs,
+}
+
+/// The flaky-test definition's thresholds.
+#[derive(Args)]
+#[command(next_help_heading = "Flaky")]
+pub struct FlakyArgs {
     /// How far back flaky scores look.
     #[arg(long, env = "TESTLAKE_FLAKY_WINDOW", default_value_t = flaky_window_default())]
     pub flaky_window: humantime::Duration,
@@ -520,6 +636,8 @@ impl ComputeArgs {
         let defaults = ComputeConfig::default();
         ComputeConfig {
             enabled: self.compute_enabled,
+            persist_hourly: self.persist_hourly_trends,
+            persist_daily: self.persist_daily_trends,
             hourly_lookback: *self.hourly_lookback,
             daily_lookback: *self.daily_lookback,
             batch_size: self.compute_batch_size.max(1),
@@ -530,10 +648,10 @@ impl ComputeArgs {
             flaky_refresh: *self.flaky_refresh,
             flaky: FlakyConfig {
                 // Only a window of over 292 million years does not fit.
-                window: chrono::Duration::from_std(*self.flaky_window).unwrap_or(defaults.flaky.window),
-                flip_threshold: self.flip_threshold,
-                min_executions: self.flaky_min_executions,
-                outage_failure_share: self.outage_share,
+                window: chrono::Duration::from_std(*self.flaky.flaky_window).unwrap_or(defaults.flaky.window),
+                flip_threshold: self.flaky.flip_threshold,
+                min_executions: self.flaky.flaky_min_executions,
+                outage_failure_share: self.flaky.outage_share,
                 ..defaults.flaky.clone()
             },
             ..defaults
@@ -542,6 +660,7 @@ impl ComputeArgs {
 }
 
 #[derive(Args)]
+#[command(next_help_heading = "Serve")]
 pub struct ServeArgs {
     /// Address the HTTP API listens on.
     #[arg(long, env = "TESTLAKE_LISTEN", default_value_t = ServeConfig::default().listen)]
@@ -549,6 +668,11 @@ pub struct ServeArgs {
     /// Memory budget of cached answers, in bytes.
     #[arg(long, env = "TESTLAKE_CACHE_BYTES", default_value_t = ServeConfig::default().cache_bytes)]
     pub cache_bytes: u64,
+    /// Cache answers and refresh them (and push updates to dashboards) when landed notices say
+    /// their data changed. false: every request reads the lake and nothing is pushed.
+    #[arg(long, env = "TESTLAKE_REFRESH_CACHES", default_value_t = true, action = clap::ArgAction::Set,
+        value_name = "BOOL")]
+    pub refresh_caches: bool,
     /// Push an alert when a repository's pass rate today drops below this (0: no alerts).
     #[arg(long, env = "TESTLAKE_ALERT_PASS_RATE",
         default_value_t = AlertConfig::default().pass_rate_below.unwrap_or(0.0))]
@@ -564,6 +688,7 @@ pub struct ServeArgs {
 
 /// The SQL endpoint's bounds (`POST /api/v1/sql`).
 #[derive(Args)]
+#[command(next_help_heading = "SQL")]
 pub struct SqlArgs {
     /// How long one statement may run before it is stopped (400).
     #[arg(long, env = "TESTLAKE_SQL_TIMEOUT", default_value_t = SqlLimits::default().timeout.into())]
@@ -595,6 +720,7 @@ impl SqlArgs {
 
 /// What a client may make the service do: the names it may be reached by, and its bounds.
 #[derive(Args)]
+#[command(next_help_heading = "Serve")]
 pub struct ServeLimitArgs {
     /// A host name clients may reach the service by, besides loopback names and IP addresses
     /// (repeatable; `*`: any). Other names are refused (403), whatever --listen is, 0.0.0.0

@@ -1,16 +1,19 @@
-//! `testlake`: one subcommand per stage, an all-in-one mode, and producers. This file parses,
-//! sets up logging and signals, and hands over to the subcommand's function in [`commands`].
+//! `testlake`: one subcommand per stage, an all-in-one mode, and producers. This file reads the
+//! configuration file, parses, sets up logging and signals, and hands over to the subcommand's
+//! function in [`commands`].
 
 mod cli;
 mod commands;
+mod config;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use testlake::shutdown::GraceExpired;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfigAction, LogArgs, LogFormat};
+use crate::config::ConfigFile;
 
 /// Cancels the token on the first SIGINT/SIGTERM; a second signal exits at once.
 fn shutdown_on_signal() -> CancellationToken {
@@ -34,15 +37,44 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// The command line, over the configuration file's values when one is named; exits on an
+/// error, as clap does.
+fn parse() -> (Cli, clap::Command, Option<ConfigFile>) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let fail = |e: anyhow::Error| -> ! {
+        eprintln!("error: {e:#}");
+        std::process::exit(2)
+    };
+    let file = config::path_from_args(&args).map(|path| ConfigFile::load(&path).unwrap_or_else(|e| fail(e)));
+    let command = match &file {
+        Some(file) => config::apply(Cli::command(), file).unwrap_or_else(|e| fail(e)),
+        None => Cli::command(),
+    };
+    let matches = command.clone().try_get_matches_from(&args).unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    (cli, command, file)
+}
+
+/// Log lines to stderr, as text or JSON, filtered by --log-level, else `RUST_LOG`.
+fn init_logging(log: &LogArgs) {
+    let filter = match &log.log_level {
+        Some(level) => tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
+            eprintln!("error: --log-level {level:?}: {e}");
+            std::process::exit(2)
+        }),
+        None => tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,datafusion=warn".into()),
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,datafusion=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+    let (cli, command, file) = parse();
+    init_logging(&cli.log);
     let shutdown = shutdown_on_signal();
     let result = match cli.command {
         Command::Ingest(command) => commands::ingest::run(command, shutdown).await,
@@ -53,6 +85,13 @@ async fn main() -> Result<()> {
         Command::Sql(command) => commands::sql::run(command).await,
         Command::Junit(command) => commands::junit::run(command).await,
         Command::Produce(command) => commands::produce::run(command, shutdown).await,
+        Command::Config(ConfigAction::Show { command: argv }) => {
+            config::show(&command, file.as_ref(), &argv).map(|text| print!("{text}"))
+        }
+        Command::Config(ConfigAction::Reference) => {
+            print!("{}", config::reference(&Cli::command()));
+            Ok(())
+        }
     };
     if let Err(e) = &result
         && let Some(expired) = e.downcast_ref::<GraceExpired>()

@@ -26,8 +26,12 @@ pub struct StackConfig {
     pub ingest: IngestConfig,
     /// Compaction of closed hours (`every` zero: none).
     pub compact: CompactConfig,
+    /// Compute runs unless `compute.enabled` is false.
     pub compute: ComputeConfig,
     pub serve: ServeConfig,
+    /// Whether the service caches answers and refreshes them, and pushes updates, on landed
+    /// notices (false: every request reads the lake).
+    pub refresh_caches: bool,
 }
 
 /// The lake root unless configured otherwise.
@@ -71,6 +75,7 @@ impl Stack {
             });
         }
 
+        let ingest_rule = config.ingest.health;
         let ingest = Ingest::new(config.ingest, lake.clone(), Some(landed.clone()), Arc::clone(&metrics))?;
         stages.spawn(INGEST, |stop| async move { Ok(ingest.run(stop).await?) });
         let compactor = Compactor::new(lake.clone(), config.compact);
@@ -79,23 +84,28 @@ impl Stack {
             Ok(())
         });
 
-        // Compute's own notices go on the same channel: the query service hears both.
-        let scheduler = testlake_compute::Scheduler::new(lake.clone(), config.compute, Some(landed.clone()));
-        let compute_metrics = scheduler.metrics();
-        let rx = landed.subscribe();
-        stages.spawn(COMPUTE, |stop| async move { Ok(testlake_compute::run(scheduler, Some(rx), stop).await?) });
-
-        let render_metrics = Arc::clone(&metrics);
-        let mut state = AppState::new(lake.clone(), &config.serve);
-        state.metrics.push(Arc::new(move |out: &mut String| render_metrics.render(out)));
-        let render_compute = Arc::clone(&compute_metrics);
-        state.metrics.push(Arc::new(move |out: &mut String| render_compute.render(out)));
-        state.liveness.push(Arc::new(move || ("compute", compute_metrics.health().as_str())));
+        let mut serve = config.serve;
+        if !config.refresh_caches {
+            serve.cache_bytes = 0;
+        }
+        let mut state = AppState::new(lake.clone(), &serve);
+        metrics.register(state.telemetry.registry());
+        let (ingest_health, rule) = (Arc::clone(&metrics), ingest_rule);
+        state.telemetry.add_component("ingest", move || ingest_health.health(&rule));
+        if config.compute.enabled {
+            // Compute's own notices go on the same channel: the query service hears both.
+            let scheduler = testlake_compute::Scheduler::new(lake.clone(), config.compute, Some(landed.clone()));
+            let compute_metrics = scheduler.metrics();
+            let rx = landed.subscribe();
+            stages.spawn(COMPUTE, |stop| async move { Ok(testlake_compute::run(scheduler, Some(rx), stop).await?) });
+            compute_metrics.register(state.telemetry.registry());
+            state.telemetry.add_component("compute", move || compute_metrics.health());
+        }
         let state = Arc::new(state);
         let (bound_tx, bound_rx) = oneshot::channel();
-        let notices = landed.subscribe();
+        let notices = config.refresh_caches.then(|| landed.subscribe());
         stages.spawn(SERVE, |stop| async move {
-            Ok(testlake_query::serve(config.serve, state, Some(notices), stop, Some(bound_tx)).await?)
+            Ok(testlake_query::serve(serve, state, notices, stop, Some(bound_tx)).await?)
         });
         let addr = bound_rx.await.context("the query service did not start")?;
         Ok(Self { addr, lake, metrics, stages, shutdown })

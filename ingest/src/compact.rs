@@ -472,6 +472,7 @@ fn merged_entry(hour: HourPartition, seq: u64, n: usize, group: &[EntryFile]) ->
         min_time: group.iter().filter_map(|f| f.min_time).min(),
         max_time: group.iter().filter_map(|f| f.max_time).max(),
         repositories: repositories.map(|r| r.into_iter().collect()),
+        bytes: None,
     }
 }
 

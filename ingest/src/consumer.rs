@@ -28,7 +28,7 @@ use crate::crash::{CrashPoint, Crasher};
 use crate::flush::FlushPolicy;
 use crate::kafka::KafkaConfig;
 use crate::log_writer::PartitionLog;
-use crate::metrics::IngestMetrics;
+use crate::metrics::{ConsumerStatistics, HealthRule, IngestMetrics};
 use crate::ownership::{Admit, Committed, Finished, Flush, FlushDone, FlushJob, FlushSummary, Ownership};
 use crate::retry::Retry;
 use crate::stage::stage;
@@ -48,6 +48,8 @@ pub struct IngestConfig {
     pub tick: Duration,
     /// Fault injection for tests: `<crash point>:<n>` (see [`crate::crash`]).
     pub crash_at: Option<String>,
+    /// When the ingest reports itself degraded or unhealthy ([`IngestMetrics::health`]).
+    pub health: HealthRule,
 }
 
 impl IngestConfig {
@@ -58,7 +60,7 @@ impl IngestConfig {
     }
 
     /// The consumer's own properties, under the shared ones.
-    fn consumer_properties(&self) -> [(&str, &str); 11] {
+    fn consumer_properties(&self) -> [(&str, &str); 12] {
         [
             ("group.id", &self.group_id),
             ("enable.auto.commit", "false"),
@@ -80,6 +82,9 @@ impl IngestConfig {
             // A missing topic is found before the consumer starts (`testlake`'s start-up check);
             // a consumer never creates one.
             ("allow.auto.create.topics", "false"),
+            // Statistics each second: the consumer lag and whether a broker is reachable
+            // (`GroupContext::stats_raw`).
+            ("statistics.interval.ms", "1000"),
         ]
     }
 
@@ -98,6 +103,7 @@ impl IngestConfig {
             flush: FlushPolicy::default(),
             tick: Duration::from_millis(100),
             crash_at: None,
+            health: HealthRule::default(),
         }
     }
 }
@@ -110,15 +116,24 @@ impl Default for IngestConfig {
 }
 
 /// Records partitions the group takes away, so the loop drops their state: the next owner
-/// recovers from the partition's commit log, so nothing buffered here is lost.
-#[derive(Default)]
+/// recovers from the partition's commit log, so nothing buffered here is lost. Reports the
+/// group's assignments and librdkafka's statistics (lag, reachability) to the metrics.
 struct GroupContext {
     revoked: Mutex<BTreeSet<i32>>,
     /// Set with `revoked`, so the loop checks for revocations without taking the lock.
     any_revoked: AtomicBool,
+    topic: String,
+    metrics: Arc<IngestMetrics>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        match serde_json::from_slice::<ConsumerStatistics>(statistics) {
+            Ok(stats) => self.metrics.consumer_statistics(stats.broker_up(), stats.lag(&self.topic)),
+            Err(e) => debug!(error = %e, "unreadable consumer statistics"),
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -126,6 +141,7 @@ impl ConsumerContext for GroupContext {
             let mut revoked = self.revoked.lock().expect("revoked lock");
             revoked.extend(tpl.elements().iter().map(|e| e.partition()));
             self.any_revoked.store(true, Ordering::Release);
+            self.metrics.revoked(revoked.iter().copied());
             info!(partitions = ?revoked, "partitions revoked");
         }
     }
@@ -133,6 +149,7 @@ impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            self.metrics.joined();
             info!(partitions = ?assigned, "partitions assigned");
         }
     }
@@ -161,8 +178,14 @@ impl Ingest {
     ) -> Result<Self> {
         let crash =
             config.crash_at.as_deref().map(Crasher::parse).transpose().map_err(Error::Config)?.unwrap_or_default();
+        let context = GroupContext {
+            revoked: Mutex::default(),
+            any_revoked: AtomicBool::new(false),
+            topic: config.topic.clone(),
+            metrics: Arc::clone(&metrics),
+        };
         let consumer: StreamConsumer<GroupContext> =
-            config.kafka.create_with_context(&config.consumer_properties(), GroupContext::default())?;
+            config.kafka.create_with_context(&config.consumer_properties(), context)?;
         let partitions = Ownership::new(Arc::from(config.topic.as_str()), config.flush);
         Ok(Self {
             config,
@@ -210,6 +233,7 @@ impl Ingest {
                         let due = self.partitions.due(partition, Some(now))?;
                         self.flush(due, &shutdown).await?;
                     }
+                    self.metrics.buffered(self.partitions.buffered_bytes());
                 }
             }
         }
@@ -248,6 +272,7 @@ impl Ingest {
                         Err(e) => retry.failed(e).await?,
                     }
                 };
+                self.metrics.recovered();
                 self.partitions.recovered(partition, generation, log, offset)
             }
             admit => admit,
@@ -270,7 +295,7 @@ impl Ingest {
                     Some(Pushed::Accepted) => self.metrics.message_accepted(),
                     Some(Pushed::Rejected(why)) => {
                         debug!(partition, offset, reason = %why, "message rejected");
-                        self.metrics.message_rejected();
+                        self.metrics.message_rejected(why.code());
                     }
                     None => {}
                 }
@@ -342,9 +367,9 @@ impl Ingest {
         let FlushJob { partition, generation, mut log, flush } = job;
         let (crash, metrics, shutdown) = (Arc::clone(&self.crash), Arc::clone(&self.metrics), shutdown.clone());
         self.in_flight.push(tokio::spawn(async move {
-            let summary = FlushSummary::of(&flush);
+            let (summary, started) = (FlushSummary::of(&flush), Instant::now());
             let outcome = write(&mut log, flush, &crash, &metrics, &shutdown).await;
-            FlushDone { partition, generation, log, summary, outcome }
+            FlushDone { partition, generation, log, summary, outcome, started }
         }));
     }
 
@@ -358,6 +383,7 @@ impl Ingest {
     /// Takes a finished flush back and does what [`Ownership::finished`] decides: commits the
     /// Kafka offset (a hint) and announces what landed, or only logs.
     fn finish_flush(&mut self, done: FlushDone<PartitionLog>) -> Result<()> {
+        let started = done.started;
         let (partition, summary, Committed { entries, bytes }) = match self.partitions.finished(done) {
             Finished::Landed { partition, summary, committed } => (partition, summary, committed),
             Finished::Stale { partition, summary } => {
@@ -365,6 +391,7 @@ impl Ingest {
                 return Ok(());
             }
             Finished::Fenced { partition, error } => {
+                self.metrics.fenced();
                 warn!(partition, %error, "fenced: another member owns this partition now");
                 return Ok(());
             }
@@ -386,8 +413,8 @@ impl Ingest {
             warn!(partition, offset = summary.next_offset, error = %e, "kafka offset commit failed");
         }
         self.crash.reached(CrashPoint::AfterKafkaCommit);
-        self.metrics.flushed();
-        self.metrics.files_written(entries.len(), bytes);
+        let rows = summary.valid + summary.rejected;
+        self.metrics.landed(rows, summary.valid, entries.len(), bytes, started.elapsed());
         info!(
             partition,
             first_offset = summary.first_offset,
@@ -420,8 +447,12 @@ async fn write(
     let bytes = staged.iter().map(|f| f.bytes.len()).sum();
     let mut retry = Retry::new("flush", partition, metrics, shutdown);
     let entries = loop {
+        let attempt = Instant::now();
         match log.commit(first_offset, next_offset, staged.clone(), crash).await {
-            Ok(entries) => break entries,
+            Ok(entries) => {
+                metrics.committed(attempt.elapsed());
+                break entries;
+            }
             Err(e) => retry.failed(e).await?,
         }
     };

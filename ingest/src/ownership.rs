@@ -120,6 +120,8 @@ pub struct FlushDone<L> {
     pub log: L,
     pub summary: FlushSummary,
     pub outcome: Result<Committed, Error>,
+    /// When the flush started (for its duration).
+    pub started: Instant,
 }
 
 /// What to do about a finished flush.
@@ -197,6 +199,11 @@ impl<L: Log> Ownership<L> {
             Some(resume) if resume != offset => Admit::Seek { resume },
             _ => self.admit(partition, offset),
         }
+    }
+
+    /// Bytes buffered over every owned partition (as the memory budget counts them).
+    pub fn buffered_bytes(&self) -> usize {
+        self.owned.values().map(|o| o.buffer.bytes()).sum()
     }
 
     /// Forgets a partition (its seek failed): its next message recovers it again.
@@ -283,7 +290,7 @@ impl<L: Log> Ownership<L> {
     /// A flush came back: gives the log back to the partition if it is still the flush's
     /// generation, and says what to do.
     pub fn finished(&mut self, done: FlushDone<L>) -> Finished {
-        let FlushDone { partition, generation, log, summary, outcome } = done;
+        let FlushDone { partition, generation, log, summary, outcome, .. } = done;
         let current = self.owned.get_mut(&partition).filter(|o| o.generation == generation && o.log.is_none());
         match outcome {
             Ok(committed) => match current {

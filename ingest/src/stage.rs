@@ -37,6 +37,7 @@ pub fn stage_file(file: &PendingFile) -> Result<StagedFile, WriteError> {
         min_time: file.min_time,
         max_time: file.max_time,
         repositories: file.repositories.clone(),
+        bytes: Some(bytes.len() as u64),
     };
     Ok(StagedFile { entry, bytes })
 }

@@ -11,7 +11,6 @@
 //! Concurrent misses of one key are coalesced by moka: one load runs, the others wait for it.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::ops::RangeInclusive;
@@ -24,7 +23,13 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use serde_json::{Map, Value};
+use testlake_schemas::observe::Registry;
 use testlake_schemas::{Landed, Table};
 
 use crate::error::ApiError;
@@ -191,6 +196,56 @@ pub struct CacheStats {
     pub invalidated_answers: AtomicU64,
 }
 
+/// The cache's metrics, read from its counters at each scrape.
+struct CacheMetrics {
+    stats: Arc<CacheStats>,
+    cache: Cache<String, Arc<Answer>>,
+}
+
+impl std::fmt::Debug for CacheMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheMetrics")
+    }
+}
+
+impl Collector for CacheMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = &self.stats;
+        let counters = [
+            ("testlake_query_cache_hits", "Answers served from the cache.", &stats.hits),
+            ("testlake_query_cache_misses", "Answers loaded from the lake.", &stats.misses),
+            ("testlake_query_cache_evictions", "Answers evicted to stay within the memory budget.", &stats.evictions),
+            (
+                "testlake_query_cache_stale",
+                "Cached answers found stale at read time (a load raced a notice) and reloaded.",
+                &stats.stale,
+            ),
+            (
+                "testlake_query_cache_invalidated_answers",
+                "Cached answers removed by landed notices.",
+                &stats.invalidated_answers,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value.load(Ordering::Relaxed));
+            counter.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+        }
+        let help = "Landed notices applied, by table (the reason), or `missed_notices` when notices were lost.";
+        let mut family =
+            encoder.encode_descriptor("testlake_query_cache_invalidations", help, None, MetricType::Counter)?;
+        for (reason, n) in stats.invalidations.lock().expect("stats lock").iter() {
+            ConstCounter::new(*n).encode(family.encode_family(&[("reason", reason.as_str())])?)?;
+        }
+        let bytes = ConstGauge::new(self.cache.weighted_size() as i64);
+        bytes.encode(encoder.encode_descriptor(
+            "testlake_query_cache_bytes",
+            "Bytes of cached answers.",
+            None,
+            MetricType::Gauge,
+        )?)
+    }
+}
+
 /// A recent notice: its epoch, and the notice, or `None` for "everything changed".
 type Logged = (u64, Option<Landed>);
 
@@ -298,6 +353,7 @@ impl AnswerCache {
 
     /// Removes every cached answer: for when notices were missed.
     pub fn invalidate_all(&self, reason: &str) {
+        tracing::debug!(reason, answers = self.cache.entry_count(), "cache invalidation of every answer");
         self.log(None);
         *self.stats.invalidations.lock().expect("stats lock").entry(reason.to_owned()).or_default() += 1;
         self.stats.invalidated_answers.fetch_add(self.cache.entry_count(), Ordering::Relaxed);
@@ -306,6 +362,7 @@ impl AnswerCache {
 
     /// Removes every cached answer the notice covers, and makes any load racing it stale.
     pub fn invalidate(&self, notice: &Landed) {
+        tracing::debug!(table = notice.table.name(), date = %notice.date, hour = notice.hour, "cache invalidation");
         // Only what matching needs: the file list can be long.
         let notice = Landed { files: Vec::new(), ..notice.clone() };
         self.log(Some(notice.clone()));
@@ -324,46 +381,10 @@ impl AnswerCache {
         self.cache.weighted_size()
     }
 
-    /// Prometheus text of the counters and the cached bytes, for `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        let stats = &self.stats;
-        let counters = [
-            ("testlake_query_cache_hits_total", "Answers served from the cache.", &stats.hits),
-            ("testlake_query_cache_misses_total", "Answers loaded from the lake.", &stats.misses),
-            (
-                "testlake_query_cache_evictions_total",
-                "Answers evicted to stay within the memory budget.",
-                &stats.evictions,
-            ),
-            (
-                "testlake_query_cache_stale_total",
-                "Cached answers found stale at read time (a load raced a notice) and reloaded.",
-                &stats.stale,
-            ),
-            (
-                "testlake_query_cache_invalidated_answers_total",
-                "Cached answers removed by landed notices.",
-                &stats.invalidated_answers,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ =
-                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP testlake_query_cache_invalidations_total Landed notices applied, by table (the reason).\n\
-             # TYPE testlake_query_cache_invalidations_total counter"
-        );
-        for (table, n) in stats.invalidations.lock().expect("stats lock").iter() {
-            let _ = writeln!(out, "testlake_query_cache_invalidations_total{{reason=\"{table}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP testlake_query_cache_bytes Bytes of cached answers.\n# TYPE testlake_query_cache_bytes gauge\n\
-             testlake_query_cache_bytes {}",
-            self.weighted_size()
-        );
+    /// Registers the counters and the cached bytes, read at each scrape, for `/metrics`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry
+            .register_collector(Box::new(CacheMetrics { stats: Arc::clone(&self.stats), cache: self.cache.clone() }));
     }
 
     /// Applies pending maintenance (tests use it to observe evictions and sizes).

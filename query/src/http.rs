@@ -2,10 +2,7 @@
 //! (counts by route and status, latency histograms by route) for `/metrics`. Probes —
 //! `/healthz`, `/readyz`, `/metrics` — are never behind the token.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -13,93 +10,55 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use testlake_schemas::observe::Registry;
+
 use crate::error::ApiError;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
-/// One route's counters: requests by status (indexed by the status code) and the latency
-/// histogram, all atomics, so recording a request takes no lock.
-struct RouteStats {
-    by_status: Vec<AtomicU64>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: u16,
 }
 
-impl Default for RouteStats {
-    fn default() -> Self {
-        Self {
-            by_status: (0..600).map(|_| AtomicU64::new(0)).collect(),
-            buckets: Default::default(),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
 }
 
-/// Request counters and latency histograms.
-#[derive(Default)]
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Request counters by route and status, and latency histograms by route.
+#[derive(Debug)]
 pub struct RequestMetrics {
-    routes: RwLock<BTreeMap<String, Arc<RouteStats>>>,
+    requests: Family<RouteStatus, Counter>,
+    latency: Family<Route, Histogram, fn() -> Histogram>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self { requests: Family::default(), latency: Family::new_with_constructor(latency_histogram) }
+    }
 }
 
 impl RequestMetrics {
-    fn route(&self, route: &str) -> Arc<RouteStats> {
-        if let Some(stats) = self.routes.read().expect("metrics lock").get(route) {
-            return Arc::clone(stats);
-        }
-        Arc::clone(self.routes.write().expect("metrics lock").entry(route.to_owned()).or_default())
+    /// A request to `route` answered `status` after `seconds`.
+    pub fn observe(&self, route: &str, status: u16, seconds: f64) {
+        self.requests.get_or_create(&RouteStatus { route: route.to_owned(), status }).inc();
+        self.latency.get_or_create(&Route { route: route.to_owned() }).observe(seconds);
     }
 
-    fn observe(&self, route: &str, status: u16, seconds: f64) {
-        let stats = self.route(route);
-        stats.by_status[usize::from(status).min(599)].fetch_add(1, Ordering::Relaxed);
-        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
-            stats.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        stats.count.fetch_add(1, Ordering::Relaxed);
-        stats.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-    }
-
-    /// Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        let routes = self.routes.read().expect("metrics lock");
-        let _ = writeln!(
-            out,
-            "# HELP testlake_http_requests_total Requests by route and status.\n# TYPE testlake_http_requests_total counter"
-        );
-        for (route, stats) in routes.iter() {
-            for (status, n) in stats.by_status.iter().enumerate() {
-                let n = n.load(Ordering::Relaxed);
-                if n > 0 {
-                    let _ = writeln!(out, "testlake_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
-                }
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP testlake_http_request_duration_seconds Request latency by route.\n\
-             # TYPE testlake_http_request_duration_seconds histogram"
-        );
-        for (route, stats) in routes.iter() {
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(&stats.buckets) {
-                cumulative += n.load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "testlake_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let count = stats.count.load(Ordering::Relaxed);
-            let sum = stats.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "testlake_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}\n\
-                 testlake_http_request_duration_seconds_sum{{route=\"{route}\"}} {sum}\n\
-                 testlake_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
-            );
-        }
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("testlake_http_requests", "Requests by route and status", self.requests.clone());
+        registry.register("testlake_http_request_duration_seconds", "Request latency by route", self.latency.clone());
     }
 }
 

@@ -28,4 +28,4 @@ pub mod state;
 
 pub use routes::router;
 pub use serve::serve;
-pub use state::{AppState, LivenessCheck, MetricsRenderer, ServeConfig, ServeLimits};
+pub use state::{AppState, ServeConfig, ServeLimits};

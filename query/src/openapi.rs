@@ -15,7 +15,7 @@ fn media_type(e: &Endpoint) -> &'static str {
     let served = if e.path == page::PAGE.path {
         page::HTML
     } else if e.path == probes::METRICS.path {
-        probes::PROMETHEUS_TEXT
+        probes::METRICS_TYPE
     } else {
         "application/json"
     };

@@ -1,4 +1,5 @@
-//! Running the service: bind, follow landed notices, serve until shutdown.
+//! Running the service: bind, follow landed notices, watch that the lake answers (the `serve`
+//! component's health), serve until shutdown.
 //!
 //! Connections are served by hyper directly (what `axum::serve` does, plus two bounds it has no
 //! setting for): at most `max_connections` at once — the next client waits in the listen backlog
@@ -37,6 +38,8 @@ pub async fn serve(
     if let Some(notices) = notices {
         follow(Arc::clone(&state), notices, shutdown.clone());
     }
+    let (watched, stop) = (Arc::clone(&state), shutdown.clone());
+    tokio::spawn(async move { watched.lake_watch.watch(&watched.lake, stop.cancelled()).await });
     let stopping = state.stopping.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use testlake_schemas::Lake;
 use testlake_schemas::log_reader::CommittedFiles;
+use testlake_schemas::observe::{LakeWatch, Telemetry};
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
@@ -14,20 +15,15 @@ use crate::http::RequestMetrics;
 use crate::live::{AlertConfig, LiveEvent};
 use crate::sql::SqlLimits;
 
-/// Appends Prometheus text for one component (the ingest's counters in all-in-one mode).
-pub type MetricsRenderer = Arc<dyn Fn(&mut String) + Send + Sync>;
-
-/// A component's liveness for `/healthz`: its name and `healthy`, `starting`, `degraded` or
-/// `unhealthy`. (Process liveness; not the repositories' health score of `/api/v1/health`.)
-pub type LivenessCheck = Arc<dyn Fn() -> (&'static str, &'static str) + Send + Sync>;
-
 /// What every handler shares.
 pub struct AppState {
     pub lake: Lake,
-    /// Extra Prometheus text appended to `/metrics`.
-    pub metrics: Vec<MetricsRenderer>,
-    /// Components whose liveness `/healthz` reports (compute, in all-in-one mode).
-    pub liveness: Vec<LivenessCheck>,
+    /// The process's metrics and its components' health, for `/metrics` and `/healthz`: the
+    /// service's own (requests, cache, `serve`), and in all-in-one mode the ingest's and
+    /// compute's, registered before the state is shared.
+    pub telemetry: Telemetry,
+    /// Whether the lake answers: the `serve` component's health.
+    pub lake_watch: Arc<LakeWatch>,
     pub cache: AnswerCache,
     /// Which `results` files are committed (history reads only those).
     pub committed: tokio::sync::Mutex<CommittedFiles>,
@@ -51,18 +47,26 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(lake: Lake, config: &ServeConfig) -> Self {
+        let cache = AnswerCache::new(config.cache_bytes).with_load_timeout(config.limits.answer_timeout);
+        let requests = Arc::new(RequestMetrics::default());
+        let lake_watch = Arc::new(LakeWatch::default());
+        let mut telemetry = Telemetry::new();
+        requests.register(telemetry.registry());
+        cache.register_metrics(telemetry.registry());
+        let watch = Arc::clone(&lake_watch);
+        telemetry.add_component("serve", move || watch.health());
         Self {
             lake,
-            metrics: Vec::new(),
-            liveness: Vec::new(),
-            cache: AnswerCache::new(config.cache_bytes).with_load_timeout(config.limits.answer_timeout),
+            telemetry,
+            lake_watch,
+            cache,
             committed: Default::default(),
             live: broadcast::channel(1024).0,
             alerts: config.alerts.clone(),
             sql_limits: config.sql_limits.clone(),
             sql: crate::sql::SqlEngine::new(&config.sql_limits),
             auth_token: config.auth_token.clone(),
-            requests: Default::default(),
+            requests,
             allowed_hosts: Arc::new(crate::guard::AllowedHosts::new(&config.allowed_hosts)),
             limits: config.limits.clone(),
             subscribers: Arc::new(Semaphore::new(config.limits.max_subscribers)),

@@ -61,6 +61,9 @@ pub struct EntryFile {
     /// The repositories of the file's rows, when few enough to list (see [`crate::Landed`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repositories: Option<Vec<String>>,
+    /// The file's size in bytes (entries written before sizes were recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// What a flush is about to make durable.

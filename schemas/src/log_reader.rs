@@ -30,6 +30,8 @@ pub struct CommittedFiles {
     /// Aborted ingest entries (log folder, sequence number) with no `cleaned` marker seen, and
     /// when they were aborted: [`Self::unswept`].
     aborted: std::collections::BTreeMap<(String, u64), DateTime<Utc>>,
+    /// Per partition's log folder, the newest committed entry read.
+    newest: std::collections::BTreeMap<String, u64>,
 }
 
 /// An entry's outcome as a refresh read it.
@@ -91,6 +93,8 @@ impl CommittedFiles {
                         let path = entry_path_in(&dir, entry.seq, EntryObject::Intent);
                         let intent: Intent = read_entry(lake, &path).await?;
                         intent.files.into_iter().for_each(|file| self.add(file));
+                        let newest = self.newest.entry(dir.clone()).or_default();
+                        *newest = (*newest).max(entry.seq);
                     }
                     Outcome::Aborted if !entry.cleaned => _ = self.aborted.insert((dir.clone(), entry.seq), entry.at),
                     Outcome::Aborted => {}
@@ -190,6 +194,11 @@ impl CommittedFiles {
 
     pub fn swept(&mut self, dir: &str, seq: u64) {
         self.aborted.remove(&(dir.to_owned(), seq));
+    }
+
+    /// Per partition's log folder, the newest committed entry read: `(folder, seq)`.
+    pub fn committed_through(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.newest.iter().map(|(dir, seq)| (dir.as_str(), *seq))
     }
 
     /// Committed `results` files of one date, relative to the lake root.

@@ -230,9 +230,13 @@ impl TestLake {
     }
 }
 
-/// Every `.parquet` object under `folder` (`results`) of `lake`, relative to the lake root, as a
-/// reader listing the folders finds them.
+/// Every `.parquet` data file under `folder` (`results`) of `lake`, relative to the lake root, as
+/// a reader listing the folders finds them (not the Delta log's checkpoints).
 pub async fn parquet_files(lake: &Lake, folder: &str) -> BTreeSet<String> {
     let listed: Vec<_> = lake.store().list(Some(&lake.path(folder))).try_collect().await.expect("list the lake");
-    listed.iter().filter_map(|o| lake.relative(&o.location)).filter(|path| path.ends_with(".parquet")).collect()
+    listed
+        .iter()
+        .filter_map(|o| lake.relative(&o.location))
+        .filter(|path| path.ends_with(".parquet") && !path.contains("/_delta_log/"))
+        .collect()
 }

@@ -45,6 +45,7 @@ impl TestStack {
             compact: testlake_ingest::CompactConfig::off(),
             compute,
             serve: testlake_query::ServeConfig::new("127.0.0.1:0".parse().expect("addr")),
+            refresh_caches: true,
         };
         let shutdown = tokio_util::sync::CancellationToken::new();
         let stack = testlake::stack::Stack::start(config, shutdown.clone()).await.expect("stack starts");

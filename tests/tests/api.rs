@@ -57,7 +57,7 @@ async fn a_token_guards_the_api_but_not_the_probes() {
         assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
     }
     assert!(
-        metrics.contains("testlake_http_request_duration_seconds_bucket{route=\"/api/v1/dashboard\",le=\"+Inf\"} 5")
+        metrics.contains("testlake_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/api/v1/dashboard\"} 5")
     );
     shutdown.cancel();
     server.await.unwrap().unwrap();

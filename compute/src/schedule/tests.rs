@@ -49,6 +49,7 @@ async fn a_date_holding_only_compacted_files_is_computed() {
         min_time: None,
         max_time: None,
         repositories: None,
+        bytes: None,
     };
     let at = DateTime::<Utc>::UNIX_EPOCH;
 

@@ -26,13 +26,14 @@ fn all_without_flags_builds_the_libraries_defaults() {
             compact: CompactConfig::default(),
             compute: ComputeConfig::default(),
             serve: ServeConfig::default(),
+            refresh_caches: true,
         },
     );
-    assert_eq!(all.ingest.kafka.landed_topic(), Some(testlake_ingest::notices::DEFAULT_TOPIC));
-    assert_eq!(*all.ingest.shutdown.shutdown_grace, testlake::shutdown::DEFAULT_GRACE);
-    assert_eq!(all.fleet_rate, 0);
+    assert_eq!(all.kafka.landed_topic(), Some(testlake_ingest::notices::DEFAULT_TOPIC));
+    assert_eq!(*all.shutdown.shutdown_grace, testlake::shutdown::DEFAULT_GRACE);
+    assert_eq!(all.fleet.fleet_rate, 0);
     // The one-command local run creates its topics; every other command only when asked.
-    assert_eq!(all.ingest.kafka.topics.creation(true), Some(Creation::default()));
+    assert_eq!(all.kafka.topics.creation(true), Some(Creation::default()));
 }
 
 #[test]
@@ -79,9 +80,9 @@ fn flags_reach_the_configurations() {
     assert_eq!(config.serve.alerts.pass_rate_below, None);
     assert_eq!(config.compute.batch_size, 1);
     assert_eq!(config.ingest.kafka.properties.get("security.protocol"), Some("SASL_SSL"));
-    assert_eq!(all.ingest.kafka.topics.creation(true), None);
-    assert_eq!(all.ingest.kafka.landed_topic(), None);
-    assert_eq!(*all.ingest.shutdown.shutdown_grace, std::time::Duration::from_secs(2));
+    assert_eq!(all.kafka.topics.creation(true), None);
+    assert_eq!(all.kafka.landed_topic(), None);
+    assert_eq!(*all.shutdown.shutdown_grace, std::time::Duration::from_secs(2));
 }
 
 #[test]
@@ -125,7 +126,7 @@ fn every_command_that_talks_to_kafka_takes_the_client_flags() {
     for command in [&["ingest"][..], &["all"], &["produce"], &["junit", "report.xml"], &["compute"], &["serve"]] {
         let kafka = match parse(&[command, &client[..]].concat()) {
             Command::Ingest(c) => (c.kafka.config().unwrap(), c.kafka.topics.creation(false)),
-            Command::All(c) => (c.ingest.kafka.config().unwrap(), c.ingest.kafka.topics.creation(false)),
+            Command::All(c) => (c.kafka.config().unwrap(), c.kafka.topics.creation(false)),
             Command::Produce(c) => (c.kafka.config().unwrap(), c.kafka.topics.creation(false)),
             Command::Junit(c) => (c.kafka.config().unwrap(), c.kafka.topics.creation(false)),
             Command::Compute(c) => {

@@ -8,11 +8,12 @@ use testlake_ingest::notices::Publisher;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::cli::{AllCommand, IngestCommand};
+use crate::cli::AllCommand;
 
 pub async fn run(command: AllCommand, shutdown: CancellationToken) -> Result<()> {
     let config = command.config()?;
-    let AllCommand { ingest: IngestCommand { kafka, shutdown: grace, .. }, fleet_rate, .. } = command;
+    let AllCommand { kafka, shutdown: grace, fleet, .. } = command;
+    let fleet_rate = fleet.fleet_rate;
     let client = config.ingest.kafka.clone();
     // Topics are created unless --create-topics=false: this is the one-command local run.
     prepare_topics(&client, &kafka.ingest_topics(), kafka.topics.creation(true)).await?;

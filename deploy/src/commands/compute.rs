@@ -1,11 +1,14 @@
 //! `testlake compute`: the trend tables, by backfill, once, or periodically and on notices.
 
-use anyhow::Result;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use testlake::lake::open_for_writing;
 use testlake::shutdown::{COMPUTE, INPUT, SERVE, Stages};
 use testlake_compute::{ComputeConfig, Scheduler};
 use testlake_ingest::notices::Publisher;
+use testlake_schemas::observe::Telemetry;
 use testlake_schemas::{Lake, Landed};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +17,10 @@ use tracing::info;
 use crate::cli::{ComputeAction, ComputeCommand};
 
 pub async fn run(command: ComputeCommand, shutdown: CancellationToken) -> Result<()> {
+    if !command.compute.compute_enabled {
+        info!("compute is disabled (--compute-enabled=false, [compute] enabled = false): nothing to run");
+        return Ok(());
+    }
     let lake = open_for_writing(&command.lake.lake, &[]).await?;
     let config = command.compute.config();
     match command.action {
@@ -47,12 +54,28 @@ async fn periodic(
         }
         None => (None, None),
     };
-    let scheduler = Scheduler::new(lake, config, computed);
-    if let Some(listen) = command.compute.compute_listen {
-        testlake::probes::serve(listen, scheduler.metrics(), stages.token(SERVE)).await?;
+    let scheduler = Scheduler::new(lake.clone(), config, computed);
+    if let Some(listen) = probe_listen(command.probes.probe_listen)? {
+        let mut telemetry = Telemetry::new();
+        let metrics = scheduler.metrics();
+        metrics.register(telemetry.registry());
+        telemetry.add_component("compute", move || metrics.health());
+        let ready = testlake::probes::lake_ready(lake, || Ok(()));
+        testlake::probes::serve(listen, telemetry, ready, stages.token(SERVE)).await?;
     }
     stages.spawn(COMPUTE, |stop| async move { Ok(testlake_compute::run(scheduler, landed, stop).await?) });
     stages.run(shutdown, *command.shutdown.shutdown_grace).await
+}
+
+/// Where the probes listen: --probe-listen, else `TESTLAKE_COMPUTE_LISTEN`, the variable of
+/// its old name --compute-listen (still an alias of the flag).
+fn probe_listen(flag: Option<SocketAddr>) -> Result<Option<SocketAddr>> {
+    const OLD: &str = "TESTLAKE_COMPUTE_LISTEN";
+    match (flag, std::env::var(OLD)) {
+        (Some(listen), _) => Ok(Some(listen)),
+        (None, Ok(value)) => Ok(Some(value.parse().with_context(|| format!("{OLD}={value:?}: not an address"))?)),
+        (None, Err(_)) => Ok(None),
+    }
 }
 
 /// Recomputes every date in `from..=to`, drawing a progress bar on stderr.

@@ -13,13 +13,17 @@ use crate::cli::ServeCommand;
 pub async fn run(command: ServeCommand, shutdown: CancellationToken) -> Result<()> {
     let mut config = command.serve.config();
     let mut stages = Stages::new(&[INPUT, SERVE]);
-    let landed = match command.notices.topic()? {
+    let notices = if command.serve.refresh_caches { command.notices.topic()? } else { None };
+    let landed = match notices {
         Some((kafka, topic)) => {
             Some(super::follow_notices(&kafka, topic, &command.notices.topics, stages.token(INPUT)).await?)
         }
         None => None,
     };
-    if landed.is_none() {
+    if !command.serve.refresh_caches {
+        tracing::info!("--refresh-caches=false: every request reads the lake, and nothing is pushed");
+        config.cache_bytes = 0;
+    } else if landed.is_none() {
         tracing::warn!(
             "no --brokers (or no --landed-topic): nothing tells the service what landed, so it caches nothing"
         );

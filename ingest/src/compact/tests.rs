@@ -11,6 +11,7 @@ fn file(name: &str, rows: u64) -> EntryFile {
         min_time: None,
         max_time: None,
         repositories: None,
+        bytes: None,
     }
 }
 

@@ -13,6 +13,7 @@ fn staged(path: &str) -> StagedFile {
             min_time: None,
             max_time: None,
             repositories: None,
+            bytes: None,
         },
         bytes: Bytes::from_static(b"parquet bytes"),
     }

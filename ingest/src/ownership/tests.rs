@@ -78,7 +78,14 @@ fn one(flushes: Vec<Flush<StubLog>>) -> FlushJob<StubLog> {
 
 fn done(job: FlushJob<StubLog>, outcome: Result<Committed, Error>) -> FlushDone<StubLog> {
     let summary = FlushSummary::of(&job.flush);
-    FlushDone { partition: job.partition, generation: job.generation, log: job.log, summary, outcome }
+    FlushDone {
+        partition: job.partition,
+        generation: job.generation,
+        log: job.log,
+        summary,
+        outcome,
+        started: Instant::now(),
+    }
 }
 
 fn committed() -> Result<Committed, Error> {
@@ -245,7 +252,8 @@ fn a_flush_of_an_earlier_generation_never_touches_the_state_of_a_later_one() {
     let finished = o.finished(done(first, committed()));
     assert!(matches!(finished, Finished::Stale { partition: 0, .. }), "{finished:?}");
     assert!(o.flushing(0), "the later generation's flush still holds its log");
-    let late_fence = FlushDone { partition: 0, generation, log: EMPTY, summary, outcome: fenced(0) };
+    let late_fence =
+        FlushDone { partition: 0, generation, log: EMPTY, summary, outcome: fenced(0), started: Instant::now() };
     assert!(matches!(o.finished(late_fence), Finished::Fenced { partition: 0, .. }));
     assert!(o.owns(0), "an earlier generation's fence does not drop the later one");
 

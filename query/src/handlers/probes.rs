@@ -1,16 +1,19 @@
 //! The probes, never behind the token: `/healthz` (process liveness), `/readyz` (the lake
-//! answers) and `/metrics` (Prometheus text).
+//! answers) and `/metrics` (OpenMetrics text). The answers are built by functions that the
+//! standalone stages' probes (`testlake::probes`) share.
 //!
 //! Liveness is the process's components, not the repositories' health score of `/api/v1/health`
 //! ([`super::health_score`]); the `/healthz` path keeps its conventional name.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::on;
-use serde_json::{Map, Value, json};
+use serde_json::json;
+use testlake_schemas::observe::{HealthReport, OPENMETRICS_TEXT, Telemetry, lake_answers};
 
 use crate::endpoint::{Endpoint, Method};
 use crate::state::AppState;
@@ -18,7 +21,7 @@ use crate::state::AppState;
 pub const LIVENESS: Endpoint = Endpoint {
     method: Method::Get,
     path: "/healthz",
-    summary: "Liveness.",
+    summary: "Liveness: the process's status and each component's (starting, healthy, degraded, unhealthy); 503 when unhealthy.",
     params: &[],
     formats: false,
     handler: |method| on(method, liveness),
@@ -38,54 +41,48 @@ pub const READINESS: Endpoint = Endpoint {
 pub const METRICS: Endpoint = Endpoint {
     method: Method::Get,
     path: "/metrics",
-    summary: "Prometheus metrics.",
+    summary: "Metrics, as OpenMetrics text (Prometheus scrapes it).",
     params: &[],
     formats: false,
     handler: |method| on(method, metrics),
     cache_key: None,
 };
 
-/// `GET /healthz`: `ok` unless a component is `degraded` (still 200) or `unhealthy` (503).
+/// `GET /healthz`: the process's status — the worst of its components' (`serve`, and
+/// `ingest` and `compute` in all-in-one mode) — and each component's; 503 when unhealthy.
 pub async fn liveness(State(state): State<Arc<AppState>>) -> Response {
-    let components: Map<String, Value> =
-        state.liveness.iter().map(|check| check()).map(|(name, status)| (name.to_owned(), status.into())).collect();
-    let has = |s: &str| components.values().any(|v| v == s);
-    let (status, code) = if has("unhealthy") {
-        ("unhealthy", StatusCode::SERVICE_UNAVAILABLE)
-    } else if has("degraded") {
-        ("degraded", StatusCode::OK)
-    } else {
-        ("ok", StatusCode::OK)
-    };
-    (code, axum::Json(json!({ "status": status, "components": components }))).into_response()
+    health_response(&state.telemetry.health())
+}
+
+/// The `/healthz` answer for a report (shared with the standalone stages' probes).
+pub fn health_response(report: &HealthReport) -> Response {
+    let code = StatusCode::from_u16(report.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(report.to_json())).into_response()
 }
 
 /// `GET /readyz`: ready when the lake answers a listing.
 pub async fn readiness(State(state): State<Arc<AppState>>) -> Response {
-    use futures::StreamExt;
-    let root = state.lake.path("");
-    let mut listing = state.lake.store().list(Some(&root));
-    let unready = |error: String| {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "unready", "error": error }))).into_response()
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(5), listing.next()).await {
-        Ok(None | Some(Ok(_))) => axum::Json(json!({ "status": "ready" })).into_response(),
-        Ok(Some(Err(e))) => unready(e.to_string()),
-        Err(_) => unready("the lake did not answer within 5 s".into()),
+    readiness_response(lake_answers(&state.lake, Duration::from_secs(5)).await)
+}
+
+/// The `/readyz` answer: 200 `{"status": "ready"}`, or 503 with why not.
+pub fn readiness_response(ready: Result<(), String>) -> Response {
+    match ready {
+        Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "unready", "error": error })))
+            .into_response(),
     }
 }
 
-/// Prometheus' text format, as `/metrics` is served (the OpenAPI document says so too).
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// What `/metrics` is served as (the OpenAPI document says so too): OpenMetrics text.
+pub const METRICS_TYPE: &str = OPENMETRICS_TEXT;
 
-/// `GET /metrics`: the components' text (the ingest's, in all-in-one mode), then requests, then
-/// the answer cache.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let mut out = String::new();
-    for render in &state.metrics {
-        render(&mut out);
-    }
-    state.requests.render(&mut out);
-    state.cache.render_metrics(&mut out);
-    ([(axum::http::header::CONTENT_TYPE, PROMETHEUS_TEXT)], out)
+/// `GET /metrics`: every metric of the process, as OpenMetrics text.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    metrics_response(&state.telemetry)
+}
+
+/// The `/metrics` answer for a process's telemetry.
+pub fn metrics_response(telemetry: &Telemetry) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, METRICS_TYPE)], telemetry.encode()).into_response()
 }

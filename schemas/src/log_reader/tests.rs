@@ -25,6 +25,7 @@ async fn entry(lake: &crate::Lake, p: i32, seq: u64, date: NaiveDate, outcome: O
         min_time: None,
         max_time: None,
         repositories: None,
+        bytes: None,
     };
     let intent = Intent {
         seq,
@@ -58,6 +59,7 @@ async fn compaction(lake: &crate::Lake, seq: u64, inputs: &[&str], outputs: &[&s
         min_time: None,
         max_time: None,
         repositories: None,
+        bytes: None,
     };
     let at = DateTime::<Utc>::UNIX_EPOCH;
     let intent = CompactionIntent {
