@@ -1,0 +1,392 @@
+//! The `results` table as a Delta Lake table (`results/_delta_log/`), for readers outside
+//! testlake: DuckDB, Spark, Trino, polars and `deltalake` see atomic snapshots of the committed
+//! files — never a crashed flush's files, never a compacted hour twice.
+//!
+//! The commit logs ([`crate::log`]) stay the writers' protocol and the truth: a flush or a
+//! compaction is decided by its outcome object, and only then *published* to the Delta table by
+//! [`publish`], which is idempotent and may be repeated by anyone who sees the decided entry
+//! (the writer right after deciding, a partition's next owner when it recovers, a compactor
+//! before it deletes inputs). See `ingest/COMMIT_PROTOCOL.md`, "The Delta table".
+//!
+//! - A flush adds its files (with partition values `date` and `hour`, row count and
+//!   `finished_at` bounds as statistics) and sets the Delta application transaction (`txn`) of its
+//!   partition's log folder (`appId` = `_log/<topic>/p<partition>`) to its sequence number: an
+//!   entry whose number the table already holds is not published again.
+//! - A compaction removes its inputs and adds its outputs (`dataChange: false`) in one commit,
+//!   when all its inputs are in the table; when none are, it was published already.
+//! - The log is checkpointed every [`CHECKPOINT_INTERVAL`] versions, and commits older than
+//!   [`LOG_RETENTION`] before the newest checkpoint are deleted, so opening the table costs what a
+//!   checkpoint and at most that many commits cost, however many flushes ever landed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::{Action, Add, DataType, Remove, StructField, StructType, Transaction};
+use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
+use deltalake_core::operations::create::CreateBuilder;
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::table::state::DeltaTableState;
+use deltalake_core::{DeltaTableError, checkpoints};
+use object_store::ObjectStoreExt;
+use object_store::prefix::PrefixStore;
+use tokio::sync::Mutex;
+use tracing::{debug, info};
+
+use crate::log::EntryFile;
+use crate::log_reader::{CommittedFiles, LogReadError};
+use crate::{Lake, Table};
+
+/// A checkpoint every this many versions (Delta's default is 10; testlake commits often).
+pub const CHECKPOINT_INTERVAL: u64 = 100;
+
+/// Commits are kept this long after a newer checkpoint: how far back time travel reaches (and
+/// only as far as compaction's grace keeps replaced files).
+pub const LOG_RETENTION: TimeDelta = TimeDelta::hours(1);
+
+/// How many times a commit that lost a race is tried again on the newer version.
+const ATTEMPTS: usize = 10;
+
+/// The lake's Delta tables, as one process sees them: a snapshot kept up to date by each
+/// publication, and publications of one process one at a time (they would only race each other).
+#[derive(Default)]
+pub struct DeltaTables {
+    results: Mutex<Option<Handle>>,
+}
+
+impl std::fmt::Debug for DeltaTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeltaTables")
+    }
+}
+
+struct Handle {
+    log_store: LogStoreRef,
+    state: DeltaTableState,
+}
+
+/// A decided commit-log entry to show in the Delta table.
+#[derive(Debug, Clone, Copy)]
+pub enum Publication<'a> {
+    /// Committed flush entries of one partition's log folder, in order: `(seq, files)`.
+    Flushes { log_dir: &'a str, entries: &'a [(u64, Vec<EntryFile>)] },
+    /// A committed compaction of `results`.
+    Compaction { seq: u64, inputs: &'a [EntryFile], outputs: &'a [EntryFile] },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Committed as this table version.
+    Committed(u64),
+    /// The table already showed it.
+    Already,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("Delta table {table}: {source}")]
+    Delta { table: String, source: Box<DeltaTableError> },
+    #[error("compaction {seq} cannot be published: {message}")]
+    Inconsistent { seq: u64, message: String },
+    #[error("reading the commit logs for the Delta table: {0}")]
+    Log(#[from] LogReadError),
+}
+
+impl DeltaError {
+    fn delta(lake: &Lake, source: DeltaTableError) -> Self {
+        Self::Delta { table: table_url(lake).to_string(), source: Box::new(source) }
+    }
+
+    /// A store or a race, worth trying again (not a table in a state testlake never writes).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Self::Inconsistent { .. } | Self::Log(LogReadError::Corrupt { .. }))
+    }
+}
+
+fn table_url(lake: &Lake) -> url::Url {
+    lake.url().join(&format!("{}/", Table::Results.name())).expect("a table folder is a valid URL")
+}
+
+fn log_store(lake: &Lake) -> LogStoreRef {
+    let prefixed = Arc::new(PrefixStore::new(Arc::clone(lake.store()), lake.path(Table::Results.name())));
+    default_logstore(prefixed, Arc::clone(lake.store()), &table_url(lake), &StorageConfig::default())
+}
+
+/// The Delta schema of `results`: the files' columns, then the partition columns.
+fn results_columns() -> Result<Vec<StructField>, DeltaTableError> {
+    let files: StructType = crate::tables::results_schema().as_ref().try_into_kernel()?;
+    let mut columns: Vec<StructField> = files.fields().cloned().collect();
+    columns.push(StructField::new("date", DataType::DATE, false));
+    columns.push(StructField::new("hour", DataType::INTEGER, false));
+    Ok(columns)
+}
+
+/// Delta timestamps statistics are milliseconds: bounds are widened to whole milliseconds, so a
+/// reader skipping files by them never skips a row.
+fn stats(file: &EntryFile) -> String {
+    let ms = |t: DateTime<Utc>, up: bool| {
+        let floor = DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t);
+        let t = if up && floor < t { floor + TimeDelta::milliseconds(1) } else { floor };
+        t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    };
+    let mut stats = serde_json::json!({ "numRecords": file.rows });
+    if let (Some(min), Some(max)) = (file.min_time, file.max_time) {
+        stats["minValues"] = serde_json::json!({ "finished_at": ms(min, false) });
+        stats["maxValues"] = serde_json::json!({ "finished_at": ms(max, true) });
+    }
+    stats.to_string()
+}
+
+fn partition_values(file: &EntryFile) -> HashMap<String, Option<String>> {
+    HashMap::from([
+        ("date".to_owned(), Some(file.date.format("%Y-%m-%d").to_string())),
+        ("hour".to_owned(), Some(file.hour.to_string())),
+    ])
+}
+
+/// The table path (relative to `results/`) of a file given relative to the lake root.
+fn table_path(file: &EntryFile) -> &str {
+    let prefix = Table::Results.name();
+    file.path.strip_prefix(prefix).and_then(|p| p.strip_prefix('/')).unwrap_or(&file.path)
+}
+
+/// The file's size: recorded by its entry, or asked of the store (entries written before sizes
+/// were recorded).
+async fn size(lake: &Lake, file: &EntryFile) -> Result<i64, DeltaError> {
+    if let Some(bytes) = file.bytes {
+        return Ok(bytes as i64);
+    }
+    let meta = lake
+        .store()
+        .head(&lake.path(&file.path))
+        .await
+        .map_err(|e| LogReadError::Store { path: file.path.clone(), source: Box::new(e) })?;
+    Ok(meta.size as i64)
+}
+
+async fn add(lake: &Lake, file: &EntryFile, data_change: bool, now: i64) -> Result<Action, DeltaError> {
+    Ok(Action::Add(Add {
+        path: table_path(file).to_owned(),
+        partition_values: partition_values(file),
+        size: size(lake, file).await?,
+        modification_time: now,
+        data_change,
+        stats: Some(stats(file)),
+        ..Default::default()
+    }))
+}
+
+fn remove(file: &EntryFile, now: i64) -> Action {
+    Action::Remove(Remove {
+        path: table_path(file).to_owned(),
+        data_change: false,
+        deletion_timestamp: Some(now),
+        extended_file_metadata: Some(false),
+        partition_values: Some(partition_values(file)),
+        size: file.bytes.map(|b| b as i64),
+        ..Default::default()
+    })
+}
+
+fn txn(app_id: &str, seq: u64) -> Transaction {
+    Transaction::new_with_last_update(app_id, seq as i64, Some(Utc::now().timestamp_millis()))
+}
+
+fn commit_properties() -> CommitProperties {
+    // Expired commits are deleted after checkpoints only ([`cleanup`]): deltalake would list the
+    // whole log after every commit.
+    CommitProperties::default().with_cleanup_expired_logs(Some(false))
+}
+
+impl Lake {
+    /// The lake's Delta tables.
+    pub fn delta(&self) -> &DeltaTables {
+        &self.delta
+    }
+}
+
+impl DeltaTables {
+    /// Shows a decided entry in the Delta table (creating the table first if the lake has none),
+    /// unless the table shows it already.
+    pub async fn publish(&self, lake: &Lake, publication: Publication<'_>) -> Result<Published, DeltaError> {
+        let mut guard = self.results.lock().await;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let handle = match guard.as_mut() {
+                Some(handle) => {
+                    handle.state.update(&handle.log_store, None).await.map_err(|e| DeltaError::delta(lake, e))?;
+                    handle
+                }
+                None => guard.insert(open_or_create(lake).await?),
+            };
+            let Some((actions, operation)) = actions(lake, handle, publication).await? else {
+                return Ok(Published::Already);
+            };
+            let committed = CommitBuilder::from(commit_properties())
+                .with_actions(actions)
+                .build(Some(&handle.state), Arc::clone(&handle.log_store), operation)
+                .await;
+            match committed {
+                Ok(done) => {
+                    let version = done.version();
+                    handle.state = done.snapshot();
+                    if (version + 1).is_multiple_of(CHECKPOINT_INTERVAL) {
+                        cleanup(&handle.log_store, version).await;
+                    }
+                    return Ok(Published::Committed(version));
+                }
+                Err(e) if attempt < ATTEMPTS => {
+                    debug!(error = %e, attempt, "Delta commit lost a race or failed; reading the table again");
+                }
+                Err(e) => {
+                    *guard = None;
+                    return Err(DeltaError::delta(lake, e));
+                }
+            }
+        }
+    }
+
+    /// The sequence number of the newest entry of a partition's log folder the table shows.
+    pub async fn published_seq(&self, lake: &Lake, log_dir: &str) -> Result<Option<u64>, DeltaError> {
+        let mut guard = self.results.lock().await;
+        let handle = match guard.as_mut() {
+            Some(handle) => {
+                handle.state.update(&handle.log_store, None).await.map_err(|e| DeltaError::delta(lake, e))?;
+                handle
+            }
+            None => guard.insert(open_or_create(lake).await?),
+        };
+        let version = handle.state.transaction_version(handle.log_store.as_ref(), log_dir).await;
+        Ok(version.map_err(|e| DeltaError::delta(lake, e))?.map(|v| v as u64))
+    }
+}
+
+/// The files of the table's newest version, relative to the lake root (read afresh: for the
+/// compactor's planning and for tests). `None` when the lake has no Delta table yet.
+pub async fn results_files(lake: &Lake) -> Result<Option<HashSet<String>>, DeltaError> {
+    let log_store = log_store(lake);
+    match DeltaTableState::try_new(log_store.as_ref(), None).await {
+        Ok(state) => {
+            let prefix = Table::Results.name();
+            Ok(Some(state.log_data().iter().map(|file| format!("{prefix}/{}", file.path())).collect()))
+        }
+        Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => Ok(None),
+        Err(e) if !log_store.is_delta_table_location().await.unwrap_or(true) => {
+            debug!(error = %e, "no Delta table yet");
+            Ok(None)
+        }
+        Err(e) => Err(DeltaError::delta(lake, e)),
+    }
+}
+
+/// What a publication adds to the table at `state`, or `None` when the table shows it already.
+async fn actions(
+    lake: &Lake,
+    handle: &Handle,
+    publication: Publication<'_>,
+) -> Result<Option<(Vec<Action>, DeltaOperation)>, DeltaError> {
+    let now = Utc::now().timestamp_millis();
+    match publication {
+        Publication::Flushes { log_dir, entries } => {
+            let published = handle
+                .state
+                .transaction_version(handle.log_store.as_ref(), log_dir)
+                .await
+                .map_err(|e| DeltaError::delta(lake, e))?
+                .map(|v| v as u64);
+            let new: Vec<&(u64, Vec<EntryFile>)> =
+                entries.iter().filter(|(seq, _)| published.is_none_or(|p| *seq > p)).collect();
+            let Some(last) = new.last().map(|(seq, _)| *seq) else {
+                return Ok(None);
+            };
+            let mut actions = Vec::new();
+            for file in new.iter().flat_map(|(_, files)| files).filter(|f| f.table == Table::Results) {
+                actions.push(add(lake, file, true, now).await?);
+            }
+            actions.push(Action::Txn(txn(log_dir, last)));
+            let operation = DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: Some(vec!["date".into(), "hour".into()]),
+                predicate: None,
+            };
+            Ok(Some((actions, operation)))
+        }
+        Publication::Compaction { seq, inputs, outputs } => {
+            let active: HashSet<String> = handle.state.log_data().iter().map(|f| f.path().into_owned()).collect();
+            let shown = inputs.iter().filter(|f| active.contains(table_path(f))).count();
+            if shown == 0 {
+                return Ok(None);
+            }
+            if shown < inputs.len() {
+                return Err(DeltaError::Inconsistent {
+                    seq,
+                    message: format!("{shown} of its {} inputs are in the table", inputs.len()),
+                });
+            }
+            let mut actions: Vec<Action> = inputs.iter().map(|f| remove(f, now)).collect();
+            for file in outputs {
+                actions.push(add(lake, file, false, now).await?);
+            }
+            let target_size = outputs.iter().filter_map(|f| f.bytes).max().unwrap_or(0) as i64;
+            Ok(Some((actions, DeltaOperation::Optimize { predicate: None, target_size })))
+        }
+    }
+}
+
+/// Opens the table, or creates it with what the commit logs have committed so far: every visible
+/// file, and per partition's log folder the newest committed entry as its transaction version.
+async fn open_or_create(lake: &Lake) -> Result<Handle, DeltaError> {
+    let log_store = log_store(lake);
+    if let Ok(state) = DeltaTableState::try_new(log_store.as_ref(), None).await {
+        return Ok(Handle { log_store, state });
+    }
+    let mut committed = CommittedFiles::default();
+    committed.refresh(lake).await?;
+    let now = Utc::now().timestamp_millis();
+    let mut actions = Vec::new();
+    for file in committed.results_files() {
+        actions.push(add(lake, file, true, now).await?);
+    }
+    actions.extend(committed.committed_through().map(|(dir, seq)| Action::Txn(txn(dir, seq))));
+    let files = actions.len();
+    let created = CreateBuilder::new()
+        .with_log_store(Arc::clone(&log_store))
+        .with_table_name(Table::Results.name())
+        .with_columns(results_columns().map_err(|e| DeltaError::delta(lake, e))?)
+        .with_partition_columns(["date", "hour"])
+        .with_configuration_property(
+            deltalake_core::TableProperty::CheckpointInterval,
+            Some(CHECKPOINT_INTERVAL.to_string()),
+        )
+        .with_configuration_property(
+            deltalake_core::TableProperty::LogRetentionDuration,
+            Some(format!("interval {} minutes", LOG_RETENTION.num_minutes())),
+        )
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .with_commit_properties(commit_properties())
+        .with_actions(actions)
+        .await;
+    match created {
+        Ok(_) => info!(table = %table_url(lake), actions = files, "created the Delta table from the commit logs"),
+        // Another process created it first: use theirs.
+        Err(e) => debug!(error = %e, "the Delta table exists"),
+    }
+    let state = DeltaTableState::try_new(log_store.as_ref(), None).await.map_err(|e| DeltaError::delta(lake, e))?;
+    Ok(Handle { log_store, state })
+}
+
+/// After a checkpoint at `version`: deletes commits older than [`LOG_RETENTION`] that a
+/// checkpoint covers. Failing only leaves them for the next checkpoint.
+async fn cleanup(log_store: &LogStoreRef, version: u64) {
+    let cutoff = (Utc::now() - LOG_RETENTION).timestamp_millis();
+    match checkpoints::cleanup_expired_logs_for(version, log_store.as_ref(), cutoff, None).await {
+        Ok(deleted) => debug!(version, deleted, "expired Delta commits deleted"),
+        Err(e) => debug!(version, error = %e, "expired Delta commits not deleted; tried after the next checkpoint"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

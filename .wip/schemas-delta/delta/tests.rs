@@ -1,0 +1,202 @@
+use std::collections::BTreeSet;
+
+use chrono::NaiveDate;
+
+use super::*;
+use crate::log::{EntryObject, Intent, Outcome, OutcomeRecord, entry_path};
+
+fn date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()
+}
+
+fn file(name: &str) -> EntryFile {
+    EntryFile {
+        path: format!("results/date={}/hour=07/{name}.parquet", date()),
+        table: Table::Results,
+        date: date(),
+        hour: 7,
+        rows: 10,
+        min_time: Some(Utc::now()),
+        max_time: Some(Utc::now()),
+        repositories: None,
+        bytes: Some(1000),
+    }
+}
+
+fn lake() -> (tempfile::TempDir, Lake) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    (dir, lake)
+}
+
+/// The newest version's files, by name, as a fresh reader sees them.
+async fn names(lake: &Lake) -> BTreeSet<String> {
+    let files = results_files(lake).await.unwrap().expect("a Delta table");
+    files.iter().map(|p| p.rsplit('/').next().unwrap().trim_end_matches(".parquet").to_owned()).collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+const DIR: &str = "_log/ci/p00000";
+
+#[tokio::test]
+async fn flushes_are_published_once_and_in_order() {
+    let (_dir, lake) = lake();
+    assert_eq!(results_files(&lake).await.unwrap(), None, "no table before the first publication");
+    let first = [(0, vec![file("a"), file("b")])];
+    let published = lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &first }).await;
+    assert!(matches!(published.unwrap(), Published::Committed(_)));
+    let again = lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &first }).await;
+    assert_eq!(again.unwrap(), Published::Already);
+
+    // Entries 0 (again) and 2 together (1 was aborted): only 2 is new.
+    let both = [(0, vec![file("a"), file("b")]), (2, vec![file("c")])];
+    let published = lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &both }).await;
+    assert!(matches!(published.unwrap(), Published::Committed(_)));
+    assert_eq!(names(&lake).await, set(&["a", "b", "c"]));
+    assert_eq!(lake.delta().published_seq(&lake, DIR).await.unwrap(), Some(2));
+    assert_eq!(lake.delta().published_seq(&lake, "_log/ci/p00001").await.unwrap(), None);
+
+    // Another partition's folder has its own sequence.
+    let other = [(0, vec![file("d")])];
+    let published = lake.delta().publish(&lake, Publication::Flushes { log_dir: "_log/ci/p00001", entries: &other });
+    assert!(matches!(published.await.unwrap(), Published::Committed(_)));
+    assert_eq!(names(&lake).await, set(&["a", "b", "c", "d"]));
+}
+
+/// Two processes (two handles on one lake) publishing the same entries at once: each entry is
+/// in the table once, whoever wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_publishers_show_each_entry_once() {
+    let (dir, lake) = lake();
+    let other = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let entries: Vec<(u64, Vec<EntryFile>)> = (0..20).map(|seq| (seq, vec![file(&format!("f{seq}"))])).collect();
+    let run = |lake: Lake, entries: Vec<(u64, Vec<EntryFile>)>| {
+        tokio::spawn(async move {
+            let mut committed = 0;
+            for i in 0..entries.len() {
+                let upto = &entries[..=i];
+                let published = lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: upto });
+                if matches!(published.await.unwrap(), Published::Committed(_)) {
+                    committed += 1;
+                }
+            }
+            committed
+        })
+    };
+    let (a, b) = (run(lake.clone(), entries.clone()), run(other, entries.clone()));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert!(a + b >= 1, "someone committed");
+    let want: BTreeSet<String> = (0..20).map(|s| format!("f{s}")).collect();
+    assert_eq!(names(&lake).await, want);
+    // Every add in the log is a distinct file: no entry was added twice in any version.
+    let log = dir.path().join("results/_delta_log");
+    let mut added = Vec::new();
+    for entry in std::fs::read_dir(&log).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                let action: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(path) = action["add"]["path"].as_str() {
+                    added.push(path.to_owned());
+                }
+            }
+        }
+    }
+    let distinct: BTreeSet<&String> = added.iter().collect();
+    assert_eq!(distinct.len(), added.len(), "a file added twice: {added:?}");
+    assert_eq!(added.len(), 20);
+}
+
+#[tokio::test]
+async fn a_compaction_swaps_its_inputs_for_its_outputs_once() {
+    let (_dir, lake) = lake();
+    let entries = [(0, vec![file("a"), file("b"), file("c")])];
+    lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &entries }).await.unwrap();
+
+    let (inputs, outputs) = ([file("a"), file("b")], [file("ab")]);
+    let compaction = Publication::Compaction { seq: 0, inputs: &inputs, outputs: &outputs };
+    assert!(matches!(lake.delta().publish(&lake, compaction).await.unwrap(), Published::Committed(_)));
+    assert_eq!(names(&lake).await, set(&["ab", "c"]));
+    assert_eq!(lake.delta().publish(&lake, compaction).await.unwrap(), Published::Already);
+
+    // A chain: the output compacted again.
+    let (inputs, outputs) = ([file("ab"), file("c")], [file("abc")]);
+    let chained = Publication::Compaction { seq: 1, inputs: &inputs, outputs: &outputs };
+    assert!(matches!(lake.delta().publish(&lake, chained).await.unwrap(), Published::Committed(_)));
+    assert_eq!(names(&lake).await, set(&["abc"]));
+
+    // Inputs partly gone: never a half-applied compaction.
+    let more = [(1, vec![file("d")])];
+    lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &more }).await.unwrap();
+    let (inputs, outputs) = ([file("abc"), file("zz")], [file("x")]);
+    let bad = Publication::Compaction { seq: 2, inputs: &inputs, outputs: &outputs };
+    let refused = lake.delta().publish(&lake, bad).await.unwrap_err();
+    assert!(matches!(refused, DeltaError::Inconsistent { seq: 2, .. }), "{refused}");
+    assert_eq!(names(&lake).await, set(&["abc", "d"]));
+}
+
+/// A lake written before it had a Delta table: the table starts from what the commit logs
+/// committed (not the pending entry's file), with each folder's newest committed entry as its
+/// transaction version.
+#[tokio::test]
+async fn a_lake_with_commit_logs_gets_a_table_of_its_committed_files() {
+    let (_dir, lake) = lake();
+    let put = |path: String, json: Vec<u8>| {
+        let lake = lake.clone();
+        async move { crate::files::put_create(&lake, &path, json.into()).await.unwrap() }
+    };
+    let at = Utc::now();
+    for (seq, name, outcome) in [(0, "a", Some(Outcome::Committed)), (1, "b", Some(Outcome::Committed)), (2, "c", None)]
+    {
+        let mut f = file(name);
+        f.bytes = None; // written before sizes were recorded: asked of the store
+        put(f.path.clone(), vec![0; 77]).await;
+        let intent = Intent {
+            seq,
+            topic: "ci".into(),
+            partition: 0,
+            from_offset: seq as i64,
+            next_offset: seq as i64 + 1,
+            writer: "w".into(),
+            files: vec![f],
+            created_at: at,
+        };
+        put(entry_path("ci", 0, seq, EntryObject::Intent), serde_json::to_vec(&intent).unwrap()).await;
+        if let Some(outcome) = outcome {
+            let record = OutcomeRecord { seq, outcome, writer: "w".into(), at };
+            put(entry_path("ci", 0, seq, EntryObject::Outcome), serde_json::to_vec(&record).unwrap()).await;
+        }
+    }
+    assert_eq!(lake.delta().published_seq(&lake, DIR).await.unwrap(), Some(1));
+    assert_eq!(names(&lake).await, set(&["a", "b"]));
+    let log = std::fs::read_to_string(_dir.path().join("results/_delta_log/00000000000000000000.json")).unwrap();
+    assert!(log.contains("\"size\":77"), "sizes from the store: {log}");
+}
+
+/// Past [`CHECKPOINT_INTERVAL`] versions the log has a checkpoint, and a fresh reader sees the
+/// same files through it.
+#[tokio::test]
+async fn the_log_is_checkpointed() {
+    let (dir, lake) = lake();
+    for seq in 0..CHECKPOINT_INTERVAL + 5 {
+        let entries = [(seq, vec![file(&format!("f{seq}"))])];
+        lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &entries }).await.unwrap();
+    }
+    let checkpoint = format!("results/_delta_log/{:020}.checkpoint.parquet", CHECKPOINT_INTERVAL - 1);
+    assert!(dir.path().join(&checkpoint).exists(), "{checkpoint}");
+    assert_eq!(names(&lake).await.len() as u64, CHECKPOINT_INTERVAL + 5);
+}
+
+#[test]
+fn timestamp_statistics_are_widened_to_whole_milliseconds() {
+    let mut f = file("a");
+    f.min_time = DateTime::from_timestamp_micros(1_700_000_000_123_456);
+    f.max_time = DateTime::from_timestamp_micros(1_700_000_000_987_654);
+    let stats: serde_json::Value = serde_json::from_str(&stats(&f)).unwrap();
+    assert_eq!(stats["numRecords"], 10);
+    assert_eq!(stats["minValues"]["finished_at"], "2023-11-14T22:13:20.123Z");
+    assert_eq!(stats["maxValues"]["finished_at"], "2023-11-14T22:13:20.988Z");
+}
