@@ -58,10 +58,12 @@ fi
 # tests/tests/schemathesis.rs runs against the service's OpenAPI document; confluent-kafka, the
 # outside Kafka client of the secured-Kafka tests, and scramp, the SCRAM implementation of their
 # authenticating stand-in; moto, the S3 server of the object-store tests; kubernetes-validate,
-# which checks deploy/k8s/ against the Kubernetes schemas it bundles (offline). The tests look
+# which checks deploy/k8s/ against the Kubernetes schemas it bundles (offline); deltalake and
+# polars, the independent reader of the Delta table (tests/scripts/read_delta.py). The tests look
 # for them at $TESTLAKE_VENV/bin (default below).
 venv="${TESTLAKE_VENV:-$HOME/.cache/testlake/venv}"
-pypi=(schemathesis==4.32.5 confluent-kafka==2.16.1 scramp==1.5.0 "moto[server]==5.2.5" kubernetes-validate==1.37.0)
+pypi=(schemathesis==4.32.5 confluent-kafka==2.16.1 scramp==1.5.0 "moto[server]==5.2.5" kubernetes-validate==1.37.0
+  deltalake==1.6.6 polars==1.44.2)
 [ -x "$venv/bin/python" ] || { log "creating the Python environment $venv"; python3 -m venv "$venv"; }
 for spec in "${pypi[@]}"; do
   name="${spec%%==*}"

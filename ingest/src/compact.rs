@@ -11,7 +11,11 @@
 //!    it stale), this one deletes its outputs;
 //! 4. after a grace period, delete the inputs, then write `n.cleaned.json`.
 //!
-//! [`CommittedFiles`] shows the outputs instead of the inputs from the moment step 3 succeeds.
+//! [`CommittedFiles`] shows the outputs instead of the inputs from the moment step 3 succeeds;
+//! the Delta table ([`testlake_schemas::delta`]) once the compaction is published to it, right
+//! after step 3 and again, if that failed, before step 4 (inputs still in the table are never
+//! deleted). Only files the Delta table shows are compacted, so a compaction's inputs are
+//! either all in the table or, once it is published, none.
 //! A compactor that finds an entry with an intent older than [`CompactConfig::stale_after`] and
 //! no outcome aborts it and deletes its outputs; a younger one belongs to a live compactor, and
 //! its hour is left alone this pass.
@@ -25,6 +29,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use testlake_schemas::delta::{self, DeltaError, Publication};
 use testlake_schemas::files::{
     Created, RESULTS_SORT, WriteError, encode_parquet, put_create, sort_batch, writer_properties,
 };
@@ -90,6 +95,8 @@ pub enum CompactError {
     Read { path: String, message: String },
     #[error("compaction {seq}: {message}")]
     Mismatch { seq: u64, message: String },
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
 }
 
 type Result<T, E = CompactError> = std::result::Result<T, E>;
@@ -195,8 +202,9 @@ impl Compactor {
 
         self.committed.refresh(&self.lake).await?;
         report.swept = self.sweep(now).await?;
+        let published = delta::results_files(&self.lake).await?.unwrap_or_default();
         let mut done = Vec::new();
-        for (hour, groups) in self.plan(now) {
+        for (hour, groups) in self.plan(now, &published) {
             if self.shutdown.is_cancelled() {
                 break;
             }
@@ -208,6 +216,9 @@ impl Compactor {
             // hour this pass would then compact without seeing its pending entry.
             match self.compact(&dir, next_seq, hour, groups, crash).await {
                 Ok(Some(intent)) => {
+                    if let Err(e) = self.publish(&intent).await {
+                        warn!(%hour, seq = next_seq, error = %e, "compaction not published to the Delta table yet; tried again before its inputs are deleted");
+                    }
                     report.committed += 1;
                     report.inputs += intent.inputs.len();
                     report.outputs += intent.outputs.len();
@@ -246,11 +257,22 @@ impl Compactor {
     /// Deletes what a decided entry made obsolete and records it; returns how many files.
     async fn clean(&self, dir: &str, intent: &CompactionIntent, outcome: Outcome) -> Result<usize> {
         let obsolete = match outcome {
-            Outcome::Committed => &intent.inputs,
+            Outcome::Committed => {
+                self.publish(intent).await?;
+                &intent.inputs
+            }
             Outcome::Aborted => &intent.outputs,
         };
         self.delete_and_mark(dir, intent.seq, obsolete).await?;
         Ok(obsolete.len())
+    }
+
+    /// Shows a committed compaction in the Delta table (if it does not already).
+    async fn publish(&self, intent: &CompactionIntent) -> Result<()> {
+        let publication = Publication::Compaction { seq: intent.seq, inputs: &intent.inputs, outputs: &intent.outputs };
+        let published = self.lake.delta().publish(&self.lake, publication).await?;
+        info!(seq = intent.seq, ?published, "compaction published to the Delta table");
+        Ok(())
     }
 
     /// Deletes `files` (idempotent) and writes entry `seq`'s `cleaned` marker in `dir`.
@@ -281,10 +303,15 @@ impl Compactor {
         Ok(old.len())
     }
 
-    /// The closed hours worth compacting, each with its groups of inputs (see [`plan_groups`]).
-    fn plan(&self, now: DateTime<Utc>) -> BTreeMap<HourPartition, Vec<Vec<EntryFile>>> {
+    /// The closed hours worth compacting, each with its groups of inputs (see [`plan_groups`]):
+    /// of the files the Delta table shows (`published`), none that are not yet there.
+    fn plan(
+        &self,
+        now: DateTime<Utc>,
+        published: &std::collections::HashSet<String>,
+    ) -> BTreeMap<HourPartition, Vec<Vec<EntryFile>>> {
         let mut by_hour: BTreeMap<HourPartition, Vec<EntryFile>> = BTreeMap::new();
-        for file in self.committed.results_files() {
+        for file in self.committed.results_files().filter(|f| published.contains(&f.path)) {
             by_hour.entry(HourPartition { date: file.date, hour: file.hour }).or_default().push(file.clone());
         }
         let closed = |hour: &HourPartition| {

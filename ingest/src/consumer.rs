@@ -19,6 +19,9 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use testlake_schemas::log::EntryFile;
 use testlake_schemas::{Lake, Landed};
+
+/// How long a stopping ingest waits for its committed flushes to be shown in the Delta table.
+const DELTA_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -252,6 +255,13 @@ impl Ingest {
             && let Err(e) = self.consumer.commit(&offsets, CommitMode::Sync)
         {
             warn!(error = %e, "final kafka offset commit failed");
+        }
+        // Show what this member committed in the Delta table before leaving, within a bound (the
+        // partition's next owner publishes it otherwise, when it recovers the partition).
+        match tokio::time::timeout(DELTA_DRAIN, self.lake.delta().drain(&self.lake)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "stopping with flushes not yet in the Delta table"),
+            Err(_) => warn!(after = ?DELTA_DRAIN, "stopping with flushes not yet in the Delta table"),
         }
         info!("ingest stopped");
         Ok(())

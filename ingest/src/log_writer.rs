@@ -11,6 +11,11 @@
 //! Recovery on assignment walks the log back from its newest entry: an entry with an intent but
 //! no outcome is aborted (creating its outcome first, so a late writer cannot commit it) and its
 //! files deleted; the newest committed entry's `next_offset` is where consumption resumes.
+//!
+//! A committed entry is then published to the Delta table ([`testlake_schemas::delta`]): handed
+//! to the process's background publisher right after step 3, and, when a partition is recovered,
+//! every committed entry through its newest (an earlier owner may have died before publishing).
+//! The commit log stays the truth meanwhile.
 
 use std::collections::BTreeMap;
 
@@ -134,7 +139,7 @@ impl PartitionLog {
     pub async fn recover(lake: &Lake, topic: &str, partition: i32, writer: &str) -> Result<Self> {
         let entries = list_entries(lake, &log_dir(topic, partition)).await?;
         let next_seq = entries.keys().next_back().map_or(0, |s| s + 1);
-        let mut resume = None;
+        let (mut resume, mut newest) = (None, None);
         for (&seq, entry) in entries.iter().rev() {
             if !entry.intent {
                 continue;
@@ -149,7 +154,7 @@ impl PartitionLog {
             let intent: Intent = read_json(lake, &entry_path(topic, partition, seq, EntryObject::Intent)).await?;
             match outcome {
                 Outcome::Committed => {
-                    resume = Some(intent.next_offset);
+                    (resume, newest) = (Some(intent.next_offset), Some(seq));
                     break;
                 }
                 Outcome::Aborted => {
@@ -159,6 +164,9 @@ impl PartitionLog {
             }
         }
         info!(partition, next_seq, resume, "commit log recovered");
+        if let Some(newest) = newest {
+            lake.delta().committed_through(lake, &log_dir(topic, partition), newest);
+        }
         Ok(Self { lake: lake.clone(), topic: topic.to_owned(), partition, writer: writer.to_owned(), next_seq, resume })
     }
 
@@ -249,6 +257,7 @@ impl PartitionLog {
         crash.reached(CrashPoint::AfterOutcome);
         self.next_seq += 1;
         self.resume = Some(next_offset);
+        self.lake.delta().committed(&self.lake, &log_dir(&self.topic, self.partition), seq, entries.clone());
         Ok(entries)
     }
 }

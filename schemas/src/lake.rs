@@ -42,6 +42,8 @@ pub struct Lake {
     url: Url,
     store: Arc<dyn ObjectStore>,
     prefix: Path,
+    /// Shared by the lake's clones: one snapshot and one publisher per process.
+    pub(crate) delta: Arc<crate::delta::DeltaTables>,
 }
 
 /// The URL and the store's own description (`AmazonS3(bucket)`), never its configuration: that
@@ -110,7 +112,7 @@ impl Lake {
             }
             _ => Arc::from(object_store::parse_url_opts(&url, options.iter().cloned()).map_err(store_error)?.0),
         };
-        Ok(Self { url, store, prefix })
+        Ok(Self { url, store, prefix, delta: Arc::default() })
     }
     /// A lake over an in-memory store, for tests.
     pub fn in_memory() -> Self {
@@ -120,7 +122,7 @@ impl Lake {
     /// A lake at `url` whose objects live in `store` (a wrapping store that injects faults, say).
     pub fn with_store(url: Url, store: Arc<dyn ObjectStore>) -> Self {
         let prefix = Path::from_url_path(url.path()).unwrap_or_default();
-        Self { url, store, prefix }
+        Self { url, store, prefix, delta: Arc::default() }
     }
 
     pub fn url(&self) -> &Url {

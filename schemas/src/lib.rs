@@ -6,6 +6,7 @@
 //! `results` table and writes the trend tables; query serves them. Every process reports its
 //! metrics and health the same way ([`observe`]).
 
+pub mod delta;
 pub mod event;
 pub mod files;
 pub mod lake;

@@ -108,8 +108,9 @@ pub fn assert_exactly_once(what: &str, produced: &[Produced], landed: &std::coll
 }
 
 /// Lands `events` in the lake as ingest would — one committed log entry per hour of
-/// `finished_at`, on partition `partition` of `topic`, offsets following on from `first_offset` —
-/// without a broker: for tests of what reads the lake. Returns the next offset.
+/// `finished_at`, on partition `partition` of `topic`, offsets following on from `first_offset`,
+/// and published to the Delta table — without a broker: for tests of what reads the lake.
+/// Returns the next offset.
 pub async fn land_committed(
     lake: &testlake_schemas::Lake,
     topic: &str,
@@ -175,5 +176,7 @@ pub async fn land_committed_chunks<'e>(
             offset = next;
         }
     }
+    // Landed as ingest lands: in the Delta table too, before the caller looks.
+    lake.delta().drain(lake).await.expect("published to the Delta table");
     offset
 }

@@ -11,6 +11,7 @@
 //! fails when it is missing; it never skips.
 
 pub mod broker;
+pub mod delta;
 pub mod fault_proxy;
 pub mod faulty_store;
 pub mod landing;

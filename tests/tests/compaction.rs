@@ -23,6 +23,7 @@ use testlake_ingest::compact::{CompactConfig, Compactor};
 use testlake_ingest::crash::Crasher;
 use testlake_schemas::log_reader::CommittedFiles;
 use testlake_schemas::{HourPartition, Lake, TestEvent};
+use testlake_tests::delta::{DeltaFollower, delta_ids};
 use testlake_tests::s3::parquet_files;
 use testlake_tests::{Backend, TestLake, land_committed, landed_ids_in, testlake_binary};
 
@@ -143,6 +144,8 @@ async fn concurrent_compactions_and_late_events(backend: Backend) {
             }
         })
     };
+    // So does an independent reader of the Delta table, at each version as it appears.
+    let follower = DeltaFollower::start(&test_lake);
     let race = |lake: Lake| async move {
         let mut compactor = Compactor::new(lake, config(Duration::from_secs(2)));
         compactor.pass(&Crasher::default()).await.expect("pass")
@@ -161,6 +164,24 @@ async fn concurrent_compactions_and_late_events(backend: Backend) {
     }
     stop.store(true, Ordering::SeqCst);
     reader.await.expect("every snapshot held every row once");
+    let versions = follower.stop();
+    let newest = versions.last().expect("the follower read a version");
+    for v in &versions {
+        match &v.error {
+            // Time travel reaches only as far as the grace keeps replaced files.
+            Some(error) => assert!(v.version < newest.version, "the newest version unreadable: {error}"),
+            None => assert_eq!(
+                (v.rows, v.distinct),
+                (all.len(), all.len()),
+                "Delta version {} ({:?}) holds every event once",
+                v.version,
+                v.operation
+            ),
+        }
+    }
+    assert!(newest.error.is_none(), "{newest:?}");
+    assert!(versions.iter().any(|v| v.operation.as_deref() == Some("OPTIMIZE")), "a compaction was read: {versions:?}");
+    eprintln!("the Delta follower read {} versions", versions.len());
     eprintln!("{rounds} rounds, {} snapshots", snapshots.load(Ordering::SeqCst));
     assert_eq!(committed, hours.len(), "each hour compacted once");
     assert!(compacted_seen.load(Ordering::SeqCst) > 0, "the reader saw the compacted side too");
@@ -210,6 +231,7 @@ async fn concurrent_compactions_and_late_events(backend: Backend) {
     assert_eq!(files.len(), hours.len());
     assert_once("a folder listing at the end", &all, &landed_ids_in(&lake).await);
     assert_eq!(race(lake.clone()).await.committed, 0, "nothing left to compact");
+    assert_once("the newest Delta version at the end", &all, &delta_ids(&test_lake));
 }
 
 /// `testlake compact --once` aborted (like `kill -9`) at each step, then run again: readers

@@ -1,12 +1,14 @@
 //! Exactly once under crashes: `testlake ingest` processes aborted (like `kill -9`) at each step
 //! of the commit protocol, restarted, and the lake checked to hold every produced `event_id`
-//! exactly once — by listing the folders, as any reader does. On a local folder, and on S3
-//! (s3s-fs: one process at a time, so sequential conditional writes suffice).
+//! exactly once — by listing the folders, as any reader does, and in the Delta table, read by an
+//! independent reader (PyPI `deltalake` and `polars`) at every version. On a local folder, and on
+//! S3 (s3s-fs: one process at a time, so sequential conditional writes suffice).
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use testlake_tests::delta::{assert_no_version_doubles, delta_ids, delta_versions};
 use testlake_tests::{
     Backend, Broker, IngestRun, Produced, Running, Storage, TestLake, assert_exactly_once, landed_ids_in,
     last_assignment, produce_fleet, unique_topic,
@@ -149,9 +151,21 @@ async fn crash_then_recover_once(points: &[&str], seed: u64, backend: Backend) -
     // Let the clean run go on a little: a late duplicate would show up now.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let landed = landed_ids_in(&s.lake.lake).await;
+    // The Delta table catches up as each commit is published (right after it, or by the next
+    // owner's recovery for an entry committed by an ingest killed before publishing it).
+    let mut in_delta = delta_ids(&s.lake);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while in_delta.len() < s.produced.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        in_delta = delta_ids(&s.lake);
+    }
     let _ = child.kill();
     let _ = child.wait();
     assert_exactly_once(&format!("{points:?}"), &s.produced, &landed);
+    assert_exactly_once(&format!("{points:?}: the newest Delta version"), &s.produced, &in_delta);
+    let versions = delta_versions(&s.lake);
+    assert_no_version_doubles(&format!("{points:?}"), &versions);
+    eprintln!("{} Delta versions, none holding an event twice", versions.len());
     Ok(())
 }
 

@@ -144,36 +144,73 @@ async fn a_compaction_swaps_its_inputs_for_its_outputs_once() {
 #[tokio::test]
 async fn a_lake_with_commit_logs_gets_a_table_of_its_committed_files() {
     let (_dir, lake) = lake();
-    let put = |path: String, json: Vec<u8>| {
-        let lake = lake.clone();
-        async move { crate::files::put_create(&lake, &path, json.into()).await.unwrap() }
-    };
-    let at = Utc::now();
     for (seq, name, outcome) in [(0, "a", Some(Outcome::Committed)), (1, "b", Some(Outcome::Committed)), (2, "c", None)]
     {
         let mut f = file(name);
         f.bytes = None; // written before sizes were recorded: asked of the store
-        put(f.path.clone(), vec![0; 77]).await;
-        let intent = Intent {
-            seq,
-            topic: "ci".into(),
-            partition: 0,
-            from_offset: seq as i64,
-            next_offset: seq as i64 + 1,
-            writer: "w".into(),
-            files: vec![f],
-            created_at: at,
-        };
-        put(entry_path("ci", 0, seq, EntryObject::Intent), serde_json::to_vec(&intent).unwrap()).await;
-        if let Some(outcome) = outcome {
-            let record = OutcomeRecord { seq, outcome, writer: "w".into(), at };
-            put(entry_path("ci", 0, seq, EntryObject::Outcome), serde_json::to_vec(&record).unwrap()).await;
-        }
+        crate::files::put_create(&lake, &f.path, vec![0; 77].into()).await.unwrap();
+        write_entry(&lake, seq, f, outcome).await;
     }
     assert_eq!(lake.delta().published_seq(&lake, DIR).await.unwrap(), Some(1));
     assert_eq!(names(&lake).await, set(&["a", "b"]));
     let log = std::fs::read_to_string(_dir.path().join("results/_delta_log/00000000000000000000.json")).unwrap();
     assert!(log.contains("\"size\":77"), "sizes from the store: {log}");
+}
+
+/// Writes entry `seq` of partition 0's log, with `file`, decided as `outcome`.
+async fn write_entry(lake: &Lake, seq: u64, file: EntryFile, outcome: Option<Outcome>) {
+    let at = Utc::now();
+    let intent = Intent {
+        seq,
+        topic: "ci".into(),
+        partition: 0,
+        from_offset: seq as i64,
+        next_offset: seq as i64 + 1,
+        writer: "w".into(),
+        files: vec![file],
+        created_at: at,
+    };
+    let put =
+        |path: String, json: Vec<u8>| async move { crate::files::put_create(lake, &path, json.into()).await.unwrap() };
+    put(entry_path("ci", 0, seq, EntryObject::Intent), serde_json::to_vec(&intent).unwrap()).await;
+    if let Some(outcome) = outcome {
+        let record = OutcomeRecord { seq, outcome, writer: "w".into(), at };
+        put(entry_path("ci", 0, seq, EntryObject::Outcome), serde_json::to_vec(&record).unwrap()).await;
+    }
+}
+
+/// The background publisher shows what it is handed, reads from the log the committed entries
+/// it was not handed (an earlier owner's), and a drain answers once they are in the table.
+#[tokio::test]
+async fn the_background_publisher_fills_gaps_from_the_log() {
+    let (_dir, lake) = lake();
+    write_entry(&lake, 0, file("a"), Some(Outcome::Committed)).await;
+    lake.delta().committed(&lake, DIR, 0, vec![file("a")]);
+    lake.delta().drain(&lake).await.unwrap();
+    assert_eq!(names(&lake).await, set(&["a"]));
+
+    // Another owner aborted 1 and committed 2 without publishing; this one committed 3.
+    write_entry(&lake, 1, file("b"), Some(Outcome::Aborted)).await;
+    write_entry(&lake, 2, file("c"), Some(Outcome::Committed)).await;
+    write_entry(&lake, 3, file("d"), Some(Outcome::Committed)).await;
+    lake.delta().committed(&lake, DIR, 3, vec![file("d")]);
+    lake.delta().drain(&lake).await.unwrap();
+    assert_eq!(names(&lake).await, set(&["a", "c", "d"]));
+    assert_eq!(lake.delta().published_seq(&lake, DIR).await.unwrap(), Some(3));
+
+    // Entries handed in an unbroken run are published as handed: 4 and 5 are not in the log.
+    lake.delta().committed(&lake, DIR, 4, vec![file("e")]);
+    lake.delta().committed(&lake, DIR, 5, vec![file("f")]);
+    lake.delta().drain(&lake).await.unwrap();
+    assert_eq!(names(&lake).await, set(&["a", "c", "d", "e", "f"]));
+
+    // A recovered partition with nothing new: no new version.
+    let version =
+        |lake: Lake| async move { DeltaTableState::try_new(log_store(&lake).as_ref(), None).await.unwrap().version() };
+    let before = version(lake.clone()).await;
+    lake.delta().committed_through(&lake, DIR, 5);
+    lake.delta().drain(&lake).await.unwrap();
+    assert_eq!(version(lake.clone()).await, before);
 }
 
 /// Past [`CHECKPOINT_INTERVAL`] versions the log has a checkpoint, and a fresh reader sees the

@@ -54,6 +54,8 @@ const ATTEMPTS: usize = 10;
 #[derive(Default)]
 pub struct DeltaTables {
     results: Mutex<Option<Handle>>,
+    /// The background publisher of committed flushes ([`publisher`]), started on first use.
+    publisher: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<publisher::Job>>,
 }
 
 impl std::fmt::Debug for DeltaTables {
@@ -65,6 +67,55 @@ impl std::fmt::Debug for DeltaTables {
 struct Handle {
     log_store: LogStoreRef,
     state: DeltaTableState,
+}
+
+/// deltalake reads a table through its kernel's engine, which, under a current-thread runtime,
+/// starts a runtime of its own for each read; connections it opens through the lake's store die
+/// with that runtime, and the next request handed one fails (`DispatchGone`). So all Delta work
+/// runs here: one thread, a multi-thread runtime (the engine then uses it), alive as long as the
+/// process. It also keeps parsing the table's log off the ingest's own threads.
+static DELTA_RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("testlake-delta")
+        .enable_all()
+        .build()
+        .expect("start the Delta runtime")
+});
+
+async fn on_delta_runtime<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    match DELTA_RUNTIME.spawn(work).await {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// A publication's data, owned, to move onto [`DELTA_RUNTIME`].
+enum Owned {
+    Flushes { log_dir: String, entries: Vec<(u64, Vec<EntryFile>)> },
+    Compaction { seq: u64, inputs: Vec<EntryFile>, outputs: Vec<EntryFile> },
+}
+
+impl From<Publication<'_>> for Owned {
+    fn from(publication: Publication<'_>) -> Self {
+        match publication {
+            Publication::Flushes { log_dir, entries } => {
+                Self::Flushes { log_dir: log_dir.to_owned(), entries: entries.to_vec() }
+            }
+            Publication::Compaction { seq, inputs, outputs } => {
+                Self::Compaction { seq, inputs: inputs.to_vec(), outputs: outputs.to_vec() }
+            }
+        }
+    }
+}
+
+impl Owned {
+    fn publication(&self) -> Publication<'_> {
+        match self {
+            Self::Flushes { log_dir, entries } => Publication::Flushes { log_dir, entries },
+            Self::Compaction { seq, inputs, outputs } => Publication::Compaction { seq: *seq, inputs, outputs },
+        }
+    }
 }
 
 /// A decided commit-log entry to show in the Delta table.
@@ -208,9 +259,40 @@ impl Lake {
 }
 
 impl DeltaTables {
+    fn hand(&self, lake: &Lake, job: publisher::Job) {
+        let tx = self.publisher.get_or_init(|| publisher::start(lake.clone()));
+        // The task runs as long as the runtime does; after it, nothing is published anyway.
+        let _ = tx.send(job);
+    }
+
+    /// Hands committed entry `seq` of partition log folder `dir` to this process's background
+    /// publisher: shown in the table soon, without waiting for it here.
+    pub fn committed(&self, lake: &Lake, dir: &str, seq: u64, files: Vec<EntryFile>) {
+        self.hand(lake, publisher::Job::Entry { dir: dir.to_owned(), seq, files });
+    }
+
+    /// Asks the background publisher to show every committed entry of `dir` through `seq`
+    /// (a recovered partition's, which an earlier owner may not have published).
+    pub fn committed_through(&self, lake: &Lake, dir: &str, seq: u64) {
+        self.hand(lake, publisher::Job::Through { dir: dir.to_owned(), seq });
+    }
+
+    /// Waits until the background publisher has tried to publish everything handed to it so
+    /// far: `Err` with the reason when some of it is not in the table yet.
+    pub async fn drain(&self, lake: &Lake) -> Result<(), String> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.hand(lake, publisher::Job::Drain(answer));
+        answered.await.map_err(|_| "the Delta publisher stopped".to_owned())?
+    }
+
     /// Shows a decided entry in the Delta table (creating the table first if the lake has none),
     /// unless the table shows it already.
     pub async fn publish(&self, lake: &Lake, publication: Publication<'_>) -> Result<Published, DeltaError> {
+        let (lake, owned) = (lake.clone(), Owned::from(publication));
+        on_delta_runtime(async move { lake.delta().publish_here(&lake, owned.publication()).await }).await
+    }
+
+    async fn publish_here(&self, lake: &Lake, publication: Publication<'_>) -> Result<Published, DeltaError> {
         let mut guard = self.results.lock().await;
         let mut attempt = 0;
         loop {
@@ -251,6 +333,11 @@ impl DeltaTables {
 
     /// The sequence number of the newest entry of a partition's log folder the table shows.
     pub async fn published_seq(&self, lake: &Lake, log_dir: &str) -> Result<Option<u64>, DeltaError> {
+        let (lake, log_dir) = (lake.clone(), log_dir.to_owned());
+        on_delta_runtime(async move { lake.delta().published_seq_here(&lake, &log_dir).await }).await
+    }
+
+    async fn published_seq_here(&self, lake: &Lake, log_dir: &str) -> Result<Option<u64>, DeltaError> {
         let mut guard = self.results.lock().await;
         let handle = match guard.as_mut() {
             Some(handle) => {
@@ -267,6 +354,11 @@ impl DeltaTables {
 /// The files of the table's newest version, relative to the lake root (read afresh: for the
 /// compactor's planning and for tests). `None` when the lake has no Delta table yet.
 pub async fn results_files(lake: &Lake) -> Result<Option<HashSet<String>>, DeltaError> {
+    let lake = lake.clone();
+    on_delta_runtime(async move { results_files_here(&lake).await }).await
+}
+
+async fn results_files_here(lake: &Lake) -> Result<Option<HashSet<String>>, DeltaError> {
     let log_store = log_store(lake);
     match DeltaTableState::try_new(log_store.as_ref(), None).await {
         Ok(state) => {
@@ -387,6 +479,8 @@ async fn cleanup(log_store: &LogStoreRef, version: u64) {
         Err(e) => debug!(version, error = %e, "expired Delta commits not deleted; tried after the next checkpoint"),
     }
 }
+
+mod publisher;
 
 #[cfg(test)]
 mod tests;
