@@ -356,7 +356,11 @@ async fn compute_with_a_failing_task_is_degraded_then_unhealthy_then_recovers() 
     let args = ["compute", "--compute-interval", "1s", "--compute-startup-delay", "0s"];
     let (_compute, probes) = spawn(&args, &lake, None, &lake.scratch().join("compute.log")).await;
     probes.health_until("healthy", Duration::from_secs(30)).await;
-    let file = walk(Path::new(lake.location())).into_iter().find(|p| p.to_string_lossy().contains("/results/"));
+    let is_data = |p: &Path| {
+        let p = p.to_string_lossy();
+        p.contains("/results/date=") && p.ends_with(".parquet")
+    };
+    let file = walk(Path::new(lake.location())).into_iter().find(|p| is_data(p));
     let file = file.expect("a results file");
     let whole = std::fs::read(&file).unwrap();
     std::fs::write(&file, b"not parquet").unwrap();
