@@ -41,8 +41,8 @@ pub struct LogArgs {
     #[arg(long, global = true, env = "TESTLAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Which log lines are written: a level (error, warn, info, debug, trace) or a filter like
-    /// RUST_LOG's, e.g. "info,testlake_query=debug" (default: RUST_LOG, else
-    /// "info,datafusion=warn").
+    /// RUST_LOG's, e.g. "info,testlake_query=debug" (default: RUST_LOG, else "info" with
+    /// DataFusion and the Delta kernel at "warn").
     #[arg(long, global = true, env = "TESTLAKE_LOG_LEVEL")]
     pub log_level: Option<String>,
 }

@@ -55,6 +55,10 @@ fn parse() -> (Cli, clap::Command, Option<ConfigFile>) {
     (cli, command, file)
 }
 
+/// What is logged without --log-level or `RUST_LOG`: the Delta kernel logs every snapshot it
+/// builds at info.
+const DEFAULT_LOG_LEVEL: &str = "info,datafusion=warn,buoyant_kernel=warn,deltalake_core=warn";
+
 /// Log lines to stderr, as text or JSON, filtered by --log-level, else `RUST_LOG`.
 fn init_logging(log: &LogArgs) {
     let filter = match &log.log_level {
@@ -62,7 +66,7 @@ fn init_logging(log: &LogArgs) {
             eprintln!("error: --log-level {level:?}: {e}");
             std::process::exit(2)
         }),
-        None => tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,datafusion=warn".into()),
+        None => tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_LEVEL.into()),
     };
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match log.log_format {

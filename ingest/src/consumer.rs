@@ -127,6 +127,7 @@ struct GroupContext {
     any_revoked: AtomicBool,
     topic: String,
     metrics: Arc<IngestMetrics>,
+    lake: Lake,
 }
 
 impl ClientContext for GroupContext {
@@ -154,6 +155,9 @@ impl ConsumerContext for GroupContext {
             let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             self.metrics.joined();
             info!(partitions = ?assigned, "partitions assigned");
+            // A partition assigned here may hold committed entries no one published (its owner
+            // died after committing), and may get no message to recover it for a while.
+            self.lake.delta().publish_all_committed(&self.lake);
         }
     }
 }
@@ -186,6 +190,7 @@ impl Ingest {
             any_revoked: AtomicBool::new(false),
             topic: config.topic.clone(),
             metrics: Arc::clone(&metrics),
+            lake: lake.clone(),
         };
         let consumer: StreamConsumer<GroupContext> =
             config.kafka.create_with_context(&config.consumer_properties(), context)?;

@@ -277,6 +277,12 @@ impl DeltaTables {
         self.hand(lake, publisher::Job::Through { dir: dir.to_owned(), seq });
     }
 
+    /// Asks the background publisher to show every committed entry of every partition's log
+    /// folder (reading the folders above what the table shows): on joining a group.
+    pub fn publish_all_committed(&self, lake: &Lake) {
+        self.hand(lake, publisher::Job::Everything);
+    }
+
     /// Waits until the background publisher has tried to publish everything handed to it so
     /// far: `Err` with the reason when some of it is not in the table yet.
     pub async fn drain(&self, lake: &Lake) -> Result<(), String> {

@@ -52,7 +52,7 @@ pub enum LogReadError {
 }
 
 /// Every partition's log folder (`_log/<topic>/p<partition>`), relative to the lake root.
-async fn log_folders(lake: &crate::Lake) -> Result<Vec<String>, LogReadError> {
+pub(crate) async fn log_folders(lake: &crate::Lake) -> Result<Vec<String>, LogReadError> {
     let children = |dir: String| async move {
         match lake.store().list_with_delimiter(Some(&lake.path(&dir))).await {
             Ok(listed) => Ok(listed.common_prefixes.iter().filter_map(|p| lake.relative(p)).collect::<Vec<_>>()),

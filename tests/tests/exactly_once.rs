@@ -50,7 +50,7 @@ fn spawn_ingest(s: &Setup, crash_at: Option<&str>, flush_rows: usize, log: Optio
         log,
     }
     .command_on(&s.lake);
-    if log.is_some() {
+    if log.is_some() && crash_at.is_some() {
         command.args(["--kafka-property", "debug=fetch,consumer,topic"]).env("RUST_LOG", "info,librdkafka=debug");
     }
     Running(command.spawn().expect("spawn testlake ingest"))
@@ -143,7 +143,8 @@ async fn crash_then_recover_once(points: &[&str], seed: u64, backend: Backend) -
         };
         assert_eq!(status.signal(), Some(6), "{spec}: expected the injected abort, got {status}");
     }
-    let mut child = spawn_ingest(&s, None, 97, None);
+    let final_log = s.lake.scratch().join("ingest-final.log");
+    let mut child = spawn_ingest(&s, None, 97, Some(&final_log));
     let deadline = Instant::now() + Duration::from_secs(90);
     while landed_ids_in(&s.lake.lake).await.len() < s.produced.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -162,6 +163,17 @@ async fn crash_then_recover_once(points: &[&str], seed: u64, backend: Backend) -
     let _ = child.kill();
     let _ = child.wait();
     assert_exactly_once(&format!("{points:?}"), &s.produced, &landed);
+    if in_delta.len() != s.produced.len() {
+        // What the processes said about the Delta table, to see why it fell behind.
+        for i in 0..points.len() {
+            let text = std::fs::read_to_string(s.lake.scratch().join(format!("ingest-{i}.log"))).unwrap_or_default();
+            let said: Vec<&str> = text.lines().filter(|l| l.contains("Delta") || l.contains("panicked")).collect();
+            eprintln!("crashed run {i} on the Delta table: {said:#?}");
+        }
+        let text = std::fs::read_to_string(&final_log).unwrap_or_default();
+        let said: Vec<&str> = text.lines().filter(|l| !l.contains("librdkafka")).collect();
+        eprintln!("the final run's log: {said:#?}");
+    }
     assert_exactly_once(&format!("{points:?}: the newest Delta version"), &s.produced, &in_delta);
     let versions = delta_versions(&s.lake);
     assert_no_version_doubles(&format!("{points:?}"), &versions);

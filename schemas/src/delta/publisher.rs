@@ -30,6 +30,8 @@ pub(super) enum Job {
     Entry { dir: String, seq: u64, files: Vec<EntryFile> },
     /// Every committed entry of `dir` through `seq`.
     Through { dir: String, seq: u64 },
+    /// Every committed entry of every partition's log folder.
+    Everything,
     /// Publish what is pending now, then answer whether everything was published.
     Drain(oneshot::Sender<Result<(), String>>),
 }
@@ -52,14 +54,22 @@ pub(super) fn start(lake: Lake) -> mpsc::UnboundedSender<Job> {
 async fn run(lake: Lake, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
     let mut drains = Vec::new();
+    let mut everything = false;
     let mut backoff = FIRST_BACKOFF;
     while let Some(job) = jobs.recv().await {
-        take(job, &mut pending, &mut drains);
+        take(job, &mut pending, &mut drains, &mut everything);
         loop {
             while let Ok(job) = jobs.try_recv() {
-                take(job, &mut pending, &mut drains);
+                take(job, &mut pending, &mut drains, &mut everything);
             }
-            let result = publish_pending(&lake, &mut pending).await;
+            let result = match everything {
+                true => every_folder(&lake, &mut pending).await.map(|()| everything = false),
+                false => Ok(()),
+            };
+            let result = match result {
+                Ok(()) => publish_pending(&lake, &mut pending).await,
+                Err(e) => Err(e),
+            };
             for drain in drains.drain(..) {
                 let _ = drain.send(result.as_ref().map(|_| ()).map_err(ToString::to_string));
             }
@@ -76,7 +86,7 @@ async fn run(lake: Lake, mut jobs: mpsc::UnboundedReceiver<Job>) {
                         tokio::select! {
                             _ = &mut wake => break,
                             job = jobs.recv() => match job {
-                                Some(job) => take(job, &mut pending, &mut drains),
+                                Some(job) => take(job, &mut pending, &mut drains, &mut everything),
                                 None => return,
                             },
                         }
@@ -88,8 +98,14 @@ async fn run(lake: Lake, mut jobs: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-fn take(job: Job, pending: &mut BTreeMap<String, Pending>, drains: &mut Vec<oneshot::Sender<Result<(), String>>>) {
+fn take(
+    job: Job,
+    pending: &mut BTreeMap<String, Pending>,
+    drains: &mut Vec<oneshot::Sender<Result<(), String>>>,
+    everything: &mut bool,
+) {
     match job {
+        Job::Everything => *everything = true,
         Job::Entry { dir, seq, files } => {
             let folder = pending.entry(dir).or_default();
             folder.entries.insert(seq, files);
@@ -101,6 +117,14 @@ fn take(job: Job, pending: &mut BTreeMap<String, Pending>, drains: &mut Vec<ones
         }
         Job::Drain(answer) => drains.push(answer),
     }
+}
+
+/// Makes every partition's log folder pending through its newest entry, whatever it is.
+async fn every_folder(lake: &Lake, pending: &mut BTreeMap<String, Pending>) -> Result<(), DeltaError> {
+    for dir in crate::log_reader::log_folders(lake).await? {
+        pending.entry(dir).or_default().through = u64::MAX;
+    }
+    Ok(())
 }
 
 /// Publishes every folder's pending entries; a folder leaves `pending` once the table shows all
