@@ -55,7 +55,7 @@ const ATTEMPTS: usize = 10;
 pub struct DeltaTables {
     results: Mutex<Option<Handle>>,
     /// The background publisher of committed flushes ([`publisher`]), started on first use.
-    publisher: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<publisher::Job>>,
+    publisher: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<publisher::Job>>>,
 }
 
 impl std::fmt::Debug for DeltaTables {
@@ -260,9 +260,16 @@ impl Lake {
 
 impl DeltaTables {
     fn hand(&self, lake: &Lake, job: publisher::Job) {
-        let tx = self.publisher.get_or_init(|| publisher::start(lake.clone()));
-        // The task runs as long as the runtime does; after it, nothing is published anyway.
-        let _ = tx.send(job);
+        let mut slot = self.publisher.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = slot.get_or_insert_with(|| publisher::start(lake.clone()));
+        if let Err(unsent) = tx.send(job) {
+            // Its task ended (a panic, printed where it happened): another starts and reads every
+            // folder, so what the old one held comes back from the commit logs.
+            tracing::error!("the Delta publisher stopped; starting another");
+            let tx = slot.insert(publisher::start(lake.clone()));
+            let _ = tx.send(publisher::Job::Everything);
+            let _ = tx.send(unsent.0);
+        }
     }
 
     /// Hands committed entry `seq` of partition log folder `dir` to this process's background

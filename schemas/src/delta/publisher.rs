@@ -32,6 +32,9 @@ pub(super) enum Job {
     Through { dir: String, seq: u64 },
     /// Every committed entry of every partition's log folder.
     Everything,
+    /// Ends the task as a panic would (tests of the restart).
+    #[cfg(test)]
+    Panic,
     /// Publish what is pending now, then answer whether everything was published.
     Drain(oneshot::Sender<Result<(), String>>),
 }
@@ -106,6 +109,8 @@ fn take(
 ) {
     match job {
         Job::Everything => *everything = true,
+        #[cfg(test)]
+        Job::Panic => panic!("a Delta publisher stopped by a test"),
         Job::Entry { dir, seq, files } => {
             let folder = pending.entry(dir).or_default();
             folder.entries.insert(seq, files);

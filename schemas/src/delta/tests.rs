@@ -223,6 +223,25 @@ async fn the_background_publisher_fills_gaps_from_the_log() {
     assert_eq!(lake.delta().published_seq(&lake, DIR).await.unwrap(), Some(6));
 }
 
+/// A publisher whose task ended is started again on the next hand-off and reads every folder:
+/// what the dead one held is published all the same.
+#[tokio::test]
+async fn a_publisher_that_stopped_is_started_again_and_loses_nothing() {
+    let (_dir, lake) = lake();
+    write_entry(&lake, 0, file("a"), Some(Outcome::Committed)).await;
+    lake.delta().committed(&lake, DIR, 0, vec![file("a")]);
+    lake.delta().hand(&lake, publisher::Job::Panic);
+    write_entry(&lake, 1, file("b"), Some(Outcome::Committed)).await;
+    lake.delta().committed(&lake, DIR, 1, vec![file("b")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // A drain handed to the dying task is answered with an error; the next starts another.
+    while lake.delta().drain(&lake).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no publisher was started again");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(names(&lake).await, set(&["a", "b"]));
+}
+
 /// Past [`CHECKPOINT_INTERVAL`] versions the log has a checkpoint, and a fresh reader sees the
 /// same files through it.
 #[tokio::test]
