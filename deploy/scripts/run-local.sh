@@ -2,7 +2,8 @@
 # The whole pipeline on this machine: a tansu broker on 127.0.0.1, the all-in-one testlake
 # process on a local-filesystem lake, and the synthetic CI fleet feeding it. Ctrl-C stops it all.
 #
-# Environment: TESTLAKE_BROKER_PORT (19092), TESTLAKE_LISTEN (127.0.0.1:8080),
+# Environment: TESTLAKE_BROKER_PORT (19092), TESTLAKE_LISTEN (127.0.0.1:8080), TESTLAKE_PG_LISTEN
+# (127.0.0.1:5433, the PostgreSQL protocol),
 # TESTLAKE_FLEET_RATE (events/s, 200), TESTLAKE_LAKE (.local/lake), PROFILE (release, the
 # default: testlake at its real speed — a day's trends recompute takes tens of seconds in a debug
 # build; the first release build takes 15-25 minutes on 2 cores. PROFILE=dev builds sooner.)
@@ -14,6 +15,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 port="${TESTLAKE_BROKER_PORT:-19092}"
 listen="${TESTLAKE_LISTEN:-127.0.0.1:8080}"
+export TESTLAKE_PG_LISTEN="${TESTLAKE_PG_LISTEN:-127.0.0.1:5433}"
 profile="${PROFILE:-release}"
 export TESTLAKE_LAKE="${TESTLAKE_LAKE:-$PWD/.local/lake}"
 mkdir -p .local
@@ -38,6 +40,7 @@ testlake is starting: broker 127.0.0.1:$port, lake $TESTLAKE_LAKE
   hourly trends      http://$listen/api/v1/trends?interval=hourly
   daily trends       http://$listen/api/v1/trends?interval=daily
   metrics            http://$listen/metrics
+  SQL over psql      psql "host=${TESTLAKE_PG_LISTEN%:*} port=${TESTLAKE_PG_LISTEN##*:} user=analyst dbname=testlake"
   the lake in DuckDB SELECT * FROM read_parquet('$TESTLAKE_LAKE/results/**/*.parquet', hive_partitioning=true);
 
 TXT

@@ -11,9 +11,10 @@ log() { printf '[setup] %s\n' "$*"; }
 # test CA, and TLS in front of the broker); docker-compose (1.29), whose `config` checks
 # deploy/compose.yaml without a Docker daemon, and prometheus (2.42, with promtool) for the
 # monitoring tests, which start their own Prometheus on a free port (on a machine with systemd
-# the package also starts Debian's own on :9090, and its recommended node exporter on :9100).
+# the package also starts Debian's own on :9090, and its recommended node exporter on :9100);
+# postgresql-client for psql, a client of the PostgreSQL-protocol tests.
 packages=(build-essential pkg-config zlib1g-dev libssl-dev openssl stunnel4 curl ca-certificates chromium
-  chromium-driver python3-venv docker-compose prometheus)
+  chromium-driver python3-venv docker-compose prometheus postgresql-client)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -59,11 +60,12 @@ fi
 # outside Kafka client of the secured-Kafka tests, and scramp, the SCRAM implementation of their
 # authenticating stand-in; moto, the S3 server of the object-store tests; kubernetes-validate,
 # which checks deploy/k8s/ against the Kubernetes schemas it bundles (offline); deltalake and
-# polars, the independent reader of the Delta table (tests/scripts/read_delta.py). The tests look
-# for them at $TESTLAKE_VENV/bin (default below).
+# polars, the independent reader of the Delta table (tests/scripts/read_delta.py); psycopg, a
+# client of the PostgreSQL-protocol tests (tests/scripts/pg_client.py). The tests look for them at
+# $TESTLAKE_VENV/bin (default below).
 venv="${TESTLAKE_VENV:-$HOME/.cache/testlake/venv}"
 pypi=(schemathesis==4.32.5 confluent-kafka==2.16.1 scramp==1.5.0 "moto[server]==5.2.5" kubernetes-validate==1.37.0
-  deltalake==1.6.6 polars==1.44.2)
+  deltalake==1.6.6 polars==1.44.2 "psycopg[binary]==3.3.9")
 [ -x "$venv/bin/python" ] || { log "creating the Python environment $venv"; python3 -m venv "$venv"; }
 for spec in "${pypi[@]}"; do
   name="${spec%%==*}"

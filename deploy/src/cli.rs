@@ -17,6 +17,7 @@ use testlake_ingest::kafka::{KafkaConfig, Properties};
 use testlake_ingest::metrics::HealthRule;
 use testlake_ingest::{CompactConfig, FlushPolicy, IngestConfig};
 use testlake_query::live::AlertConfig;
+use testlake_query::pg::PgConfig;
 use testlake_query::sql::SqlLimits;
 use testlake_query::{ServeConfig, ServeLimits};
 
@@ -684,6 +685,33 @@ pub struct ServeArgs {
     pub limits: ServeLimitArgs,
     #[command(flatten)]
     pub sql: SqlArgs,
+    #[command(flatten)]
+    pub pg: PgArgs,
+}
+
+/// The PostgreSQL wire protocol (`[pg]` in the configuration file).
+#[derive(Args)]
+#[command(next_help_heading = "PG")]
+pub struct PgArgs {
+    /// Also serve the PostgreSQL wire protocol here (psql, psycopg, Grafana's and Metabase's
+    /// PostgreSQL data sources): the same read-only SQL, tables and limits as POST /api/v1/sql,
+    /// the API token as the password. Off unless given.
+    #[arg(long, env = "TESTLAKE_PG_LISTEN")]
+    pub pg_listen: Option<SocketAddr>,
+    /// PEM certificate chain for TLS on the PostgreSQL listener (with --pg-tls-key); without it
+    /// the password travels in clear, so keep --pg-listen on loopback.
+    #[arg(long, env = "TESTLAKE_PG_TLS_CERT", requires = "pg_tls_key")]
+    pub pg_tls_cert: Option<PathBuf>,
+    /// PEM private key for --pg-tls-cert.
+    #[arg(long, env = "TESTLAKE_PG_TLS_KEY", requires = "pg_tls_cert")]
+    pub pg_tls_key: Option<PathBuf>,
+}
+
+impl PgArgs {
+    pub fn config(&self) -> Option<PgConfig> {
+        let tls = self.pg_tls_cert.clone().zip(self.pg_tls_key.clone());
+        self.pg_listen.map(|listen| PgConfig { listen, tls })
+    }
 }
 
 /// The SQL endpoint's bounds (`POST /api/v1/sql`).
@@ -768,6 +796,7 @@ impl ServeArgs {
         config.allowed_hosts = self.limits.allowed_hosts.iter().filter(|h| !h.trim().is_empty()).cloned().collect();
         config.limits = self.limits.limits();
         config.sql_limits = self.sql.limits();
+        config.pg = self.pg.config();
         config
     }
 }

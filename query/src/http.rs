@@ -86,7 +86,7 @@ fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
 }
 
 /// Whether two byte strings are equal, in time independent of where they differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

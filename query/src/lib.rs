@@ -20,6 +20,7 @@ pub mod http;
 pub mod live;
 pub mod openapi;
 pub mod params;
+pub mod pg;
 pub mod render;
 pub mod routes;
 pub mod serve;

@@ -1,5 +1,6 @@
-//! Running the service: bind, follow landed notices, watch that the lake answers (the `serve`
-//! component's health), serve until shutdown.
+//! Running the service: bind (HTTP, and PostgreSQL's wire protocol when asked: `pg`), follow
+//! landed notices, watch that the lake answers (the `serve` component's health), serve until
+//! shutdown.
 //!
 //! Connections are served by hyper directly (what `axum::serve` does, plus two bounds it has no
 //! setting for): at most `max_connections` at once — the next client waits in the listen backlog
@@ -15,11 +16,12 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use testlake_schemas::Landed;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, broadcast};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::handlers::events::follow;
+use crate::pg::PgListener;
 use crate::routes::router;
 use crate::state::{AppState, ServeConfig, ServeLimits};
 
@@ -35,6 +37,10 @@ pub async fn serve(
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
+    if let Some(pg) = &config.pg {
+        let pg = PgListener::bind(pg).await.map_err(std::io::Error::other)?;
+        tokio::spawn(pg.serve(Arc::clone(&state), shutdown.clone()));
+    }
     if let Some(notices) = notices {
         follow(Arc::clone(&state), notices, shutdown.clone());
     }
@@ -60,23 +66,7 @@ async fn accept(listener: TcpListener, app: Router, limits: &ServeLimits, shutdo
     let open = Arc::new(Semaphore::new(places as usize));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&open).acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
-        let stream = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors, or a connection reset before it was accepted.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, permit)) = next_connection(&listener, &open, &shutdown).await {
         let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -95,4 +85,30 @@ async fn accept(listener: TcpListener, app: Router, limits: &ServeLimits, shutdo
         });
     }
     let _all_closed = open.acquire_many(places).await;
+}
+
+/// The next accepted connection and the permit it holds (one of `open`'s), waiting for a permit
+/// first; `None` once `shutdown` is cancelled. A failed accept (out of file descriptors, a
+/// connection reset before it was accepted) is logged and retried after 50 ms.
+pub(crate) async fn next_connection(
+    listener: &TcpListener,
+    open: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+    let permit = tokio::select! {
+        () = shutdown.cancelled() => return None,
+        permit = Arc::clone(open).acquire_owned() => permit.expect("the semaphore is never closed"),
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => return Some((stream, permit)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
 }

@@ -33,7 +33,7 @@ mod capped;
 mod engine;
 mod shape;
 
-pub use engine::{STACK_BYTES, SqlEngine};
+pub use engine::{Described, STACK_BYTES, SqlEngine};
 pub use shape::{MAX_DEPTH, MAX_RELATIONS, MAX_STATEMENT_BYTES};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -88,6 +88,8 @@ pub struct ServeConfig {
     /// address the service listens on (`*`: any; see `guard`).
     pub allowed_hosts: Vec<String>,
     pub limits: ServeLimits,
+    /// The PostgreSQL wire protocol's listener (`None`: not served).
+    pub pg: Option<crate::pg::PgConfig>,
 }
 
 /// What bounds the service's work and memory for any client.
@@ -127,6 +129,7 @@ impl ServeConfig {
             auth_token: None,
             allowed_hosts: Vec::new(),
             limits: ServeLimits::default(),
+            pg: None,
         }
     }
 }

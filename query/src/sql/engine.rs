@@ -23,8 +23,11 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ParamValues;
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionContext};
@@ -58,14 +61,54 @@ impl SqlEngine {
     /// the engine's). Bad SQL, a refused statement or an exceeded limit is an error the caller is
     /// told of (which status each gets is `error.rs`'s call).
     pub async fn run(&self, ctx: &SessionContext, sql: &str, limits: &SqlLimits) -> Result<SqlAnswer, ApiError> {
+        self.run_with(ctx, sql, None, limits).await
+    }
+
+    /// [`SqlEngine::run`] with values for the statement's `$1`, `$2`, … (PostgreSQL's extended
+    /// protocol binds them; they are values, never SQL).
+    pub async fn run_with(
+        &self,
+        ctx: &SessionContext,
+        sql: &str,
+        params: Option<ParamValues>,
+        limits: &SqlLimits,
+    ) -> Result<SqlAnswer, ApiError> {
+        let (ctx, owned, limits) = (ctx.clone(), sql.to_owned(), limits.clone());
+        self.on_thread(sql, limits.timeout, move |slot| async move {
+            let answer = statement(&ctx, &owned, params, &limits).await?;
+            Ok(SqlAnswer { _slot: Some(slot), ..answer })
+        })
+        .await
+    }
+
+    /// What a statement would answer, without running it: its columns and its parameters' types
+    /// (`None` where the plan does not say), planned like [`SqlEngine::run`] plans it, under the
+    /// same checks and in one of the same slots.
+    pub async fn describe(&self, ctx: &SessionContext, sql: &str, limits: &SqlLimits) -> Result<Described, ApiError> {
+        let (ctx, owned, limits) = (ctx.clone(), sql.to_owned(), limits.clone());
+        self.on_thread(sql, limits.timeout, move |slot| async move {
+            let _slot = slot;
+            let plan = plan(&ctx, &owned, &limits).await?;
+            let mut params: Vec<(String, Option<DataType>)> =
+                plan.get_parameter_types().map_err(ApiError::StatementRefused)?.into_iter().collect();
+            params.sort_by_key(|(id, _)| id.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX));
+            Ok(Described {
+                schema: Arc::new(plan.schema().as_arrow().clone()),
+                params: params.into_iter().map(|(_, t)| t).collect(),
+            })
+        })
+        .await
+    }
+
+    /// Runs `work` on a statement thread, holding a slot, until it ends or `timeout` passes.
+    async fn on_thread<T, F>(&self, sql: &str, timeout: Duration, work: impl FnOnce(Slot) -> F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, ApiError>> + Send + 'static,
+    {
         shape::check_length(sql).map_err(ApiError::StatementTooComplex)?;
         let slot = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| ApiError::SqlBusy(self.concurrency))?;
-        let (ctx, sql, limits) = (ctx.clone(), sql.to_owned(), limits.clone());
-        let timeout = limits.timeout;
-        let work = Aborting(self.runtime().await?.spawn(async move {
-            let answer = statement(&ctx, &sql, &limits).await?;
-            Ok(SqlAnswer { _slot: Some(slot), ..answer })
-        }));
+        let work = Aborting(self.runtime().await?.spawn(work(slot)));
         match tokio::time::timeout(timeout, work).await {
             Ok(done) => done.map_err(ApiError::StatementPanicked)?,
             Err(_) => Err(ApiError::StatementTimeout(timeout)),
@@ -114,7 +157,27 @@ impl<T> Drop for Aborting<T> {
 }
 
 /// Parses, checks, plans and runs one statement (on a statement thread).
-async fn statement(ctx: &SessionContext, sql: &str, limits: &SqlLimits) -> Result<SqlAnswer, ApiError> {
+async fn statement(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Option<ParamValues>,
+    limits: &SqlLimits,
+) -> Result<SqlAnswer, ApiError> {
+    let plan = plan(ctx, sql, limits).await?;
+    let plan = match params {
+        Some(params) => plan.with_param_values(params).map_err(ApiError::StatementRefused)?,
+        None => plan,
+    };
+    let df = ctx.execute_logical_plan(plan).await.map_err(ApiError::StatementRefused)?;
+    // EXPLAIN [ANALYZE] must stay the root of its plan (a limit above it failed as a 500);
+    // its answer is a few rows, and the row cap in `collect` still holds.
+    let explains = matches!(df.logical_plan(), LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
+    let df = if explains { df } else { df.limit(0, Some(limits.max_rows + 1)).map_err(ApiError::StatementRefused)? };
+    collect(ctx, df, limits.max_rows).await
+}
+
+/// Parses, checks and plans one statement: only a query gets a plan.
+async fn plan(ctx: &SessionContext, sql: &str, limits: &SqlLimits) -> Result<LogicalPlan, ApiError> {
     capped::register(ctx, limits.memory_bytes);
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
@@ -122,12 +185,7 @@ async fn statement(ctx: &SessionContext, sql: &str, limits: &SqlLimits) -> Resul
     shape::check(&statement).map_err(ApiError::StatementTooComplex)?;
     let plan = state.statement_to_plan(statement).await.map_err(ApiError::StatementRefused)?;
     read_only().verify_plan(&plan).map_err(ApiError::StatementRefused)?;
-    let df = ctx.execute_logical_plan(plan).await.map_err(ApiError::StatementRefused)?;
-    // EXPLAIN [ANALYZE] must stay the root of its plan (a limit above it failed as a 500);
-    // its answer is a few rows, and the row cap in `collect` still holds.
-    let explains = matches!(df.logical_plan(), LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
-    let df = if explains { df } else { df.limit(0, Some(limits.max_rows + 1)).map_err(ApiError::StatementRefused)? };
-    collect(ctx, df, limits.max_rows).await
+    Ok(plan)
 }
 
 /// Nothing but queries: no DDL, DML or statements.
@@ -160,6 +218,13 @@ async fn collect(ctx: &SessionContext, df: DataFrame, max_rows: usize) -> Result
     };
     let truncated = batch.num_rows() > max_rows;
     Ok(SqlAnswer { batch: batch.slice(0, batch.num_rows().min(max_rows)), truncated, _slot: None })
+}
+
+/// A statement's answer's shape, from its plan ([`SqlEngine::describe`]).
+pub struct Described {
+    pub schema: SchemaRef,
+    /// `$1`, `$2`, …: each parameter's type where the plan infers one.
+    pub params: Vec<Option<DataType>>,
 }
 
 /// The slot a statement holds, kept with its answer until that is written.

@@ -291,3 +291,26 @@ async fn statements_past_the_concurrency_limit_are_refused_and_abandoned_ones_st
         }
     }
 }
+
+/// PostgreSQL's extended protocol: a statement is described before it runs (its columns and its
+/// parameters' types, from its plan), then run with its parameters bound as values.
+#[tokio::test]
+async fn statements_are_described_and_run_with_bound_parameters() {
+    use datafusion::common::{ParamValues, ScalarValue};
+
+    let limits = SqlLimits::default();
+    let (_dir, ctx) = ctx(&limits).await;
+    let engine = SqlEngine::new(&limits);
+    let sql = "SELECT count(*) AS n, min(repository) AS first FROM results WHERE repository IN ($1, $2)";
+    let described = engine.describe(&ctx, sql, &limits).await.unwrap();
+    let names: Vec<&str> = described.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["n", "first"]);
+    let utf8 = Some(arrow::datatypes::DataType::Utf8);
+    assert_eq!(described.params, [utf8.clone(), utf8], "inferred from the column");
+
+    let params = ParamValues::List(vec![ScalarValue::from("x' OR 1=1 --").into(), ScalarValue::from("l").into()]);
+    let a = engine.run_with(&ctx, sql, Some(params), &limits).await.unwrap();
+    assert_eq!(a.batch.column(0).as_primitive::<Int64Type>().value(0), 0, "a parameter is a value, not SQL");
+    let refused = engine.describe(&ctx, "DROP VIEW results", &limits).await.err().expect("refused");
+    assert!(refused.to_string().contains("DDL"), "{refused}");
+}
