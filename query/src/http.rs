@@ -32,7 +32,7 @@ struct Route {
     route: String,
 }
 
-fn latency_histogram() -> Histogram {
+pub(crate) fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 

@@ -28,19 +28,67 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use testlake_schemas::observe::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::latency_histogram;
 use crate::serve::next_connection;
 use crate::state::AppState;
 
 mod handlers;
 mod local;
+
+/// The protocol's metrics, on the service's `/metrics` (zero while it is not served).
+#[derive(Debug)]
+pub struct PgMetrics {
+    connections: Gauge,
+    statements: Family<Outcome, Counter>,
+    duration: Histogram,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    /// `00000` for success, else the SQLSTATE the client was sent.
+    sqlstate: String,
+}
+
+impl Default for PgMetrics {
+    fn default() -> Self {
+        Self { connections: Gauge::default(), statements: Family::default(), duration: latency_histogram() }
+    }
+}
+
+impl PgMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("testlake_pg_connections", "PostgreSQL connections open", self.connections.clone());
+        registry.register(
+            "testlake_pg_statements",
+            "PostgreSQL statements by SQLSTATE (00000: success)",
+            self.statements.clone(),
+        );
+        registry.register(
+            "testlake_pg_statement_duration_seconds",
+            "PostgreSQL statements' time to their answer",
+            self.duration.clone(),
+        );
+    }
+
+    fn answered(&self, sqlstate: &str, seconds: f64) {
+        self.statements.get_or_create(&Outcome { sqlstate: sqlstate.to_owned() }).inc();
+        self.duration.observe(seconds);
+    }
+}
 
 /// Where the PostgreSQL protocol listens, and with which certificate.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,8 +135,10 @@ impl PgListener {
         tracing::info!(addr = ?self.listener.local_addr().ok(), tls = self.tls.is_some(), "serving PostgreSQL");
         while let Some((socket, permit)) = next_connection(&self.listener, &open, &shutdown).await {
             let (handlers, tls, stop) = (Arc::clone(&handlers), self.tls.clone(), shutdown.clone());
+            let metrics = Arc::clone(&state.pg);
             tokio::spawn(async move {
                 let _permit = permit;
+                metrics.connections.inc();
                 tokio::select! {
                     result = pgwire::tokio::process_socket(socket, tls, handlers) => {
                         if let Err(e) = result {
@@ -97,6 +147,7 @@ impl PgListener {
                     }
                     () = stop.cancelled() => {}
                 }
+                metrics.connections.dec();
             });
         }
     }

@@ -36,6 +36,8 @@ pub struct AppState {
     /// With a token, `/api/*` requires it.
     pub auth_token: Option<String>,
     pub requests: Arc<RequestMetrics>,
+    /// The PostgreSQL protocol's metrics (`pg`).
+    pub pg: Arc<crate::pg::PgMetrics>,
     /// Names a `Host` may carry besides loopback names and IP addresses (`guard`).
     pub allowed_hosts: Arc<crate::guard::AllowedHosts>,
     pub limits: ServeLimits,
@@ -52,6 +54,8 @@ impl AppState {
         let lake_watch = Arc::new(LakeWatch::default());
         let mut telemetry = Telemetry::new();
         requests.register(telemetry.registry());
+        let pg = Arc::new(crate::pg::PgMetrics::default());
+        pg.register(telemetry.registry());
         cache.register_metrics(telemetry.registry());
         let watch = Arc::clone(&lake_watch);
         telemetry.add_component("serve", move || watch.health());
@@ -67,6 +71,7 @@ impl AppState {
             sql: crate::sql::SqlEngine::new(&config.sql_limits),
             auth_token: config.auth_token.clone(),
             requests,
+            pg,
             allowed_hosts: Arc::new(crate::guard::AllowedHosts::new(&config.allowed_hosts)),
             limits: config.limits.clone(),
             subscribers: Arc::new(Semaphore::new(config.limits.max_subscribers)),

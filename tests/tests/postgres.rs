@@ -168,6 +168,13 @@ async fn psql_and_psycopg_read_the_lake_as_the_sql_endpoint_does() {
     let (_, out, err) = psql(&conninfo, TOKEN, &args);
     assert!(err.contains("current transaction is aborted"), "{err}");
     assert_eq!(out, "BEGIN\nROLLBACK\n2", "SELECT 1 in the aborted transaction answered nothing: {out}");
+    // Counted on /metrics by the SQLSTATE sent: DROP and INSERT (psycopg), CREATE (psql) refused
+    // as read-only; two unknown tables; one statement in an aborted transaction.
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    for (sqlstate, n) in [("25006", 3), ("42P01", 2), ("25P02", 1)] {
+        let line = format!("testlake_pg_statements_total{{sqlstate=\"{sqlstate}\"}} {n}");
+        assert!(metrics.lines().any(|l| l == line), "no {line} in /metrics");
+    }
     let wrong = format!("host=127.0.0.1 port={port} user=analyst dbname=testlake");
     let (ok, _, err) = psql(&wrong, "not-the-token", &["-c", "SELECT 1"]);
     assert!(!ok && err.to_lowercase().contains("password authentication failed"), "{err}");

@@ -144,6 +144,29 @@ impl Queries {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let started = std::time::Instant::now();
+        let answer = self.answer_unmeasured(client, statement, params, format).await;
+        let sqlstate = match &answer {
+            Ok(_) => "00000".to_owned(),
+            Err(PgWireError::UserError(info)) => info.code.clone(),
+            Err(_) => "XX000".to_owned(),
+        };
+        self.state.pg.answered(&sqlstate, started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn answer_unmeasured<C>(
+        &self,
+        client: &mut C,
+        statement: &Statement,
+        params: Option<ParamValues>,
+        format: &Format,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let local = local(statement);
         if client.transaction_status() == TransactionStatus::Error && !matches!(local, Some(Local::End(_))) {
             return Err(user_error(
