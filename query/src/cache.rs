@@ -6,7 +6,9 @@
 //! is logged, and removes the cached answers it covers. A load that was already running when the
 //! notice arrived may still insert its (possibly stale) answer afterwards; the next read finds a
 //! logged notice newer than the answer's epoch that covers it, and reloads. So a stale answer is
-//! never served after the notice that made it stale has been seen by a later request.
+//! never served after the notice that made it stale has been seen by a later request. (A request
+//! already waiting on a load when a notice arrives takes the load's answer: the notice is
+//! concurrent with it.)
 //!
 //! Concurrent misses of one key are coalesced by moka: one load runs, the others wait for it.
 
@@ -303,6 +305,11 @@ impl AnswerCache {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Loaded, ApiError>>,
     {
+        // The notices this request has seen: an answer is stale for it only if one of those came
+        // after the answer's load started. One that arrives while the request waits on a load is
+        // concurrent with the request, and the answer may be either side of it (a request waiting
+        // on a load restarted for every notice never answered while ingest landed every 200 ms).
+        let seen = self.epoch.load(Ordering::SeqCst);
         for _ in 0..3 {
             let epoch = self.epoch.load(Ordering::SeqCst);
             let entry = self
@@ -318,7 +325,7 @@ impl AnswerCache {
                 self.stats.misses.fetch_add(1, Ordering::Relaxed);
                 return Ok((Arc::clone(answer), false));
             }
-            if !self.is_stale(answer) {
+            if !self.is_stale(answer, seen) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok((Arc::clone(answer), true));
             }
@@ -331,13 +338,18 @@ impl AnswerCache {
         Ok((Arc::new(Answer::new(self.load(&load).await?, epoch, coverage.clone())?), false))
     }
 
-    fn is_stale(&self, answer: &Answer) -> bool {
+    /// Whether a notice up to epoch `seen`, newer than the answer's load, covers it.
+    fn is_stale(&self, answer: &Answer, seen: u64) -> bool {
+        if seen <= answer.epoch {
+            return false; // loaded after every notice the request has seen
+        }
         let log = self.log.lock().expect("log lock");
         if log.front().is_some_and(|(oldest, _)| *oldest > answer.epoch + 1) && log.len() >= LOG_LEN {
             return true; // the notices since this answer's load are no longer all known
         }
         log.iter()
             .rev()
+            .skip_while(|(e, _)| *e > seen)
             .take_while(|(e, _)| *e > answer.epoch)
             .any(|(_, notice)| notice.as_ref().is_none_or(|n| answer.coverage.covers(n)))
     }

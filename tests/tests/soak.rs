@@ -60,12 +60,19 @@ async fn the_query_service_answers_every_request_while_ingest_runs() {
         .args(["--group", &unique_topic("g"), "--lake", lake.path().to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--fleet-rate", "2000", "--flush-age", "200ms"])
         .args(["--compute-interval", "2s", "--flaky-refresh", "2s", "--compact-every", "0s"])
+        .args(["--answer-timeout", "120s"])
         .env("RUST_LOG", std::env::var("TESTLAKE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(std::process::Stdio::null());
     let mut all = Running(all.spawn().expect("spawn testlake all"));
     let pid = all.id();
 
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    // `/api/v1/compare` rereads the period's results for every answer, and landings every 200 ms
+    // make each answer stale: here (a debug build saturating 2 cores with ingest, its Delta
+    // publisher, compute every 2 s and 16 clients) one load took over 30 s, the service's default
+    // --answer-timeout, and a compare that waits on a load and then needs its own took up to 35 s.
+    // The soak asks that every request is answered (the service is given 120 s per load); the
+    // latencies are printed.
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
     let metrics = || async { http.get(format!("{base}/metrics")).send().await.ok()?.text().await.ok() };
     let started = Instant::now();
     let events_at_start = loop {
@@ -97,7 +104,7 @@ async fn the_query_service_answers_every_request_while_ingest_runs() {
                         Ok(r) => {
                             errors.push(format!("request {n}: {} {}", r.status(), r.text().await.unwrap_or_default()))
                         }
-                        Err(e) => errors.push(format!("request {n}: {e}")),
+                        Err(e) => errors.push(format!("request {n}: {e} ({e:?}) after {:?}", asked.elapsed())),
                     }
                     n += 16;
                 }

@@ -101,6 +101,34 @@ async fn a_notice_racing_a_load_never_lets_the_stale_answer_be_served_after_it()
     assert!(hit && value(&again) == 2);
 }
 
+/// Requests waiting on a load while notices keep arriving take that load's answer (the notices
+/// are concurrent with them) instead of reloading after each; a request that starts after a
+/// notice still never gets an answer loaded before it.
+#[tokio::test]
+async fn waiters_take_the_load_they_waited_for_while_notices_keep_arriving() {
+    let cache = Arc::new(AnswerCache::new(1 << 20));
+    let source = Arc::new(Source::new(Duration::from_millis(200)));
+    let c = coverage(Table::Results, 1, 7);
+    let get = |cache: &Arc<AnswerCache>, source: &Arc<Source>| {
+        let (cache, source, c) = (Arc::clone(cache), Arc::clone(source), c.clone());
+        tokio::spawn(async move { value(&cache.get("k", &c, || source.load()).await.unwrap().0) })
+    };
+    let first = get(&cache, &source);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let waiters: Vec<_> = (0..4).map(|_| get(&cache, &source)).collect();
+    for d in 2..6 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        cache.invalidate(&notice(Table::Results, d)); // landings every 30 ms, loads take 200 ms
+    }
+    assert_eq!(first.await.unwrap(), 1);
+    for w in waiters {
+        assert_eq!(w.await.unwrap(), 1, "a waiter took the load it waited on");
+    }
+    assert_eq!(source.loads(), 1);
+    let after = get(&cache, &source).await.unwrap();
+    assert_eq!(after, 2, "a request after the notices reloads");
+}
+
 #[tokio::test]
 async fn concurrent_misses_of_one_key_load_once() {
     let cache = Arc::new(AnswerCache::new(1 << 20));
