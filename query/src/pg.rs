@@ -84,8 +84,14 @@ impl PgMetrics {
         );
     }
 
-    fn answered(&self, sqlstate: &str, seconds: f64) {
-        self.statements.get_or_create(&Outcome { sqlstate: sqlstate.to_owned() }).inc();
+    /// A statement answered (`00000`) or refused with the SQLSTATE its client was sent.
+    fn answered<T>(&self, answer: &pgwire::error::PgWireResult<T>, seconds: f64) {
+        let sqlstate = match answer {
+            Ok(_) => "00000".to_owned(),
+            Err(pgwire::error::PgWireError::UserError(info)) => info.code.clone(),
+            Err(_) => "XX000".to_owned(),
+        };
+        self.statements.get_or_create(&Outcome { sqlstate }).inc();
         self.duration.observe(seconds);
     }
 }

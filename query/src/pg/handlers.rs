@@ -146,15 +146,11 @@ impl Queries {
     {
         let started = std::time::Instant::now();
         let answer = self.answer_unmeasured(client, statement, params, format).await;
-        let sqlstate = match &answer {
-            Ok(_) => "00000".to_owned(),
-            Err(PgWireError::UserError(info)) => info.code.clone(),
-            Err(_) => "XX000".to_owned(),
-        };
-        self.state.pg.answered(&sqlstate, started.elapsed().as_secs_f64());
+        self.state.pg.answered(&answer, started.elapsed().as_secs_f64());
         answer
     }
 
+    /// [`Queries::answer`], before it is counted.
     async fn answer_unmeasured<C>(
         &self,
         client: &mut C,
