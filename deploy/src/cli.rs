@@ -219,7 +219,10 @@ impl AllCommand {
         Ok(StackConfig {
             lake: self.lake.lake.clone(),
             lake_options: Vec::new(),
-            ingest: self.ingest.config(self.kafka.config()?, &self.kafka.topic),
+            ingest: IngestConfig {
+                retention_days: self.compact.compact_retention_days,
+                ..self.ingest.config(self.kafka.config()?, &self.kafka.topic)
+            },
             compact: self.compact.config(),
             compute: self.compute.config(),
             serve: self.serve.config(),
@@ -496,6 +499,11 @@ pub struct CompactArgs {
     /// A compaction left undecided this long is taken for a crashed compactor's and aborted.
     #[arg(long, env = "TESTLAKE_COMPACT_STALE_AFTER", default_value_t = CompactConfig::default().stale_after.into())]
     pub compact_stale_after: humantime::Duration,
+    /// Days of `results` kept: a UTC date older than this (and --compact-closed-after more) is
+    /// dropped from the Delta table and the commit log's view, and its files deleted after
+    /// --compact-grace; computed trends of the date stay. 0 keeps everything.
+    #[arg(long, env = "TESTLAKE_COMPACT_RETENTION_DAYS", default_value_t = CompactConfig::default().retention_days)]
+    pub compact_retention_days: u32,
 }
 
 impl CompactArgs {
@@ -506,6 +514,7 @@ impl CompactArgs {
             target_rows: self.compact_rows.max(1),
             grace: *self.compact_grace,
             stale_after: *self.compact_stale_after,
+            retention_days: self.compact_retention_days,
         }
     }
 }

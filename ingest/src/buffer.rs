@@ -65,6 +65,9 @@ pub struct PartitionBuffer {
     /// What the hours' stats take.
     hour_bytes: usize,
     opened_at: Option<Instant>,
+    /// Events of UTC dates more than this many days old are rejected (`past_retention`): the
+    /// compactor drops such dates from the lake. 0: no limit.
+    retention_days: u32,
 }
 
 /// One file a flush must write.
@@ -139,7 +142,14 @@ impl PartitionBuffer {
             row_bytes: 0,
             hour_bytes: 0,
             opened_at: None,
+            retention_days: 0,
         }
+    }
+
+    /// Rejects events of dates past a retention of `days` (0: none).
+    pub fn with_retention(mut self, days: u32) -> Self {
+        self.retention_days = days;
+        self
     }
 
     pub fn rows(&self) -> usize {
@@ -174,7 +184,7 @@ impl PartitionBuffer {
         let bytes = payload.unwrap_or_default();
         self.input_bytes += bytes.len() + key.map_or(0, <[u8]>::len);
         let from = Lineage { topic: &self.topic, partition: self.partition, offset, ingested_at: now };
-        match EventView::decode(bytes, now) {
+        match EventView::decode(bytes, now).and_then(|event| self.retained(event, now)) {
             Ok(event) => {
                 self.results.append_view(&event, from);
                 self.row_bytes += RESULT_ROW_BYTES + self.topic.len() + strings_bytes(&event);
@@ -189,6 +199,18 @@ impl PartitionBuffer {
                 Pushed::Rejected(why)
             }
         }
+    }
+
+    /// The event, unless it falls on a UTC date wholly older than the retention.
+    fn retained<'a>(&self, event: EventView<'a>, now: DateTime<Utc>) -> Result<EventView<'a>, Rejection> {
+        if self.retention_days == 0 {
+            return Ok(event);
+        }
+        let earliest = (now - chrono::Duration::days(i64::from(self.retention_days))).date_naive();
+        if event.finished_at.date_naive() < earliest {
+            return Err(Rejection::PastRetention { value: event.finished_at, days: self.retention_days, earliest });
+        }
+        Ok(event)
     }
 
     /// Adds a row to its hour's stats; returns the bytes this took.

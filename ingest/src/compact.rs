@@ -34,8 +34,8 @@ use testlake_schemas::files::{
     Created, RESULTS_SORT, WriteError, encode_parquet, put_create, sort_batch, writer_properties,
 };
 use testlake_schemas::log::{
-    CleanedRecord, CompactionIntent, EntryFile, EntryObject, Intent, Outcome, OutcomeRecord, compaction_dir,
-    entry_path_in,
+    CleanedRecord, CompactionIntent, CompactionKind, EntryFile, EntryObject, Intent, Outcome, OutcomeRecord,
+    compaction_dir, entry_path_in,
 };
 use testlake_schemas::log_reader::CommittedFiles;
 use testlake_schemas::paths::{CompactedFileName, HourFilePath};
@@ -62,6 +62,9 @@ pub struct CompactConfig {
     pub grace: Duration,
     /// An entry left without an outcome this long is taken for a crashed compactor's.
     pub stale_after: Duration,
+    /// `results` of a UTC date are dropped once the whole date is more than this many days old
+    /// (and `closed_after` more has passed); 0 keeps them forever.
+    pub retention_days: u32,
 }
 
 impl Default for CompactConfig {
@@ -72,6 +75,7 @@ impl Default for CompactConfig {
             target_rows: 1_000_000,
             grace: Duration::from_secs(10),
             stale_after: Duration::from_secs(600),
+            retention_days: 0,
         }
     }
 }
@@ -117,6 +121,9 @@ pub struct PassReport {
     pub deleted: usize,
     /// Aborted ingest entries swept again (their files deleted, marked cleaned).
     pub swept: usize,
+    /// Dates dropped for being older than the retention, and their files.
+    pub expired_dates: usize,
+    pub expired_files: usize,
     /// Hours that failed (logged); the next pass tries them again.
     pub failed: usize,
 }
@@ -186,7 +193,12 @@ impl Compactor {
                 report.aborted += usize::from(outcome == Outcome::Aborted);
                 Some((outcome, now))
             } else {
-                busy.insert(HourPartition { date: intent.date, hour: intent.hour });
+                match intent.kind {
+                    CompactionKind::Merge => _ = busy.insert(HourPartition { date: intent.date, hour: intent.hour }),
+                    CompactionKind::Expire => {
+                        busy.extend((0..24).map(|hour| HourPartition { date: intent.date, hour }))
+                    }
+                }
                 None
             };
             if let Some((outcome, at)) = decided {
@@ -204,25 +216,42 @@ impl Compactor {
         report.swept = self.sweep(now).await?;
         let published = delta::results_files(&self.lake).await?.unwrap_or_default();
         let mut done = Vec::new();
-        for (hour, groups) in self.plan(now, &published) {
+        let expired = self.expired(now, &published);
+        // Dates being dropped first, and none of their hours merged.
+        let merges: Vec<_> = (self.plan(now, &published).into_iter())
+            .filter(|(hour, _)| !expired.contains_key(&hour.date))
+            .map(|(hour, groups)| (hour, CompactionKind::Merge, groups))
+            .collect();
+        let expiries = (expired.into_iter())
+            .map(|(date, files)| (HourPartition { date, hour: 0 }, CompactionKind::Expire, vec![files]));
+        for (hour, kind, groups) in expiries.chain(merges) {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            if busy.contains(&hour) {
+            let touched = |h: &HourPartition| h.date == hour.date && (kind == CompactionKind::Expire || *h == hour);
+            if busy.iter().any(touched) {
                 continue;
             }
             // Entries are numbered from the listing above. Any result but a commit ends the
             // loop: another compactor may have taken this number, or entries after it, for an
             // hour this pass would then compact without seeing its pending entry.
-            match self.compact(&dir, next_seq, hour, groups, crash).await {
+            match self.compact(&dir, next_seq, hour, kind, groups, crash).await {
                 Ok(Some(intent)) => {
                     if let Err(e) = self.publish(&intent).await {
                         warn!(%hour, seq = next_seq, error = %e, "compaction not published to the Delta table yet; tried again before its inputs are deleted");
                     }
-                    report.committed += 1;
-                    report.inputs += intent.inputs.len();
-                    report.outputs += intent.outputs.len();
-                    report.rows += intent.outputs.iter().map(|f| f.rows).sum::<u64>();
+                    match kind {
+                        CompactionKind::Merge => {
+                            report.committed += 1;
+                            report.inputs += intent.inputs.len();
+                            report.outputs += intent.outputs.len();
+                            report.rows += intent.outputs.iter().map(|f| f.rows).sum::<u64>();
+                        }
+                        CompactionKind::Expire => {
+                            report.expired_dates += 1;
+                            report.expired_files += intent.inputs.len();
+                        }
+                    }
                     done.push(intent);
                     next_seq += 1;
                 }
@@ -269,7 +298,12 @@ impl Compactor {
 
     /// Shows a committed compaction in the Delta table (if it does not already).
     async fn publish(&self, intent: &CompactionIntent) -> Result<()> {
-        let publication = Publication::Compaction { seq: intent.seq, inputs: &intent.inputs, outputs: &intent.outputs };
+        let publication = Publication::Compaction {
+            seq: intent.seq,
+            kind: intent.kind,
+            inputs: &intent.inputs,
+            outputs: &intent.outputs,
+        };
         let published = self.lake.delta().publish(&self.lake, publication).await?;
         info!(seq = intent.seq, ?published, "compaction published to the Delta table");
         Ok(())
@@ -326,20 +360,49 @@ impl Compactor {
             .collect()
     }
 
-    /// Compacts one hour as entry `seq`. `None`: another compactor took `seq` (or decided it).
+    /// The dates past the retention that still have `results` files, with those files (of the
+    /// files the Delta table shows: one published later is dropped by the next pass).
+    fn expired(
+        &self,
+        now: DateTime<Utc>,
+        published: &std::collections::HashSet<String>,
+    ) -> BTreeMap<chrono::NaiveDate, Vec<EntryFile>> {
+        if self.config.retention_days == 0 {
+            return BTreeMap::new();
+        }
+        let keep = chrono::Duration::days(i64::from(self.config.retention_days));
+        let expired = |date: chrono::NaiveDate| {
+            let end = date.and_time(chrono::NaiveTime::MIN).and_utc() + chrono::Duration::days(1);
+            now - keep >= end && age(now - keep, end) >= self.config.closed_after
+        };
+        let mut files: BTreeMap<chrono::NaiveDate, Vec<EntryFile>> = BTreeMap::new();
+        for file in self.committed.results_files().filter(|f| expired(f.date) && published.contains(&f.path)) {
+            files.entry(file.date).or_default().push(file.clone());
+        }
+        files
+    }
+
+    /// Compacts one hour (a merge of its `groups`) or drops a date (an expiry of the one group
+    /// of its files) as entry `seq`. `None`: another compactor took `seq` (or decided it).
     async fn compact(
         &self,
         dir: &str,
         seq: u64,
         hour: HourPartition,
+        kind: CompactionKind,
         groups: Vec<Vec<EntryFile>>,
         crash: &Crasher,
     ) -> Result<Option<CompactionIntent>> {
-        let outputs: Vec<EntryFile> =
-            groups.iter().enumerate().map(|(n, group)| merged_entry(hour, seq, n, group)).collect();
+        let outputs: Vec<EntryFile> = match kind {
+            CompactionKind::Merge => {
+                groups.iter().enumerate().map(|(n, group)| merged_entry(hour, seq, n, group)).collect()
+            }
+            CompactionKind::Expire => Vec::new(),
+        };
         let intent = CompactionIntent {
             seq,
             table: Table::Results,
+            kind,
             date: hour.date,
             hour: hour.hour,
             writer: self.writer.clone(),
@@ -363,7 +426,14 @@ impl Compactor {
         }
         match decide_at(&self.lake, &outcome_path, seq, Outcome::Committed, &self.writer).await? {
             Outcome::Committed => {
-                info!(%hour, seq, inputs = intent.inputs.len(), outputs = intent.outputs.len(), "compacted");
+                match kind {
+                    CompactionKind::Merge => {
+                        info!(%hour, seq, inputs = intent.inputs.len(), outputs = intent.outputs.len(), "compacted");
+                    }
+                    CompactionKind::Expire => {
+                        info!(date = %hour.date, seq, files = intent.inputs.len(), "expired: past the retention");
+                    }
+                }
                 crash.reached(CrashPoint::CompactAfterOutcome);
                 Ok(Some(intent))
             }

@@ -53,6 +53,10 @@ pub struct IngestConfig {
     pub crash_at: Option<String>,
     /// When the ingest reports itself degraded or unhealthy ([`IngestMetrics::health`]).
     pub health: HealthRule,
+    /// Events of UTC dates more than this many days old are dead-lettered (`past_retention`),
+    /// as the compactor drops such dates ([`crate::compact::CompactConfig::retention_days`]).
+    /// 0: no limit.
+    pub retention_days: u32,
 }
 
 impl IngestConfig {
@@ -107,6 +111,7 @@ impl IngestConfig {
             tick: Duration::from_millis(100),
             crash_at: None,
             health: HealthRule::default(),
+            retention_days: 0,
         }
     }
 }
@@ -194,7 +199,8 @@ impl Ingest {
         };
         let consumer: StreamConsumer<GroupContext> =
             config.kafka.create_with_context(&config.consumer_properties(), context)?;
-        let partitions = Ownership::new(Arc::from(config.topic.as_str()), config.flush);
+        let partitions =
+            Ownership::new(Arc::from(config.topic.as_str()), config.flush).with_retention(config.retention_days);
         Ok(Self {
             config,
             lake,

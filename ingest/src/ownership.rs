@@ -159,11 +159,19 @@ pub struct Ownership<L> {
     policy: FlushPolicy,
     owned: HashMap<i32, Owned<L>>,
     recoveries: u64,
+    /// Given to each partition's buffer ([`PartitionBuffer::with_retention`]).
+    retention_days: u32,
 }
 
 impl<L: Log> Ownership<L> {
     pub fn new(topic: Arc<str>, policy: FlushPolicy) -> Self {
-        Self { topic, policy, owned: HashMap::new(), recoveries: 0 }
+        Self { topic, policy, owned: HashMap::new(), recoveries: 0, retention_days: 0 }
+    }
+
+    /// Buffers reject events of dates past a retention of `days` (0: none).
+    pub fn with_retention(mut self, days: u32) -> Self {
+        self.retention_days = days;
+        self
     }
 
     pub fn owns(&self, partition: i32) -> bool {
@@ -193,7 +201,7 @@ impl<L: Log> Ownership<L> {
     /// message at `offset`: the partition is owned from now on. Never answers `Recover`.
     pub fn recovered(&mut self, partition: i32, generation: u64, log: L, offset: i64) -> Admit {
         let resume = log.resume_offset();
-        let buffer = PartitionBuffer::new(Arc::clone(&self.topic), partition);
+        let buffer = PartitionBuffer::new(Arc::clone(&self.topic), partition).with_retention(self.retention_days);
         self.owned.insert(partition, Owned { log: Some(log), generation, buffer, cursor: Cursor::at(resume) });
         match resume {
             Some(resume) if resume != offset => Admit::Seek { resume },

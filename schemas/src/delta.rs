@@ -18,10 +18,10 @@
 //!   [`LOG_RETENTION`] before the newest checkpoint are deleted, so opening the table costs what a
 //!   checkpoint and at most that many commits cost, however many flushes ever landed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, DataType, Remove, StructField, StructType, Transaction};
@@ -35,7 +35,7 @@ use object_store::prefix::PrefixStore;
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
-use crate::log::EntryFile;
+use crate::log::{CompactionKind, EntryFile};
 use crate::log_reader::{CommittedFiles, LogReadError};
 use crate::{Lake, Table};
 
@@ -93,7 +93,7 @@ async fn on_delta_runtime<T: Send + 'static>(work: impl Future<Output = T> + Sen
 /// A publication's data, owned, to move onto [`DELTA_RUNTIME`].
 enum Owned {
     Flushes { log_dir: String, entries: Vec<(u64, Vec<EntryFile>)> },
-    Compaction { seq: u64, inputs: Vec<EntryFile>, outputs: Vec<EntryFile> },
+    Compaction { seq: u64, kind: CompactionKind, inputs: Vec<EntryFile>, outputs: Vec<EntryFile> },
 }
 
 impl From<Publication<'_>> for Owned {
@@ -102,8 +102,8 @@ impl From<Publication<'_>> for Owned {
             Publication::Flushes { log_dir, entries } => {
                 Self::Flushes { log_dir: log_dir.to_owned(), entries: entries.to_vec() }
             }
-            Publication::Compaction { seq, inputs, outputs } => {
-                Self::Compaction { seq, inputs: inputs.to_vec(), outputs: outputs.to_vec() }
+            Publication::Compaction { seq, kind, inputs, outputs } => {
+                Self::Compaction { seq, kind, inputs: inputs.to_vec(), outputs: outputs.to_vec() }
             }
         }
     }
@@ -113,7 +113,9 @@ impl Owned {
     fn publication(&self) -> Publication<'_> {
         match self {
             Self::Flushes { log_dir, entries } => Publication::Flushes { log_dir, entries },
-            Self::Compaction { seq, inputs, outputs } => Publication::Compaction { seq: *seq, inputs, outputs },
+            Self::Compaction { seq, kind, inputs, outputs } => {
+                Publication::Compaction { seq: *seq, kind: *kind, inputs, outputs }
+            }
         }
     }
 }
@@ -123,8 +125,9 @@ impl Owned {
 pub enum Publication<'a> {
     /// Committed flush entries of one partition's log folder, in order: `(seq, files)`.
     Flushes { log_dir: &'a str, entries: &'a [(u64, Vec<EntryFile>)] },
-    /// A committed compaction of `results`.
-    Compaction { seq: u64, inputs: &'a [EntryFile], outputs: &'a [EntryFile] },
+    /// A committed compaction of `results`: a merge (the inputs' rows rewritten as the outputs,
+    /// no data change) or an expiry (the inputs removed, no outputs).
+    Compaction { seq: u64, kind: CompactionKind, inputs: &'a [EntryFile], outputs: &'a [EntryFile] },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,10 +232,10 @@ async fn add(lake: &Lake, file: &EntryFile, data_change: bool, now: i64) -> Resu
     }))
 }
 
-fn remove(file: &EntryFile, now: i64) -> Action {
+fn remove(file: &EntryFile, data_change: bool, now: i64) -> Action {
     Action::Remove(Remove {
         path: table_path(file).to_owned(),
-        data_change: false,
+        data_change,
         deletion_timestamp: Some(now),
         extended_file_metadata: Some(false),
         partition_values: Some(partition_values(file)),
@@ -419,7 +422,7 @@ async fn actions(
             };
             Ok(Some((actions, operation)))
         }
-        Publication::Compaction { seq, inputs, outputs } => {
+        Publication::Compaction { seq, kind, inputs, outputs } => {
             let active: HashSet<String> = handle.state.log_data().iter().map(|f| f.path().into_owned()).collect();
             let shown = inputs.iter().filter(|f| active.contains(table_path(f))).count();
             if shown == 0 {
@@ -431,12 +434,20 @@ async fn actions(
                     message: format!("{shown} of its {} inputs are in the table", inputs.len()),
                 });
             }
-            let mut actions: Vec<Action> = inputs.iter().map(|f| remove(f, now)).collect();
+            let expiry = kind == CompactionKind::Expire;
+            let mut actions: Vec<Action> = inputs.iter().map(|f| remove(f, expiry, now)).collect();
             for file in outputs {
                 actions.push(add(lake, file, false, now).await?);
             }
-            let target_size = outputs.iter().filter_map(|f| f.bytes).max().unwrap_or(0) as i64;
-            Ok(Some((actions, DeltaOperation::Optimize { predicate: None, target_size })))
+            let operation = if expiry {
+                let dates: BTreeSet<NaiveDate> = inputs.iter().map(|f| f.date).collect();
+                let dates: Vec<String> = dates.iter().map(|d| format!("'{d}'")).collect();
+                DeltaOperation::Delete { predicate: Some(format!("date IN ({})", dates.join(", "))) }
+            } else {
+                let target_size = outputs.iter().filter_map(|f| f.bytes).max().unwrap_or(0) as i64;
+                DeltaOperation::Optimize { predicate: None, target_size }
+            };
+            Ok(Some((actions, operation)))
         }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::LazyLock;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -124,6 +124,8 @@ pub enum Rejection {
     InvalidValue { field: &'static str, message: String },
     #[error("field `{field}` = {value} is outside the accepted window [{earliest}, ingest time + 1 day]")]
     TimestampOutOfRange { field: &'static str, value: DateTime<Utc>, earliest: DateTime<Utc> },
+    #[error("finished_at = {value} falls on a date past the lake's retention of {days} days (dates before {earliest})")]
+    PastRetention { value: DateTime<Utc>, days: u32, earliest: NaiveDate },
 }
 
 impl Rejection {
@@ -139,6 +141,7 @@ impl Rejection {
             Self::FieldTooLarge { .. } => "field_too_large",
             Self::InvalidValue { .. } => "invalid_value",
             Self::TimestampOutOfRange { .. } => "timestamp_out_of_range",
+            Self::PastRetention { .. } => "past_retention",
         }
     }
 }

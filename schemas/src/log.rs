@@ -84,12 +84,16 @@ pub struct Intent {
 }
 
 /// What a compaction is about to do: replace `inputs` (committed files of one hour partition)
-/// by `outputs` holding the same rows. Decided by its outcome object, as a flush is.
+/// by `outputs` holding the same rows — or, for an expiry, drop every file of a date older than
+/// the retention (`outputs` empty). Decided by its outcome object, as a flush is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompactionIntent {
     pub seq: u64,
     pub table: crate::Table,
+    #[serde(default, skip_serializing_if = "CompactionKind::is_merge")]
+    pub kind: CompactionKind,
     pub date: NaiveDate,
+    /// The hour merged (0 for an expiry, which covers the whole date).
     pub hour: u8,
     /// Identity of the compactor (one per process).
     pub writer: String,
@@ -97,6 +101,23 @@ pub struct CompactionIntent {
     pub inputs: Vec<EntryFile>,
     pub outputs: Vec<EntryFile>,
     pub created_at: DateTime<Utc>,
+}
+
+/// What a compaction-log entry does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompactionKind {
+    /// An hour's small files merged into few large ones: the same rows.
+    #[default]
+    Merge,
+    /// Every file of a date older than the retention dropped: its rows leave the table.
+    Expire,
+}
+
+impl CompactionKind {
+    pub fn is_merge(&self) -> bool {
+        *self == Self::Merge
+    }
 }
 
 /// Written once the files a decided compaction made obsolete are deleted: its inputs

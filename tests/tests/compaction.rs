@@ -23,7 +23,7 @@ use testlake_ingest::compact::{CompactConfig, Compactor};
 use testlake_ingest::crash::Crasher;
 use testlake_schemas::log_reader::CommittedFiles;
 use testlake_schemas::{HourPartition, Lake, TestEvent};
-use testlake_tests::delta::{DeltaFollower, delta_ids};
+use testlake_tests::delta::{DeltaFollower, delta_ids, delta_versions};
 use testlake_tests::s3::parquet_files;
 use testlake_tests::{Backend, TestLake, land_committed, landed_ids_in, testlake_binary};
 
@@ -103,6 +103,7 @@ fn config(grace: Duration) -> CompactConfig {
         target_rows: 100_000,
         grace,
         stale_after: Duration::from_secs(600),
+        retention_days: 0,
     }
 }
 
@@ -368,4 +369,88 @@ async fn copies_count_once_before_and_after_compaction() {
     land_in_chunks(&lake, 2, 0, &late, 1000).await;
     let want = (events.len(), BTreeSet::from([0]), resent.len() + late.len());
     assert_eq!(counted(&lake).await, want, "copies landed into compacted hours");
+}
+
+/// The operation of every commit in the `results` table's log, oldest first.
+async fn delta_operations(lake: &Lake) -> Vec<String> {
+    use futures::TryStreamExt;
+    let listed: Vec<_> =
+        lake.store().list(Some(&lake.path("results/_delta_log"))).try_collect().await.expect("list the Delta log");
+    let mut commits: Vec<String> =
+        listed.iter().map(|o| o.location.to_string()).filter(|p| p.ends_with(".json")).collect();
+    commits.sort();
+    let mut operations = Vec::new();
+    for commit in commits {
+        let bytes = lake.store().get(&commit.as_str().into()).await.unwrap().bytes().await.unwrap();
+        let info = String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|a| a["commitInfo"]["operation"].as_str().map(str::to_owned));
+        operations.push(info.unwrap_or_default());
+    }
+    operations
+}
+
+/// Fleet runs every 10 minutes over three hours of the UTC date `days_ago` days before today.
+fn events_of_day(seed: u64, days_ago: i64) -> Vec<TestEvent> {
+    let date = (Utc::now() - TimeDelta::days(days_ago)).date_naive();
+    let first = date.and_hms_opt(9, 0, 0).unwrap().and_utc();
+    let mut fleet = Fleet::new(FleetConfig { seed, repositories: 2, ..FleetConfig::default() });
+    let mut events: Vec<TestEvent> = (0..18).flat_map(|i| fleet.run(first + TimeDelta::minutes(10 * i + 3))).collect();
+    events.retain(|e| e.finished_at.date_naive() == date);
+    events
+}
+
+/// A retention of two days drops the dates wholly older — from the logs' view at once, from the
+/// Delta table in one DELETE version (read by the independent reader), and from the store after
+/// the grace — and leaves the kept dates' rows exactly as they were; a file landed later into a
+/// dropped date (an ingest without the retention) is dropped by the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_drops_old_dates_from_every_view() {
+    let test_lake = TestLake::start(Backend::Local);
+    let lake = test_lake.lake.clone();
+    let (five, three, kept) = (events_of_day(41, 5), events_of_day(42, 3), events(43));
+    let next = land_in_chunks(&lake, 0, 0, &five, 150).await;
+    land_in_chunks(&lake, 1, 0, &three, 150).await;
+    land_in_chunks(&lake, 2, 0, &kept, 150).await;
+    let all: Vec<TestEvent> = five.iter().chain(&three).chain(&kept).cloned().collect();
+    assert_once("before the retention", &all, &visible(&lake).await.0);
+    let in_dates = |events: &[TestEvent], files: BTreeSet<String>| -> BTreeSet<String> {
+        let dates: BTreeSet<String> = events.iter().map(|e| format!("date={}/", e.finished_at.date_naive())).collect();
+        files.into_iter().filter(|f| dates.iter().any(|d| f.contains(d.as_str()))).collect()
+    };
+    let kept_files = in_dates(&kept, files_in_store(&lake).await);
+    let old_files = files_in_store(&lake).await.len() - kept_files.len();
+    assert!(!kept_files.is_empty() && old_files >= 2, "{old_files} old files");
+
+    // target_rows 1: no hour is worth merging, so the retention is all this pass does.
+    let retention = CompactConfig { retention_days: 2, target_rows: 1, ..config(Duration::from_secs(1)) };
+    let report = Compactor::new(lake.clone(), retention.clone()).pass(&Crasher::default()).await.unwrap();
+    assert_eq!((report.expired_dates, report.expired_files, report.committed), (2, old_files, 0), "{report:?}");
+    assert_eq!(report.deleted, old_files, "the dropped files deleted after the grace");
+    let (seen, files) = visible(&lake).await;
+    assert_once("the logs' view after the retention", &kept, &seen);
+    assert_eq!(files.into_iter().collect::<BTreeSet<_>>(), kept_files, "the kept dates' files untouched");
+    assert_eq!(files_in_store(&lake).await, kept_files, "no file of a dropped date left");
+    assert_once("a folder listing after the retention", &kept, &landed_ids_in(&lake).await);
+
+    // The versions before the DELETEs are unreadable now (their files deleted): the operations
+    // are read from the table's log itself.
+    assert_eq!(delta_operations(&lake).await.iter().filter(|o| *o == "DELETE").count(), 2, "one per dropped date");
+    let newest = delta_versions(&test_lake).pop().unwrap();
+    assert_eq!((newest.operation.as_deref(), newest.rows, newest.distinct), (Some("DELETE"), kept.len(), kept.len()));
+    assert_once("the newest Delta version", &kept, &delta_ids(&test_lake));
+
+    // A file landed into a dropped date later (by an ingest not told the retention).
+    let late: Vec<TestEvent> = events_of_day(44, 5).into_iter().take(7).collect();
+    land_in_chunks(&lake, 0, next, &late, 100).await;
+    let late_files = in_dates(&late, files_in_store(&lake).await).len();
+    assert!(late_files >= 1);
+    let report = Compactor::new(lake.clone(), retention.clone()).pass(&Crasher::default()).await.unwrap();
+    assert_eq!((report.expired_dates, report.expired_files), (1, late_files), "{report:?}");
+    assert_once("after dropping the late file", &kept, &visible(&lake).await.0);
+    assert_once("the newest Delta version at the end", &kept, &delta_ids(&test_lake));
+    assert_eq!(files_in_store(&lake).await, kept_files);
+    let report = Compactor::new(lake.clone(), retention).pass(&Crasher::default()).await.unwrap();
+    assert_eq!(report, Default::default(), "nothing left to drop");
 }

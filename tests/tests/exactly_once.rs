@@ -8,10 +8,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use testlake_tests::delta::{assert_no_version_doubles, delta_ids, delta_versions};
+use testlake_schemas::log_reader::CommittedFiles;
+use testlake_tests::delta::{DeltaFollower, assert_no_version_doubles, delta_ids, delta_versions};
 use testlake_tests::{
     Backend, Broker, IngestRun, Produced, Running, Storage, TestLake, assert_exactly_once, landed_ids_in,
-    last_assignment, produce_fleet, unique_topic,
+    last_assignment, produce_fleet, signal, testlake_binary, unique_topic,
 };
 
 struct Setup {
@@ -223,4 +224,76 @@ async fn crash_at_every_step_in_turn_on_s3() {
         Backend::S3sFs,
     )
     .await;
+}
+
+/// `testlake compact`, a pass every second over every hour (even the one being written), with a
+/// second's grace: two of them race each other and the ingest.
+fn spawn_compactor(s: &Setup, extra: &[&str]) -> Running {
+    let mut command = std::process::Command::new(testlake_binary());
+    s.lake
+        .apply(command.arg("compact"))
+        .args(["--compact-every", "1s", "--compact-closed-after", "0s", "--compact-grace", "1s"])
+        .args(["--compact-rows", "2000"])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    Running(command.spawn().expect("spawn testlake compact"))
+}
+
+/// Issue 18's scenario for the Delta table: two compactors race over the hours being written
+/// while an ingest is killed mid-flush and restarted, and an independent reader (PyPI
+/// `deltalake` and `polars`) reads every version as it appears. No version holds an event twice,
+/// compactions are among the versions read, and the newest holds every produced event once — as
+/// do the commit logs' readers and, once the compactors' replaced files are deleted, a folder
+/// listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compactors_race_while_an_ingest_is_killed_mid_flush() {
+    let mut s = setup(8, Backend::Local).await;
+    let follower = DeltaFollower::start(&s.lake);
+    let compactors = [spawn_compactor(&s, &[]), spawn_compactor(&s, &[])];
+
+    let mut crashed = spawn_ingest(&s, Some("mid_flush:4"), 150, None);
+    let status = wait_exit(&mut crashed, Duration::from_secs(60)).expect("the ingest reached its crash point");
+    assert_eq!(status.signal(), Some(6), "expected the injected abort, got {status}");
+    let more = produce_fleet(&s.broker.bootstrap(), &s.topic, 81, 14).await;
+    s.produced.extend(more);
+    let _clean = spawn_ingest(&s, None, 97, None);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut in_delta = delta_ids(&s.lake);
+    while in_delta.len() < s.produced.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        in_delta = delta_ids(&s.lake);
+    }
+    // The compactors go on a few passes over the finished hours.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for mut compactor in compactors {
+        signal(&compactor, 15);
+        wait_exit(&mut compactor, Duration::from_secs(20)).expect("a compactor stops on SIGTERM");
+    }
+    let versions = follower.stop();
+    assert_exactly_once("the newest Delta version", &s.produced, &delta_ids(&s.lake));
+    let newest = versions.last().expect("the follower read a version");
+    for v in &versions {
+        match &v.error {
+            // Time travel reaches only as far as the grace keeps replaced files.
+            Some(error) => assert!(v.version < newest.version, "the newest version unreadable: {error}"),
+            None => {
+                assert_eq!(v.rows, v.distinct, "Delta version {} ({:?}) holds an event twice", v.version, v.operation)
+            }
+        }
+    }
+    let read = versions.iter().filter(|v| v.error.is_none()).count();
+    let optimized = versions.iter().filter(|v| v.operation.as_deref() == Some("OPTIMIZE")).count();
+    eprintln!("the follower read {read} of {} versions, {optimized} of them compactions", versions.len());
+    assert!(optimized > 0, "a compaction was among the versions read: {versions:?}");
+
+    // The commit logs' readers agree; after a last pass with no grace, so does a folder listing.
+    let mut committed = CommittedFiles::default();
+    committed.refresh(&s.lake.lake).await.unwrap();
+    assert!(committed.results_files().any(|f| f.path.contains("/compacted_")), "hours were compacted");
+    let mut last = std::process::Command::new(testlake_binary());
+    let done = s.lake.apply(last.args(["compact", "--once", "--compact-closed-after", "0s", "--compact-grace", "0s"]));
+    assert!(done.stdout(std::process::Stdio::null()).status().unwrap().success());
+    assert_exactly_once("a folder listing at the end", &s.produced, &landed_ids_in(&s.lake.lake).await);
 }

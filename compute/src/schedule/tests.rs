@@ -77,6 +77,7 @@ async fn a_date_holding_only_compacted_files_is_computed() {
     let compaction = CompactionIntent {
         seq: 0,
         table: Table::Results,
+        kind: Default::default(),
         date: hour.date,
         hour: hour.hour,
         writer: "c".into(),

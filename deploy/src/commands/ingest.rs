@@ -8,7 +8,7 @@ use testlake::kafka::prepare_topics;
 use testlake::lake::open_for_writing;
 use testlake::shutdown::{INGEST, SERVE, Stages};
 use testlake_ingest::notices::Publisher;
-use testlake_ingest::{Compactor, Ingest, IngestMetrics};
+use testlake_ingest::{Compactor, Ingest, IngestConfig, IngestMetrics};
 use testlake_schemas::observe::Telemetry;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,8 @@ pub async fn run(command: IngestCommand, shutdown: CancellationToken) -> Result<
     let lake = open_for_writing(&lake.lake, &[]).await?;
     let client = kafka.config()?;
     let (landed, notices) = kafka.landed_topic().map(|_| broadcast::channel(4096)).unzip();
-    let config = ingest.config(client.clone(), &kafka.topic);
+    let config =
+        IngestConfig { retention_days: compact.compact_retention_days, ..ingest.config(client.clone(), &kafka.topic) };
     let (metrics, rule) = (Arc::new(IngestMetrics::default()), config.health);
     // A bad configuration is reported before the broker is asked anything.
     let ingest = Ingest::new(config, lake.clone(), landed, Arc::clone(&metrics))?;

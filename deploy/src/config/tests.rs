@@ -209,6 +209,12 @@ fn the_environment_files_give_the_design_matrix() {
             "{name}"
         );
     }
+    // Retention: raw results a quarter in production, past the flaky window at high volume,
+    // kept forever elsewhere; the ingest is told it too (it dead-letters what would be dropped).
+    for (name, days) in [("development", 0), ("staging", 0), ("production", 90), ("high-volume", 35)] {
+        let config = load(name).config().unwrap();
+        assert_eq!((config.compact.retention_days, config.ingest.retention_days), (days, days), "{name}");
+    }
     let ci = load("ci");
     let config = ci.config().unwrap();
     assert!(!config.compute.enabled && !config.refresh_caches && config.compact.every.is_zero());

@@ -45,6 +45,27 @@ fn splits_rows_by_event_hour_and_names_files_by_offsets() {
     assert!(b.take(3).unwrap().is_none());
 }
 
+/// With a retention of 30 days, an event on a date wholly older than 30 days is dead-lettered
+/// with its reason; the oldest date still kept, and anything newer, is accepted.
+#[test]
+fn events_of_dates_past_the_retention_are_rejected() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 30, 0).unwrap();
+    let mut b = PartitionBuffer::new("ci".into(), 0).with_retention(30);
+    // 30 days before now is 2026-10-28 12:30: the 28th is kept whole, the 27th is gone.
+    assert_eq!(b.push(1, None, Some(&event(1, "2026-10-28T00:00:00Z")), now), Pushed::Accepted);
+    let Pushed::Rejected(why) = b.push(2, None, Some(&event(2, "2026-10-27T23:59:59Z")), now) else {
+        panic!("an event of a date past the retention was accepted");
+    };
+    assert_eq!(why.code(), "past_retention");
+    assert!(why.to_string().contains("retention of 30 days (dates before 2026-10-28)"), "{why}");
+    assert_eq!(b.push(3, None, Some(&event(3, "2026-11-27T12:00:00Z")), now), Pushed::Accepted);
+    let flush = b.take(0).unwrap().unwrap();
+    assert_eq!((flush.valid, flush.rejected), (2, 1));
+    // Without a retention the old event is an ordinary one.
+    let mut unlimited = PartitionBuffer::new("ci".into(), 0);
+    assert_eq!(unlimited.push(1, None, Some(&event(2, "2026-10-27T23:59:59Z")), now), Pushed::Accepted);
+}
+
 /// The smallest valid event, finished at `t`.
 fn small(id: u64, t: DateTime<Utc>) -> Vec<u8> {
     format!(

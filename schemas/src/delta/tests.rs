@@ -117,14 +117,15 @@ async fn a_compaction_swaps_its_inputs_for_its_outputs_once() {
     lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &entries }).await.unwrap();
 
     let (inputs, outputs) = ([file("a"), file("b")], [file("ab")]);
-    let compaction = Publication::Compaction { seq: 0, inputs: &inputs, outputs: &outputs };
+    let compaction =
+        Publication::Compaction { seq: 0, kind: CompactionKind::Merge, inputs: &inputs, outputs: &outputs };
     assert!(matches!(lake.delta().publish(&lake, compaction).await.unwrap(), Published::Committed(_)));
     assert_eq!(names(&lake).await, set(&["ab", "c"]));
     assert_eq!(lake.delta().publish(&lake, compaction).await.unwrap(), Published::Already);
 
     // A chain: the output compacted again.
     let (inputs, outputs) = ([file("ab"), file("c")], [file("abc")]);
-    let chained = Publication::Compaction { seq: 1, inputs: &inputs, outputs: &outputs };
+    let chained = Publication::Compaction { seq: 1, kind: CompactionKind::Merge, inputs: &inputs, outputs: &outputs };
     assert!(matches!(lake.delta().publish(&lake, chained).await.unwrap(), Published::Committed(_)));
     assert_eq!(names(&lake).await, set(&["abc"]));
 
@@ -132,10 +133,36 @@ async fn a_compaction_swaps_its_inputs_for_its_outputs_once() {
     let more = [(1, vec![file("d")])];
     lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &more }).await.unwrap();
     let (inputs, outputs) = ([file("abc"), file("zz")], [file("x")]);
-    let bad = Publication::Compaction { seq: 2, inputs: &inputs, outputs: &outputs };
+    let bad = Publication::Compaction { seq: 2, kind: CompactionKind::Merge, inputs: &inputs, outputs: &outputs };
     let refused = lake.delta().publish(&lake, bad).await.unwrap_err();
     assert!(matches!(refused, DeltaError::Inconsistent { seq: 2, .. }), "{refused}");
     assert_eq!(names(&lake).await, set(&["abc", "d"]));
+}
+
+/// An expiry removes its files as a data change (an outside reader's change feed sees the rows
+/// leave), recorded as a DELETE of the date.
+#[tokio::test]
+async fn an_expiry_removes_its_files_as_a_delete() {
+    let (dir, lake) = lake();
+    let entries = [(0, vec![file("a"), file("b"), file("c")])];
+    lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &entries }).await.unwrap();
+    let inputs = [file("a"), file("b")];
+    let expiry = Publication::Compaction { seq: 0, kind: CompactionKind::Expire, inputs: &inputs, outputs: &[] };
+    let Published::Committed(version) = lake.delta().publish(&lake, expiry).await.unwrap() else {
+        panic!("the expiry was not committed");
+    };
+    assert_eq!(names(&lake).await, set(&["c"]));
+    assert_eq!(lake.delta().publish(&lake, expiry).await.unwrap(), Published::Already);
+
+    let commit = dir.path().join(format!("results/_delta_log/{version:020}.json"));
+    let actions: Vec<serde_json::Value> =
+        std::fs::read_to_string(commit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let removes: Vec<&serde_json::Value> = actions.iter().filter_map(|a| a.get("remove")).collect();
+    assert_eq!(removes.len(), 2);
+    assert!(removes.iter().all(|r| r["dataChange"] == true), "{removes:?}");
+    let info = actions.iter().find_map(|a| a.get("commitInfo")).expect("commitInfo");
+    assert_eq!(info["operation"], "DELETE");
+    assert_eq!(info["operationParameters"]["predicate"], "date IN ('2026-11-01')");
 }
 
 /// A lake written before it had a Delta table: the table starts from what the commit logs

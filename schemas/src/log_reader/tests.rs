@@ -65,6 +65,7 @@ async fn compaction(lake: &crate::Lake, seq: u64, inputs: &[&str], outputs: &[&s
     let intent = CompactionIntent {
         seq,
         table: crate::Table::Results,
+        kind: Default::default(),
         date,
         hour: 0,
         writer: "c".into(),
