@@ -213,7 +213,7 @@ impl Scheduler {
         Self {
             lake,
             config,
-            committed: CommittedFiles::default(),
+            committed: CommittedFiles::from_delta(),
             computed: BTreeMap::new(),
             stamps: reconcile::Stamps::default(),
             floors: BTreeMap::new(),

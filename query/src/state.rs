@@ -64,7 +64,7 @@ impl AppState {
             telemetry,
             lake_watch,
             cache,
-            committed: Default::default(),
+            committed: tokio::sync::Mutex::new(CommittedFiles::from_delta()),
             live: broadcast::channel(1024).0,
             alerts: config.alerts.clone(),
             sql_limits: config.sql_limits.clone(),

@@ -390,7 +390,72 @@ async fn results_files_here(lake: &Lake) -> Result<Option<HashSet<String>>, Delt
     }
 }
 
-/// What a publication adds to the table at `state`, or `None` when the table shows it already.
+/// The table's newest version as a reader starts from it: its files, and per partition's log
+/// folder the newest entry it shows (its `txn` version).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub version: u64,
+    /// Relative to the lake root; what a reader needs of each (rows from the statistics, size; no
+    /// time range or repositories).
+    pub files: Vec<EntryFile>,
+    pub published: Vec<(String, u64)>,
+}
+
+/// The newest version of the `results` table (its last checkpoint and the commits after it), or
+/// `None` when the lake has no Delta table yet.
+pub async fn snapshot(lake: &Lake) -> Result<Option<Snapshot>, DeltaError> {
+    let lake = lake.clone();
+    on_delta_runtime(async move { snapshot_here(&lake).await }).await
+}
+
+async fn snapshot_here(lake: &Lake) -> Result<Option<Snapshot>, DeltaError> {
+    let log_store = log_store(lake);
+    let state = match DeltaTableState::try_new(log_store.as_ref(), None).await {
+        Ok(state) => state,
+        Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => return Ok(None),
+        Err(_) if !log_store.is_delta_table_location().await.unwrap_or(true) => return Ok(None),
+        Err(e) => return Err(DeltaError::delta(lake, e)),
+    };
+    let prefix = Table::Results.name();
+    let mut files = Vec::new();
+    for file in state.log_data().iter() {
+        let path = format!("{prefix}/{}", file.path());
+        let Some((date, hour)) = hour_partition(&path) else {
+            return Err(DeltaError::Inconsistent {
+                seq: state.version() as u64,
+                message: format!("{path} is not in a date=…/hour=… folder"),
+            });
+        };
+        files.push(EntryFile {
+            path,
+            table: Table::Results,
+            date,
+            hour,
+            rows: file.num_records().unwrap_or_default() as u64,
+            min_time: None,
+            max_time: None,
+            repositories: None,
+            bytes: u64::try_from(file.size()).ok(),
+        });
+    }
+    let mut published = Vec::new();
+    for dir in crate::log_reader::log_folders(lake).await? {
+        let version =
+            state.transaction_version(log_store.as_ref(), &dir).await.map_err(|e| DeltaError::delta(lake, e))?;
+        if let Some(seq) = version.and_then(|v| u64::try_from(v).ok()) {
+            published.push((dir, seq));
+        }
+    }
+    Ok(Some(Snapshot { version: state.version() as u64, files, published }))
+}
+
+/// The `date=YYYY-MM-DD/hour=H` folders of a file's path.
+fn hour_partition(path: &str) -> Option<(NaiveDate, u8)> {
+    let value = |key: &str| path.split('/').find_map(|part| part.strip_prefix(key));
+    Some((value("date=")?.parse().ok()?, value("hour=")?.parse().ok()?))
+}
+
+/// What a publication adds to the table at `state`, or `None` when the table shows it already./// What a publication adds to the table at `state`, or `None` when the table shows it already.
 async fn actions(
     lake: &Lake,
     handle: &Handle,

@@ -32,6 +32,8 @@ pub struct CommittedFiles {
     aborted: std::collections::BTreeMap<(String, u64), DateTime<Utc>>,
     /// Per partition's log folder, the newest committed entry read.
     newest: std::collections::BTreeMap<String, u64>,
+    /// Start the first refresh from the Delta table ([`Self::from_delta`]).
+    seed_from_delta: bool,
 }
 
 /// An entry's outcome as a refresh read it.
@@ -82,9 +84,32 @@ pub async fn read_entry<T: serde::de::DeserializeOwned>(lake: &crate::Lake, path
 }
 
 impl CommittedFiles {
+    /// A reader whose first refresh starts from the Delta table's newest version — its last
+    /// checkpoint and the commits after it — instead of every entry of every partition's log:
+    /// the files the table shows, then, per partition's log folder, only the entries above the
+    /// one the table shows last (committed, not published yet), then the compaction log, whose
+    /// committed entries apply again in order (idempotent: the table already shows most). What
+    /// a reader sees is the same either way; what it reads to get there is what the table does
+    /// not cover. Without a table (or if it cannot be read: logged) the logs are read whole.
+    ///
+    /// Not for the compactor, which also needs the aborted entries the table never saw
+    /// ([`Self::unswept`]), nor for what creates the table from the logs.
+    pub fn from_delta() -> Self {
+        Self { seed_from_delta: true, ..Self::default() }
+    }
+
     /// Reads the entries decided since the last refresh, across every topic and partition, then
     /// the compactions decided since.
     pub async fn refresh(&mut self, lake: &crate::Lake) -> Result<(), LogReadError> {
+        if std::mem::take(&mut self.seed_from_delta) {
+            match crate::delta::snapshot(lake).await {
+                Ok(Some(snapshot)) => self.seed(snapshot),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the Delta table could not be read: reading the commit logs whole")
+                }
+            }
+        }
         for dir in log_folders(lake).await? {
             let decided = self.newly_decided(lake, &dir).await?;
             for entry in &decided {
@@ -111,6 +136,17 @@ impl CommittedFiles {
         }
         self.mark_read(&dir, &decided);
         Ok(())
+    }
+
+    /// Starts from a Delta snapshot: its files, and each folder's entries through the one it
+    /// shows taken as read.
+    fn seed(&mut self, snapshot: crate::delta::Snapshot) {
+        tracing::debug!(version = snapshot.version, files = snapshot.files.len(), "reading from the Delta table");
+        snapshot.files.into_iter().for_each(|file| self.add(file));
+        for (dir, seq) in snapshot.published {
+            self.next.insert(dir.clone(), seq + 1);
+            self.newest.insert(dir, seq);
+        }
     }
 
     fn add(&mut self, file: EntryFile) {

@@ -12,7 +12,8 @@ pub async fn run(command: SqlCommand) -> Result<()> {
         None => std::io::read_to_string(std::io::stdin())?,
     };
     let lake = Lake::open(&command.lake.lake)?;
-    let mut committed = Default::default();
+    // From the Delta table's checkpoint, not a replay of every commit-log entry.
+    let mut committed = testlake_schemas::log_reader::CommittedFiles::from_delta();
     let ctx = testlake_query::sql::session(&lake, &mut committed, &limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = testlake_query::sql::SqlEngine::new(&limits);
     let answer = engine.run(&ctx, &statement, &limits).await.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -293,3 +293,63 @@ fn timestamp_statistics_are_widened_to_whole_milliseconds() {
     assert_eq!(stats["minValues"]["finished_at"], "2023-11-14T22:13:20.123Z");
     assert_eq!(stats["maxValues"]["finished_at"], "2023-11-14T22:13:20.988Z");
 }
+
+/// A reader started from the table reads only what the table does not cover — entries committed
+/// after its newest `txn`, and the compaction log — and sees what a reader of the whole logs sees.
+#[tokio::test]
+async fn a_reader_started_from_the_table_reads_only_what_it_does_not_cover() {
+    use crate::log::{CompactionIntent, compaction_dir, entry_path_in};
+    use crate::log_reader::CommittedFiles;
+    let (dir, lake) = lake();
+    let names_of = |files: &CommittedFiles| -> BTreeSet<String> {
+        files.results_files().map(|f| f.path.rsplit('/').next().unwrap().trim_end_matches(".parquet").into()).collect()
+    };
+    // Entries 0 and 1 committed and published, 2 committed and not published, 3 pending.
+    write_entry(&lake, 0, file("a"), Some(Outcome::Committed)).await;
+    write_entry(&lake, 1, file("b"), Some(Outcome::Committed)).await;
+    let published = [(0, vec![file("a")]), (1, vec![file("b")])];
+    lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &published }).await.unwrap();
+    write_entry(&lake, 2, file("c"), Some(Outcome::Committed)).await;
+    write_entry(&lake, 3, file("d"), None).await;
+    // A compaction of a and b into ab, committed and published.
+    let (inputs, outputs) = (vec![file("a"), file("b")], vec![file("ab")]);
+    let compaction = CompactionIntent {
+        seq: 0,
+        table: Table::Results,
+        kind: CompactionKind::Merge,
+        date: date(),
+        hour: 7,
+        writer: "c".into(),
+        inputs: inputs.clone(),
+        outputs: outputs.clone(),
+        created_at: Utc::now(),
+    };
+    let compactions = compaction_dir(Table::Results);
+    let put = |path: String, json: Vec<u8>| {
+        let lake = lake.clone();
+        async move { crate::files::put_create(&lake, &path, json.into()).await.unwrap() }
+    };
+    put(entry_path_in(&compactions, 0, EntryObject::Intent), serde_json::to_vec(&compaction).unwrap()).await;
+    let decided = OutcomeRecord { seq: 0, outcome: Outcome::Committed, writer: "c".into(), at: Utc::now() };
+    put(entry_path_in(&compactions, 0, EntryObject::Outcome), serde_json::to_vec(&decided).unwrap()).await;
+    let merge = Publication::Compaction { seq: 0, kind: CompactionKind::Merge, inputs: &inputs, outputs: &outputs };
+    lake.delta().publish(&lake, merge).await.unwrap();
+
+    let mut whole = CommittedFiles::default();
+    whole.refresh(&lake).await.unwrap();
+    assert_eq!(names_of(&whole), set(&["ab", "c"]));
+    // The entries the table covers are not read: with entry 0's intent unreadable, a reader of
+    // the whole logs fails, one started from the table sees the same files as before.
+    std::fs::write(dir.path().join(entry_path("ci", 0, 0, EntryObject::Intent)), b"{not json").unwrap();
+    let mut whole = CommittedFiles::default();
+    assert!(matches!(whole.refresh(&lake).await, Err(LogReadError::Corrupt { .. })));
+    let mut seeded = CommittedFiles::from_delta();
+    seeded.refresh(&lake).await.unwrap();
+    assert_eq!(names_of(&seeded), set(&["ab", "c"]));
+    assert_eq!(seeded.committed_through().collect::<Vec<_>>(), vec![(DIR, 2)]);
+    // From then on it follows the logs as ever: entry 3 commits.
+    let committed = OutcomeRecord { seq: 3, outcome: Outcome::Committed, writer: "w".into(), at: Utc::now() };
+    put(entry_path("ci", 0, 3, EntryObject::Outcome), serde_json::to_vec(&committed).unwrap()).await;
+    seeded.refresh(&lake).await.unwrap();
+    assert_eq!(names_of(&seeded), set(&["ab", "c", "d"]));
+}
