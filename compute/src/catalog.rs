@@ -1,5 +1,6 @@
 //! The lake's tables as DataFusion sees them: hive-partitioned listing tables under one root.
-//! Used by compute to read `results` and by the query service to read everything.
+//! Used by compute to read `results` and by the query service to read everything; the computed
+//! tables are listed as their Delta tables show them.
 
 use std::sync::Arc;
 
@@ -23,15 +24,37 @@ pub fn file_schema(table: Table) -> SchemaRef {
     }
 }
 
-/// A session with every lake table registered under its name.
-pub fn lake_session(lake: &Lake) -> Result<SessionContext> {
-    let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
-    ctx.register_object_store(&lake.store_url(), Arc::clone(lake.store()));
+/// A session with every lake table registered under its name, each computed table as its Delta
+/// table's newest version shows it ([`lake_view`]).
+pub async fn lake_session(lake: &Lake) -> Result<SessionContext> {
+    let ctx = session();
+    ctx.register_object_store(&lake.store_url(), lake_view(lake).await?);
     for table in Table::ALL {
         register(&ctx, lake, table)?;
     }
     Ok(ctx)
+}
+
+/// A session over the lake's store with no table registered: compute's, which reads `results`
+/// by the files the commit log names ([`register_results_once`]) and no computed table.
+pub fn compute_session(lake: &Lake) -> SessionContext {
+    let ctx = session();
+    ctx.register_object_store(&lake.store_url(), Arc::clone(lake.store()));
+    ctx
+}
+
+fn session() -> SessionContext {
+    SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2).with_information_schema(true))
+}
+
+/// The lake's store as listing readers should see it: a computed table's folder lists what its
+/// Delta table's newest version shows, and no `_delta_log/` is listed
+/// (`testlake_schemas::delta::view`). Register it for [`Lake::store_url`].
+pub async fn lake_view(lake: &Lake) -> Result<Arc<dyn object_store::ObjectStore>> {
+    let view = testlake_schemas::delta::view::LakeView::current(lake)
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    Ok(Arc::new(view))
 }
 
 /// Registers one table; partition columns (`date`, `hour`) are strings as they appear in paths.

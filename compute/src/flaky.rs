@@ -19,10 +19,8 @@ use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use testlake_schemas::files::{encode_parquet, put_overwrite};
-use testlake_schemas::paths::computed_file_path;
+use testlake_schemas::Lake;
 use testlake_schemas::tables::flaky_scores_schema;
-use testlake_schemas::{Lake, Table};
 
 use crate::Result;
 use crate::catalog::Strings;
@@ -401,21 +399,6 @@ pub async fn compute_scores(
 pub fn as_of(date: NaiveDate, now: DateTime<Utc>) -> DateTime<Utc> {
     let end = (date + Duration::days(1)).and_hms_opt(0, 0, 0).map(|t| t.and_utc());
     end.map_or(now, |end| end.min(now))
-}
-
-/// Computes the snapshot of `date` (as of [`as_of`]) and replaces that date's file. Returns its rows.
-pub async fn materialize_scores(
-    ctx: &SessionContext,
-    lake: &Lake,
-    files: &[String],
-    date: NaiveDate,
-    now: DateTime<Utc>,
-    config: &FlakyConfig,
-) -> Result<RecordBatch> {
-    let batch = compute_scores(ctx, lake, files, as_of(date, now), config).await?;
-    let path = computed_file_path(Table::FlakyScores, date);
-    put_overwrite(lake, &path, encode_parquet(&batch, &path)?).await?;
-    Ok(batch)
 }
 
 #[cfg(test)]

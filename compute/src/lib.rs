@@ -2,7 +2,7 @@
 //!
 //! [`catalog`] registers the lake's hive-partitioned tables with DataFusion. [`trends`] holds the
 //! SQL that turns one date of `results` into the same date of `trends_hourly` and `trends_daily`,
-//! and writes it back as one file per date partition. [`schedule`] decides which dates to
+//! and writes it back as one file per date partition, committed to the table's Delta log. [`schedule`] decides which dates to
 //! recompute: those named by landed-partition notices, and those a periodic scan finds changed.
 //! [`flaky`] scores every test's flakiness over a window into `flaky_scores`.
 
@@ -29,6 +29,8 @@ pub enum Error {
     Store(Box<object_store::Error>),
     #[error("reading the commit log: {0}")]
     Log(#[from] testlake_schemas::log_reader::LogReadError),
+    #[error(transparent)]
+    Delta(#[from] testlake_schemas::delta::DeltaError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -48,7 +48,7 @@ use crate::{Error, Result};
 pub mod fence;
 pub mod reconcile;
 
-use fence::{Inputs, Put, Stamp, encode_stamped, put_fenced};
+use fence::{Inputs, Put, Stamp, write_fenced};
 
 #[derive(Debug, Clone)]
 pub struct ComputeConfig {
@@ -313,12 +313,11 @@ impl Scheduler {
         self.committed.refresh(&self.lake).await?;
         let files = self.committed.results_for(date);
         let stamp = Stamp { generation, inputs: Inputs::of(&files) };
-        let ctx = crate::catalog::lake_session(&self.lake)?;
+        let ctx = crate::catalog::compute_session(&self.lake);
         let mut puts = Vec::new();
         for (&interval, batch) in intervals.iter().zip(compute_files(&ctx, &self.lake, &files, intervals).await?) {
-            let path = testlake_schemas::paths::computed_file_path(interval.table(), date);
-            let bytes = encode_stamped(&batch, &path, &stamp)?;
-            puts.push((interval, batch.num_rows(), put_fenced(&self.lake, &path, bytes, generation).await?));
+            let put = write_fenced(&self.lake, interval.table(), date, &batch, &stamp).await?;
+            puts.push((interval, batch.num_rows(), put));
         }
         Ok(puts)
     }
@@ -334,8 +333,9 @@ impl Scheduler {
 
     fn announce(&self, table: Table, date: NaiveDate, repositories: Option<Vec<String>>) {
         if let Some(tx) = &self.announce {
-            let path = testlake_schemas::paths::computed_file_path(table, date);
-            let mut notice = Landed::new(table, testlake_schemas::HourPartition { date, hour: 0 }, vec![path], 0);
+            // The date's folder: the file is whichever the table's Delta log shows.
+            let folder = format!("{table}/{}/", testlake_schemas::DatePartition(date));
+            let mut notice = Landed::new(table, testlake_schemas::HourPartition { date, hour: 0 }, vec![folder], 0);
             notice.repositories = repositories;
             let _ = tx.send(notice);
         }
@@ -471,14 +471,13 @@ impl Scheduler {
                         .into_iter()
                         .flat_map(|d| self.committed.results_for(d))
                         .collect();
-                    let ctx = crate::catalog::lake_session(&self.lake)?;
+                    let ctx = crate::catalog::compute_session(&self.lake);
                     let batch =
                         compute_scores(&ctx, &self.lake, &files, crate::flaky::as_of(date, now), &self.config.flaky)
                             .await?;
-                    let path = testlake_schemas::paths::computed_file_path(Table::FlakyScores, date);
                     let stamp = Stamp { generation: lease.generation, inputs: Inputs::of(&files) };
-                    let put = put_fenced(&self.lake, &path, encode_stamped(&batch, &path, &stamp)?, lease.generation);
-                    Ok::<_, Error>((batch, put.await?))
+                    let put = write_fenced(&self.lake, Table::FlakyScores, date, &batch, &stamp).await?;
+                    Ok::<_, Error>((batch, put))
                 }
                 .await;
                 let outcome = match result {

@@ -4,7 +4,7 @@
 //! A date partition of both tables depends only on the same date of `results`, so a date is the
 //! unit of recompute: it is rebuilt whole, from the files the ingest commit log says are
 //! committed (never from a folder listing, which can hold a crashed flush's files until
-//! recovery), and replaced by one atomic put of its single file.
+//! recovery), and replaced by one Delta commit that swaps its single file (`schedule::fence`).
 //!
 //! Buckets are `date_bin(INTERVAL '1 hour'|'1 day', finished_at)`: whole UTC hours and days counted
 //! from the epoch, by integer arithmetic on the timestamp. (`date_trunc` gives the same buckets but
@@ -21,6 +21,7 @@
 
 use std::sync::Arc;
 
+use crate::schedule::fence::{Inputs, Put, Stamp, write_fenced};
 use arrow::array::RecordBatch;
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, SchemaRef};
@@ -28,8 +29,6 @@ use arrow::error::ArrowError;
 use chrono::NaiveDate;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use testlake_schemas::files::{encode_parquet, put_overwrite};
-use testlake_schemas::paths::computed_file_path;
 use testlake_schemas::tables::trends_schema;
 use testlake_schemas::{Lake, Table};
 
@@ -200,7 +199,8 @@ pub async fn compute_files(
 }
 
 /// Recomputes one date of the given trends tables from that date's committed `results` files and
-/// replaces their files. Returns rows written per interval.
+/// replaces their files (committed to each table's Delta log under lease generation 0: for tools
+/// and benchmarks on a lake no compute process writes). Returns rows written per interval.
 pub async fn materialize_date(
     ctx: &SessionContext,
     lake: &Lake,
@@ -210,9 +210,10 @@ pub async fn materialize_date(
 ) -> Result<Vec<(Interval, usize)>> {
     let mut written = Vec::new();
     for (&interval, batch) in intervals.iter().zip(compute_files(ctx, lake, files, intervals).await?) {
-        let path = computed_file_path(interval.table(), date);
-        let bytes = encode_parquet(&batch, &path)?;
-        put_overwrite(lake, &path, bytes).await?;
+        let stamp = Stamp { generation: 0, inputs: Inputs::of(files) };
+        if let Put::Fenced { by } = write_fenced(lake, interval.table(), date, &batch, &stamp).await? {
+            tracing::warn!(table = interval.table().name(), %date, by, "not written: compute holds the date under a lease");
+        }
         written.push((interval, batch.num_rows()));
     }
     Ok(written)

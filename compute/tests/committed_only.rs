@@ -70,13 +70,13 @@ async fn trends_count_committed_files_only() {
     put_create(&lake, &file.entry.path, file.bytes).await.unwrap();
 
     // A folder listing sees 17 rows; compute must count 10.
-    let ctx = testlake_compute::catalog::lake_session(&lake).unwrap();
+    let ctx = testlake_compute::catalog::lake_session(&lake).await.unwrap();
     let listed = ctx.sql("SELECT count(*) FROM results").await.unwrap().collect().await.unwrap();
     assert_eq!(arrow::util::pretty::pretty_format_batches(&listed).unwrap().to_string().matches("17").count(), 1);
 
     let tally = testlake_compute::run_once(&lake, &Default::default()).await.unwrap();
     assert_eq!((tally.completed, tally.failed), (2, 0), "one date of trends, one flaky snapshot");
-    let ctx = testlake_compute::catalog::lake_session(&lake).unwrap();
+    let ctx = testlake_compute::catalog::lake_session(&lake).await.unwrap();
     let batches = ctx.sql("SELECT sum(runs) AS runs FROM trends_daily").await.unwrap().collect().await.unwrap();
     datafusion::assert_batches_eq!(["+------+", "| runs |", "+------+", "| 10   |", "+------+"], &batches);
 }

@@ -17,7 +17,6 @@
 //! may show a crashed flush's files until recovery), with `date` and `hour` derived from
 //! `finished_at` exactly as the partition folders are named.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -74,7 +73,7 @@ pub async fn session(
         .build_arc()?;
     let config = SessionConfig::new().with_target_partitions(2).with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    ctx.register_object_store(&lake.store_url(), Arc::clone(lake.store()));
+    ctx.register_object_store(&lake.store_url(), testlake_compute::catalog::lake_view(lake).await?);
     for table in Table::ALL.into_iter().filter(|t| *t != Table::Results) {
         testlake_compute::catalog::register(&ctx, lake, table)?;
     }

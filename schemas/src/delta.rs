@@ -54,6 +54,8 @@ const ATTEMPTS: usize = 10;
 #[derive(Default)]
 pub struct DeltaTables {
     results: Mutex<Option<Handle>>,
+    /// The computed tables' ([`computed`]), opened on first use.
+    computed: Mutex<HashMap<Table, Handle>>,
     /// The background publisher of committed flushes ([`publisher`]), started on first use.
     publisher: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<publisher::Job>>>,
 }
@@ -67,6 +69,23 @@ impl std::fmt::Debug for DeltaTables {
 struct Handle {
     log_store: LogStoreRef,
     state: DeltaTableState,
+}
+
+impl Handle {
+    /// Commits `actions` on the version held, then holds the version committed (at a checkpoint,
+    /// deleting expired commits). Fails when another writer committed that version first.
+    async fn commit(&mut self, actions: Vec<Action>, operation: DeltaOperation) -> Result<u64, DeltaTableError> {
+        let done = CommitBuilder::from(commit_properties())
+            .with_actions(actions)
+            .build(Some(&self.state), Arc::clone(&self.log_store), operation)
+            .await?;
+        let version = done.version();
+        self.state = done.snapshot();
+        if (version + 1).is_multiple_of(CHECKPOINT_INTERVAL) {
+            cleanup(&self.log_store, version).await;
+        }
+        Ok(version)
+    }
 }
 
 /// deltalake reads a table through its kernel's engine, which, under a current-thread runtime,
@@ -160,12 +179,20 @@ impl DeltaError {
 }
 
 fn table_url(lake: &Lake) -> url::Url {
-    lake.url().join(&format!("{}/", Table::Results.name())).expect("a table folder is a valid URL")
+    table_url_of(lake, Table::Results)
+}
+
+fn table_url_of(lake: &Lake, table: Table) -> url::Url {
+    lake.url().join(&format!("{}/", table.name())).expect("a table folder is a valid URL")
 }
 
 fn log_store(lake: &Lake) -> LogStoreRef {
-    let prefixed = Arc::new(PrefixStore::new(Arc::clone(lake.store()), lake.path(Table::Results.name())));
-    default_logstore(prefixed, Arc::clone(lake.store()), &table_url(lake), &StorageConfig::default())
+    log_store_of(lake, Table::Results)
+}
+
+fn log_store_of(lake: &Lake, table: Table) -> LogStoreRef {
+    let prefixed = Arc::new(PrefixStore::new(Arc::clone(lake.store()), lake.path(table.name())));
+    default_logstore(prefixed, Arc::clone(lake.store()), &table_url_of(lake, table), &StorageConfig::default())
 }
 
 /// The Delta schema of `results`: the files' columns, then the partition columns.
@@ -323,19 +350,8 @@ impl DeltaTables {
             let Some((actions, operation)) = actions(lake, handle, publication).await? else {
                 return Ok(Published::Already);
             };
-            let committed = CommitBuilder::from(commit_properties())
-                .with_actions(actions)
-                .build(Some(&handle.state), Arc::clone(&handle.log_store), operation)
-                .await;
-            match committed {
-                Ok(done) => {
-                    let version = done.version();
-                    handle.state = done.snapshot();
-                    if (version + 1).is_multiple_of(CHECKPOINT_INTERVAL) {
-                        cleanup(&handle.log_store, version).await;
-                    }
-                    return Ok(Published::Committed(version));
-                }
+            match handle.commit(actions, operation).await {
+                Ok(version) => return Ok(Published::Committed(version)),
                 Err(e) if attempt < ATTEMPTS => {
                     debug!(error = %e, attempt, "Delta commit lost a race or failed; reading the table again");
                 }
@@ -569,7 +585,9 @@ async fn cleanup(log_store: &LogStoreRef, version: u64) {
     }
 }
 
+pub mod computed;
 mod publisher;
+pub mod view;
 
 #[cfg(test)]
 mod tests;

@@ -299,17 +299,45 @@ impl FromStr for HourFilePath {
     }
 }
 
-/// `trends_hourly/date=…/data.parquet`: the single file of a date partition of a computed table,
-/// replaced whole by one atomic put.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A file of a computed table's date partition. Each write makes a new file, named by what it was
+/// built from — `trends_hourly/date=…/g<generation>_f<files>_<digest>_<nonce>.parquet`: the lease
+/// generation it was written under, how many committed `results` files it was computed from and
+/// a digest of their paths (compute's `Inputs`), and a random nonce — and the table's Delta log
+/// says which file of a date is current (`crate::delta::computed`). Lakes from before the Delta
+/// tables hold one `data.parquet` per date, replaced in place: `version` is `None` for those.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ComputedFilePath {
     pub table: Table,
     pub date: NaiveDate,
+    pub version: Option<ComputedVersion>,
+}
+
+/// What a computed file was built from, as its name records it (see [`ComputedFilePath`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComputedVersion {
+    pub generation: u64,
+    pub files: u64,
+    /// 16 lowercase hex digits.
+    pub digest: String,
+    /// Tells apart two writes of the same inputs under one generation; lowercase hex.
+    pub nonce: String,
+}
+
+impl ComputedVersion {
+    /// A new file's version, with a random nonce.
+    pub fn new(generation: u64, files: u64, digest: &str) -> Self {
+        let nonce = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        Self { generation, files, digest: digest.to_owned(), nonce }
+    }
 }
 
 impl fmt::Display for ComputedFilePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/data.parquet", self.table, DatePartition(self.date))
+        write!(f, "{}/{}/", self.table, DatePartition(self.date))?;
+        match &self.version {
+            None => f.write_str("data.parquet"),
+            Some(v) => write!(f, "g{}_f{}_{}_{}.parquet", v.generation, v.files, v.digest, v.nonce),
+        }
     }
 }
 
@@ -317,19 +345,31 @@ impl FromStr for ComputedFilePath {
     type Err = PathError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || PathError::new("computed file path", s);
-        let rest = s.strip_suffix("/data.parquet").ok_or_else(err)?;
-        let (table, date) = rest.split_once('/').ok_or_else(err)?;
+        let mut parts = s.split('/');
+        let (Some(table), Some(date), Some(name), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(err());
+        };
         let table: Table = table.parse()?;
         if table.partition_columns() != ["date"] {
             return Err(err());
         }
-        Ok(Self { table, date: date.parse::<DatePartition>()?.0 })
+        let date = date.parse::<DatePartition>()?.0;
+        if name == "data.parquet" {
+            return Ok(Self { table, date, version: None });
+        }
+        let hex = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let version = (|| {
+            let mut fields = name.strip_suffix(".parquet")?.split('_');
+            let generation = fields.next()?.strip_prefix('g')?.parse().ok()?;
+            let files = fields.next()?.strip_prefix('f')?.parse().ok()?;
+            let digest = fields.next().filter(|d| d.len() == 16 && hex(d))?.to_owned();
+            let nonce = fields.next().filter(|n| hex(n))?.to_owned();
+            fields.next().is_none().then_some(ComputedVersion { generation, files, digest, nonce })
+        })()
+        .ok_or_else(err)?;
+        Ok(Self { table, date, version: Some(version) })
     }
-}
-
-/// The path of a computed table's file for `date` (see [`ComputedFilePath`]).
-pub fn computed_file_path(table: Table, date: NaiveDate) -> String {
-    ComputedFilePath { table, date }.to_string()
 }
 
 /// A commit log folder: one Kafka partition's ingest log, or one table's compaction log (one

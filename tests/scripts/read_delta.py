@@ -3,6 +3,8 @@
 
     read_delta.py TABLE_URI all            every version the log has, oldest first
     read_delta.py TABLE_URI newest         the newest version, with its event ids
+    read_delta.py TABLE_URI sum COLUMN     the newest version's sum of COLUMN per date (a computed
+                                           table's), as {"version", "sums": {date: sum}}
     read_delta.py TABLE_URI follow STOP    each new version as it appears, until the file STOP
                                            exists (then once more): files a compaction replaced
                                            are deleted after its grace, so versions are read
@@ -65,6 +67,12 @@ def main():
             try_read(uri, version)
     elif mode == "newest":
         read(uri, newest(uri), with_ids=True)
+    elif mode == "sum":
+        column, version = sys.argv[3], newest(uri)
+        frame = pl.read_delta(uri, version=version, columns=["date", column], storage_options=storage_options())
+        sums = frame.group_by("date").agg(pl.col(column).sum())
+        out = {str(date): int(total) for date, total in sums.iter_rows()}
+        print(json.dumps({"version": version, "sums": out}), flush=True)
     elif mode == "follow":
         stop, last, deadline = sys.argv[3], -1, time.monotonic() + 600
         while time.monotonic() < deadline:

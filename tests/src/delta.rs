@@ -52,6 +52,25 @@ fn run(lake: &TestLake, args: &[&str]) -> Vec<DeltaVersion> {
     parse(&out.stdout)
 }
 
+/// The sum of `column` per date (`YYYY-MM-DD`) in the newest version of the computed Delta table
+/// `table` of the lake at `location` (a local folder or an S3 URL with `env`).
+pub fn delta_sums(location: &str, env: &[(String, String)], table: &str, column: &str) -> BTreeMap<String, i64> {
+    let uri = format!("{}/{table}", location.trim_end_matches('/'));
+    let out = Command::new(venv_tool("python"))
+        .arg(script())
+        .args([uri.as_str(), "sum", column])
+        .envs(env.iter().cloned())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run read_delta.py");
+    assert!(out.status.success(), "read_delta.py {uri} sum {column} failed");
+    #[derive(serde::Deserialize)]
+    struct Sums {
+        sums: BTreeMap<String, i64>,
+    }
+    serde_json::from_slice::<Sums>(&out.stdout).unwrap_or_else(|e| panic!("{e}")).sums
+}
+
 /// Every version of the lake's `results` table, oldest first.
 pub fn delta_versions(lake: &TestLake) -> Vec<DeltaVersion> {
     run(lake, &["all"])

@@ -59,7 +59,7 @@ pub async fn landed_ids_in(lake: &testlake_schemas::Lake) -> std::collections::B
 
     let mut attempts = 0;
     let batches = loop {
-        let ctx = testlake_compute::catalog::lake_session(lake).expect("session");
+        let ctx = testlake_compute::catalog::lake_session(lake).await.expect("session");
         match ctx.sql("SELECT event_id FROM results").await.expect("plan").collect().await {
             Ok(batches) => break batches,
             Err(e) if attempts < 20 => {
@@ -85,7 +85,7 @@ pub async fn trend_runs(lake: &testlake_schemas::Lake) -> i64 {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
 
-    let ctx = testlake_compute::catalog::lake_session(lake).expect("session");
+    let ctx = testlake_compute::catalog::lake_session(lake).await.expect("session");
     let Ok(df) = ctx.sql("SELECT CAST(coalesce(sum(runs), 0) AS BIGINT) FROM trends_daily").await else { return 0 };
     df.collect()
         .await

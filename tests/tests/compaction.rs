@@ -335,7 +335,7 @@ async fn a_compactor_stops_without_waiting_out_the_grace() {
 /// the Kafka partitions the counted rows came from.
 async fn counted(lake: &Lake) -> (usize, BTreeSet<i32>, usize) {
     let files = committed_results(lake).await;
-    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+    let ctx = testlake_compute::catalog::lake_session(lake).await.unwrap();
     let strings = testlake_compute::catalog::Strings::Utf8;
     let copies = testlake_compute::catalog::register_results_once(&ctx, lake, "once", &files, strings).await.unwrap();
     let batches = ctx.sql("SELECT kafka_partition FROM once").await.unwrap().collect().await.unwrap();

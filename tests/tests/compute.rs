@@ -23,7 +23,7 @@ use testlake_tests::{Backend, TestLake, land_committed, model};
 async fn daily_runs(lake: &Lake) -> BTreeMap<String, i64> {
     let mut attempt = 0;
     let batches = loop {
-        let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+        let ctx = testlake_compute::catalog::lake_session(lake).await.unwrap();
         let sql = "SELECT date, CAST(sum(runs) AS BIGINT) FROM trends_daily GROUP BY date ORDER BY date";
         match ctx.sql(sql).await.unwrap().collect().await {
             Ok(batches) => break batches,
@@ -47,7 +47,7 @@ async fn daily_runs(lake: &Lake) -> BTreeMap<String, i64> {
 }
 
 async fn dates_of(lake: &Lake, table: &str) -> BTreeSet<String> {
-    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+    let ctx = testlake_compute::catalog::lake_session(lake).await.unwrap();
     let batches = ctx.sql(&format!("SELECT DISTINCT date FROM {table}")).await.unwrap().collect().await.unwrap();
     batches
         .iter()
@@ -103,6 +103,9 @@ async fn the_cycle_recomputes_changed_dates_within_its_lookbacks_in_batches() {
     let t = scheduler.on_notices(&[NaiveDate::parse_from_str(&day(4), "%Y-%m-%d").unwrap()].into()).await.unwrap();
     assert_eq!((t.completed, t.failed), (1, 0));
     assert_eq!(daily_runs(&lake).await, runs_by_date(&events));
+    // The same numbers as an independent Delta reader (PyPI deltalake and polars) sees the table.
+    let location = dir.path().to_str().unwrap();
+    assert_eq!(testlake_tests::delta::delta_sums(location, &[], "trends_daily", "runs"), runs_by_date(&events));
 
     // New data for today: only today is recomputed.
     let more = events_on(&mut fleet, &[0]);
@@ -504,7 +507,7 @@ async fn a_file_landed_without_a_notice_is_reconciled_within_an_interval_at_any_
 
 /// Runs of `date` in `table` (`trends_hourly` or `trends_daily`).
 async fn runs_in(lake: &Lake, table: &str, date: NaiveDate) -> i64 {
-    let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+    let ctx = testlake_compute::catalog::lake_session(lake).await.unwrap();
     let sql = format!("SELECT CAST(coalesce(sum(runs), 0) AS BIGINT) FROM {table} WHERE date = '{date}'");
     let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
     batches[0].column(0).as_primitive::<Int64Type>().value(0)

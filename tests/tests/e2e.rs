@@ -55,7 +55,7 @@ fn malformed(now: DateTime<Utc>) -> Vec<(Vec<u8>, &'static str)> {
 async fn query_lake(lake: &Lake, sql: &str) -> Vec<RecordBatch> {
     let mut attempt = 0;
     loop {
-        let ctx = testlake_compute::catalog::lake_session(lake).unwrap();
+        let ctx = testlake_compute::catalog::lake_session(lake).await.unwrap();
         match ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await {
             Ok(batches) => return batches,
             Err(e) if attempt < 5 => {
@@ -475,6 +475,17 @@ async fn trends_equal_the_model(run: &Run) {
     run.wait_for_count("trends to cover every event", Duration::from_secs(60), sql, |n| n == valid).await;
     assert_trends_equal("trends_hourly", &lake_trends(&run.lake, "trends_hourly").await, &run.hourly);
     assert_trends_equal("trends_daily", &lake_trends(&run.lake, "trends_daily").await, &run.daily);
+    // The same runs per date as an independent Delta reader (PyPI deltalake and polars) reads the
+    // computed tables.
+    let location = run.test_lake.location();
+    let env = run.test_lake.env_via(None);
+    for (table, model) in [("trends_hourly", &run.hourly), ("trends_daily", &run.daily)] {
+        let mut want: BTreeMap<String, i64> = BTreeMap::new();
+        for (key, trend) in model {
+            *want.entry(key.0.date_naive().to_string()).or_default() += trend.runs;
+        }
+        assert_eq!(testlake_tests::delta::delta_sums(location, &env, table, "runs"), want, "{table} read as Delta");
+    }
 }
 
 /// The HTTP API's health, dashboard (all and one repository) and daily trends answer the model's

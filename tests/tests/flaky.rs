@@ -81,7 +81,7 @@ struct Accuracy {
 /// `flaky` state among tests with at least 10 executions.
 async fn score_and_check(what: &str, fx: &Fixture) -> Accuracy {
     let config = FlakyConfig::default();
-    let ctx = testlake_compute::catalog::lake_session(&fx.lake).unwrap();
+    let ctx = testlake_compute::catalog::lake_session(&fx.lake).await.unwrap();
     let batch = compute_scores(&ctx, &fx.lake, &fx.files, fx.as_of, &config).await.unwrap();
     let expected = model::flaky_numbers(&fx.events, fx.as_of - config.window, fx.as_of, config.outage_failure_share);
     assert_eq!(batch.num_rows(), expected.len(), "{what}: one row per test with a counted execution");

@@ -68,7 +68,7 @@ async fn junit_reports_land_with_every_attempt_and_a_report_sent_twice_counts_on
     let sql = "SELECT DISTINCT test_id, attempt, status, failure_message FROM results ORDER BY test_id, attempt";
     let deadline = Instant::now() + Duration::from_secs(60);
     let batches: Vec<RecordBatch> = loop {
-        let ctx = testlake_compute::catalog::lake_session(&lake).unwrap();
+        let ctx = testlake_compute::catalog::lake_session(&lake).await.unwrap();
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         let landed: i64 = ctx.sql("SELECT count(*) FROM results").await.unwrap().collect().await.unwrap()[0]
             .column(0)

@@ -3,67 +3,40 @@
 //! restart, a publish that failed and was only logged); the commit log and the computed files'
 //! stamps cannot, so comparing them finds every date a lost notice left stale.
 //!
-//! Cheap by construction: the commit log is read incrementally (`CommittedFiles`), the computed
-//! tables are listed (one request per thousand dates), and a computed file's footer is read only
-//! when its listing changed since the last pass (at start, every file once).
+//! Cheap by construction: the commit log is read incrementally (`CommittedFiles`), and the
+//! computed tables' stamps are in the names of the files their Delta logs show (brought up to
+//! date with the commits since the last pass): no file is read.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use futures::TryStreamExt;
-use testlake_schemas::paths::ComputedFilePath;
+use chrono::NaiveDate;
 use testlake_schemas::{Lake, Table};
 
-use super::fence::{Inputs, Stamp, read_stamp};
+use super::fence::{Inputs, Stamp};
+use crate::Result;
 use crate::trends::Interval;
-use crate::{Error, Result};
 
-/// A computed file as last listed, and its stamp.
-#[derive(Debug, Clone, PartialEq)]
-struct Known {
-    listed: (Option<String>, DateTime<Utc>, u64),
-    stamp: Option<Stamp>,
-}
-
-/// The stamps of the computed files, kept current by listing.
+/// The stamps of the computed files, kept current from the tables' Delta logs. `None`: a file
+/// whose inputs are unknown (a `data.parquet` from before the Delta tables).
 #[derive(Debug, Default)]
 pub struct Stamps {
-    known: BTreeMap<(Table, NaiveDate), Known>,
+    known: BTreeMap<(Table, NaiveDate), Option<Stamp>>,
 }
 
 impl Stamps {
-    /// Lists `tables` and reads the stamp of every file whose listing changed since the last call.
+    /// Reads the stamps of `tables`' current files.
     pub async fn refresh(&mut self, lake: &Lake, tables: &[Table]) -> Result<()> {
         for &table in tables {
-            let prefix = lake.path(table.name());
-            let listed: Vec<_> =
-                lake.store().list(Some(&prefix)).try_collect().await.map_err(|e| Error::Store(Box::new(e)))?;
-            let mut current = BTreeMap::new();
-            for object in listed {
-                let Some(path) = lake.relative(&object.location).and_then(|r| r.parse::<ComputedFilePath>().ok())
-                else {
-                    continue;
-                };
-                let listing = (object.e_tag.clone(), object.last_modified, object.size);
-                let key = (table, path.date);
-                let known = match self.known.remove(&key) {
-                    Some(known) if known.listed == listing => known,
-                    _ => match read_stamp(lake, &path.to_string()).await? {
-                        Some(found) => Known { listed: listing, stamp: found.stamp },
-                        None => continue, // replaced and gone since the listing: next pass
-                    },
-                };
-                current.insert(key, known);
-            }
+            let files = lake.delta().computed_files(lake, table).await?.unwrap_or_default();
             self.known.retain(|(t, _), _| *t != table);
-            self.known.extend(current);
+            self.known.extend(files.iter().map(|f| ((table, f.path.date), Stamp::of(&f.path))));
         }
         Ok(())
     }
 
     /// The stamp of `table`'s file of `date`, as last read.
     pub fn get(&self, table: Table, date: NaiveDate) -> Option<&Stamp> {
-        self.known.get(&(table, date))?.stamp.as_ref()
+        self.known.get(&(table, date))?.as_ref()
     }
 
     /// The highest generation the files of `tables` on `date` were written under.
@@ -105,11 +78,8 @@ mod tests {
         Inputs::of(&files.iter().map(|f| (*f).to_owned()).collect::<Vec<_>>())
     }
 
-    fn known(generation: u64, files: &[&str]) -> Known {
-        Known {
-            listed: (None, DateTime::<Utc>::UNIX_EPOCH, 0),
-            stamp: Some(Stamp { generation, inputs: inputs(files) }),
-        }
+    fn known(generation: u64, files: &[&str]) -> Option<Stamp> {
+        Some(Stamp { generation, inputs: inputs(files) })
     }
 
     #[test]
@@ -120,7 +90,7 @@ mod tests {
             stamps.known.insert((table, date(2)), known(4, &["b"]));
         }
         stamps.known.insert((Table::TrendsDaily, date(3)), known(1, &["c"]));
-        stamps.known.insert((Table::TrendsHourly, date(3)), Known { stamp: None, ..known(1, &["c"]) });
+        stamps.known.insert((Table::TrendsHourly, date(3)), None);
         let now = BTreeMap::from([
             (date(1), inputs(&["a"])),       // unchanged, however old
             (date(2), inputs(&["b", "b2"])), // a file landed without a notice

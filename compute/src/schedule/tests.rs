@@ -95,8 +95,9 @@ async fn a_date_holding_only_compacted_files_is_computed() {
     let mut scheduler = Scheduler::new(lake.clone(), ComputeConfig::default(), None);
     let tally = scheduler.cycle().await.unwrap();
     assert_eq!(tally.failed, 0);
-    let path = testlake_schemas::paths::computed_file_path(Table::TrendsHourly, hour.date);
-    let file = lake.store().get(&lake.path(&path)).await.expect("trends_hourly of the date were computed");
+    let files = lake.delta().computed_files(&lake, Table::TrendsHourly).await.unwrap().unwrap_or_default();
+    let path = files.iter().find(|f| f.path.date == hour.date).expect("trends_hourly of the date were computed");
+    let file = lake.store().get(&lake.path(&path.path.to_string())).await.unwrap();
     let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file.bytes().await.unwrap())
         .unwrap()
         .build()

@@ -101,7 +101,7 @@ pub async fn compare(
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
-            let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
+            let ctx = testlake_compute::catalog::lake_session(&state.lake).await?;
             ctx.register_table("buckets", filtered(&ctx, Table::TrendsDaily, whole, &filters).await?.into_view())?;
             let mut object = Map::new();
             object.insert("days".into(), json!(days));

@@ -53,7 +53,7 @@ pub async fn dashboard(
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
-            let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
+            let ctx = testlake_compute::catalog::lake_session(&state.lake).await?;
             ctx.register_table("buckets", filtered(&ctx, Table::TrendsHourly, range, &q.filters).await?.into_view())?;
             let df = ctx
                 .sql(

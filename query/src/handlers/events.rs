@@ -83,7 +83,7 @@ async fn check_alerts(state: &AppState, date: NaiveDate, alerts: &mut AlertTrack
 /// (repository, passed, passed + failed) on `date`, from `trends_daily`.
 async fn daily_pass_rates(state: &AppState, date: NaiveDate) -> Result<Vec<(String, i64, i64)>, ApiError> {
     use arrow::array::AsArray;
-    let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
+    let ctx = testlake_compute::catalog::lake_session(&state.lake).await?;
     let sql = format!(
         "SELECT repository, CAST(sum(passed) AS BIGINT), CAST(sum(passed + failed) AS BIGINT)
          FROM trends_daily WHERE date = '{}' GROUP BY repository",

@@ -89,7 +89,7 @@ pub async fn flaky(
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
-            let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
+            let ctx = testlake_compute::catalog::lake_session(&state.lake).await?;
             let latest = latest_snapshot(&ctx).await?;
             let schema = testlake_schemas::tables::flaky_scores_schema();
             let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();

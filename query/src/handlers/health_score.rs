@@ -68,7 +68,7 @@ pub async fn health_score(
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
-            let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
+            let ctx = testlake_compute::catalog::lake_session(&state.lake).await?;
             ctx.register_table("buckets", filtered(&ctx, Table::TrendsDaily, range, &q.filters).await?.into_view())?;
             let snapshot = latest_snapshot(&ctx).await?;
             let mut scores =

@@ -74,7 +74,7 @@ pub async fn history(
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
-            let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
+            let ctx = testlake_compute::catalog::lake_session(&state.lake).await?;
             register_committed(&state.lake, &state.committed, &ctx, "committed_results", range).await?;
             let mut df = ctx
                 .table("committed_results")

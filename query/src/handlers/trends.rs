@@ -68,7 +68,7 @@ pub async fn trends(
     let (answer, hit) = state
         .cache
         .get(&key, &coverage, || async {
-            let ctx = testlake_compute::catalog::lake_session(&state.lake)?;
+            let ctx = testlake_compute::catalog::lake_session(&state.lake).await?;
             let schema = testlake_schemas::tables::trends_schema();
             let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             let df = filtered(&ctx, interval.table(), range, &q.filters)

@@ -1,6 +1,8 @@
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 
+use std::sync::Arc;
+
 use super::*;
 
 async fn ctx(limits: &SqlLimits) -> (tempfile::TempDir, SessionContext) {

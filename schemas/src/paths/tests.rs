@@ -44,7 +44,13 @@ fn data_file_paths_round_trip() {
 #[test]
 fn computed_paths() {
     let d = NaiveDate::from_ymd_opt(2026, 3, 9).unwrap();
-    assert_eq!(computed_file_path(Table::TrendsDaily, d), "trends_daily/date=2026-03-09/data.parquet");
+    let legacy = ComputedFilePath { table: Table::TrendsDaily, date: d, version: None };
+    assert_eq!(legacy.to_string(), "trends_daily/date=2026-03-09/data.parquet");
+    let new = ComputedFilePath { version: Some(ComputedVersion::new(3, 12, "0123456789abcdef")), ..legacy };
+    let name = new.to_string();
+    assert!(name.starts_with("trends_daily/date=2026-03-09/g3_f12_0123456789abcdef_"), "{name}");
+    assert_eq!(name.len(), "trends_daily/date=2026-03-09/g3_f12_0123456789abcdef_".len() + 12 + ".parquet".len());
+    assert_ne!(ComputedVersion::new(3, 12, "0123456789abcdef"), ComputedVersion::new(3, 12, "0123456789abcdef"));
     assert_eq!("trends_hourly".parse::<Table>().unwrap(), Table::TrendsHourly);
 }
 
@@ -67,7 +73,15 @@ fn every_written_name_round_trips() {
     let ingest =
         "results/date=2026-11-27/hour=04/ci_p00001_o00000000000000000000-00000000000000000009_e0000000000.parquet";
     round_trip(HourFilePath::Ingest(ingest.parse().unwrap()), ingest);
-    round_trip(ComputedFilePath { table: Table::FlakyScores, date }, "flaky_scores/date=2026-11-27/data.parquet");
+    round_trip(
+        ComputedFilePath { table: Table::FlakyScores, date, version: None },
+        "flaky_scores/date=2026-11-27/data.parquet",
+    );
+    let version = ComputedVersion { generation: 4, files: 0, digest: "cbf29ce484222325".into(), nonce: "0a1b".into() };
+    round_trip(
+        ComputedFilePath { table: Table::TrendsHourly, date, version: Some(version) },
+        "trends_hourly/date=2026-11-27/g4_f0_cbf29ce484222325_0a1b.parquet",
+    );
     round_trip(LogDir::Partition { topic: "ci-events".into(), partition: 3 }, "_log/ci-events/p00003");
     round_trip(LogDir::Compaction(Table::Results), "_compaction/results");
     for (object, suffix) in
@@ -100,6 +114,12 @@ fn every_written_name_round_trips() {
         "results/date=2026-11-27/data.parquet",
         "trends_daily/date=2026-11-27/x.parquet",
         "trends_daily/2026-11-27/data.parquet",
+        "trends_daily/date=2026-11-27/g4_f0_cbf29ce48422232_0a1b.parquet",
+        "trends_daily/date=2026-11-27/g4_f0_CBF29CE484222325_0a1b.parquet",
+        "trends_daily/date=2026-11-27/g4_f0_cbf29ce484222325.parquet",
+        "trends_daily/date=2026-11-27/g4_f0_cbf29ce484222325_0a1b_x.parquet",
+        "trends_daily/date=2026-11-27/x/g4_f0_cbf29ce484222325_0a1b.parquet",
+        "results/date=2026-11-27/g4_f0_cbf29ce484222325_0a1b.parquet",
     ] {
         assert!(bad.parse::<ComputedFilePath>().is_err(), "{bad}");
     }
