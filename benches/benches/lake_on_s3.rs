@@ -202,7 +202,7 @@ async fn misses(lake: &Lake, tests: &[(String, String)]) -> (Vec<Duration>, Vec<
 
 /// Distinct (repository, test_id) pairs of the lake's results.
 async fn some_tests(lake: &Lake) -> Vec<(String, String)> {
-    let ctx = testlake_compute::catalog::lake_session(lake).expect("session");
+    let ctx = testlake_compute::catalog::lake_session(lake).await.expect("session");
     let sql = format!("SELECT DISTINCT repository, test_id FROM results ORDER BY 1, 2 LIMIT {MISSES}");
     let batches = ctx.sql(&sql).await.expect("plan").collect().await.expect("tests");
     let mut tests = Vec::new();

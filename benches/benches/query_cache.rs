@@ -125,7 +125,7 @@ async fn build_lake(lake: &Lake, days: i64, events: usize) -> usize {
     });
     let per_day = events / days as usize;
     let today = Utc::now().date_naive();
-    let ctx = testlake_compute::catalog::lake_session(lake).expect("session");
+    let ctx = testlake_compute::catalog::lake_session(lake).await.expect("session");
     let mut total = 0;
     for d in (0..days).rev() {
         let date = today - chrono::Duration::days(d);

@@ -117,7 +117,7 @@ for name, run in (("grouping", grouping), ("joined", joined)):
 
 /// The one float a query over testlake's output in `lake` returns.
 async fn total(lake: &Lake, sql: &str) -> f64 {
-    let ctx = testlake_compute::catalog::lake_session(lake).expect("session");
+    let ctx = testlake_compute::catalog::lake_session(lake).await.expect("session");
     let batches = ctx.sql(sql).await.expect("sql").collect().await.expect("collect");
     arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(batches[0].column(0)).value(0)
 }
@@ -181,7 +181,7 @@ async fn main() {
     let mut ours = f64::INFINITY;
     for _ in 0..2 {
         testlake_compute::dedup::forget(&lake);
-        let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
+        let ctx = testlake_compute::catalog::lake_session(&lake).await.expect("session");
         let started = Instant::now();
         materialize_date(&ctx, &lake, date, &files, &Interval::ALL).await.expect("materialize");
         ours = ours.min(started.elapsed().as_secs_f64());
@@ -250,7 +250,7 @@ async fn main() {
         files.push(write_hour(&lake, date, hour, files.len(), &mut builder).await);
     }
     testlake_compute::dedup::forget(&lake);
-    let ctx = testlake_compute::catalog::lake_session(&lake).expect("session");
+    let ctx = testlake_compute::catalog::lake_session(&lake).await.expect("session");
     let started = Instant::now();
     materialize_date(&ctx, &lake, date, &files, &Interval::ALL).await.expect("materialize");
     let with_copies = started.elapsed().as_secs_f64();
