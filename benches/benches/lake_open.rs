@@ -5,8 +5,10 @@
 //! Two readers in the same run, on the same lakes: one replaying every entry of the commit logs
 //! (how testlake's readers opened the lake before they started from the Delta table), and one
 //! starting from the Delta table's checkpoint (`CommittedFiles::from_delta`: what `testlake sql`,
-//! compute and the query service do). Both must find the same files. Figures: the best of 5
-//! opens, and each reader's ratio to its own open of the smallest lake.
+//! compute and the query service do). Both must find the same files. A third figure is the Delta
+//! table alone, as a reader outside testlake opens it (its last checkpoint and the commits after:
+//! `testlake_schemas::delta::results_files`), which must list the same files too. Figures: the
+//! best of 5 opens, and each reader's ratio to its own open of the smallest lake.
 //!
 //! `cargo bench -p testlake-benches --bench lake_open [-- FLUSHES...]`
 
@@ -63,16 +65,34 @@ async fn open(root: &std::path::Path, from_delta: bool) -> Vec<String> {
     files
 }
 
-/// The best of [`OPENS`] opens (after one more, discarded).
-async fn best_open(root: &std::path::Path, from_delta: bool) -> (Duration, Vec<String>) {
-    let files = open(root, from_delta).await;
+/// Opens the Delta table alone afresh (no testlake log read): its newest version's files.
+async fn open_table(root: &std::path::Path) -> Vec<String> {
+    let lake = Lake::open(root.to_str().expect("utf-8 path")).expect("lake");
+    let files = testlake_schemas::delta::results_files(&lake).await.expect("the Delta table").expect("a table");
+    let mut files: Vec<String> = files.into_iter().collect();
+    files.sort();
+    files
+}
+
+/// The best of [`OPENS`] runs of `open` (after one more, discarded), and what the first found.
+async fn best_of<F, Fut>(open: F) -> (Duration, Vec<String>)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Vec<String>>,
+{
+    let files = open().await;
     let mut best = Duration::MAX;
     for _ in 0..OPENS {
         let start = Instant::now();
-        std::hint::black_box(open(root, from_delta).await);
+        std::hint::black_box(open().await);
         best = best.min(start.elapsed());
     }
     (best, files)
+}
+
+/// The best of [`OPENS`] opens (after one more, discarded).
+async fn best_open(root: &std::path::Path, from_delta: bool) -> (Duration, Vec<String>) {
+    best_of(|| open(root, from_delta)).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +101,7 @@ async fn main() {
     if counts.is_empty() {
         counts = vec![10, 1_000, 10_000];
     }
-    let mut first: Option<(Duration, Duration)> = None;
+    let mut first: Option<(Duration, Duration, Duration)> = None;
     for flushes in counts {
         let dir = tempfile::tempdir().expect("tempdir");
         let built = Instant::now();
@@ -90,12 +110,15 @@ async fn main() {
         let (whole, whole_files) = best_open(dir.path(), false).await;
         let (delta, delta_files) = best_open(dir.path(), true).await;
         assert_eq!(whole_files, delta_files, "both readers find the same files");
+        let (table, table_files) = best_of(|| open_table(dir.path())).await;
+        assert_eq!(table_files, delta_files, "the Delta table alone lists the same files");
         let (whole_ms, delta_ms) = (whole.as_secs_f64() * 1e3, delta.as_secs_f64() * 1e3);
         report(&format!("{flushes} flushes: files after compaction"), whole_files.len() as f64, "files");
         report(&format!("{flushes} flushes: open, replaying the logs"), whole_ms, "ms");
         report(&format!("{flushes} flushes: open, from the Delta table"), delta_ms, "ms");
         report(&format!("{flushes} flushes: from the Delta table / replaying"), delta_ms / whole_ms, "x");
-        let (whole_0, delta_0) = *first.get_or_insert((whole, delta));
+        report(&format!("{flushes} flushes: the Delta table alone"), table.as_secs_f64() * 1e3, "ms");
+        let (whole_0, delta_0, table_0) = *first.get_or_insert((whole, delta, table));
         report(
             &format!("{flushes} flushes: replaying, against the smallest lake"),
             whole.div_duration_f64(whole_0),
@@ -104,6 +127,11 @@ async fn main() {
         report(
             &format!("{flushes} flushes: from the Delta table, against the smallest lake"),
             delta.div_duration_f64(delta_0),
+            "x",
+        );
+        report(
+            &format!("{flushes} flushes: the Delta table alone, against the smallest lake"),
+            table.div_duration_f64(table_0),
             "x",
         );
     }

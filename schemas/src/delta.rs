@@ -46,6 +46,13 @@ pub const CHECKPOINT_INTERVAL: u64 = 100;
 /// only as far as compaction's grace keeps replaced files).
 pub const LOG_RETENTION: TimeDelta = TimeDelta::hours(1);
 
+/// How long checkpoints remember removed files (Delta's default is a week): a checkpoint carries
+/// every tombstone younger than this, so its size follows an hour of compactions (and computed
+/// tables' replacements), not the table's whole history. Removed files are deleted by testlake
+/// itself (after `--compact-grace`, or at once for computed tables), not by a VACUUM that would
+/// read these.
+pub const TOMBSTONE_RETENTION: TimeDelta = TimeDelta::hours(1);
+
 /// How many times a commit that lost a race is tried again on the newer version.
 const ATTEMPTS: usize = 10;
 
@@ -561,6 +568,10 @@ async fn open_or_create(lake: &Lake) -> Result<Handle, DeltaError> {
         .with_configuration_property(
             deltalake_core::TableProperty::LogRetentionDuration,
             Some(format!("interval {} minutes", LOG_RETENTION.num_minutes())),
+        )
+        .with_configuration_property(
+            deltalake_core::TableProperty::DeletedFileRetentionDuration,
+            Some(format!("interval {} minutes", TOMBSTONE_RETENTION.num_minutes())),
         )
         .with_save_mode(SaveMode::ErrorIfExists)
         .with_commit_properties(commit_properties())

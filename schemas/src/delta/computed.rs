@@ -42,8 +42,8 @@ use object_store::ObjectStoreExt;
 use tracing::{debug, info, warn};
 
 use super::{
-    ATTEMPTS, CHECKPOINT_INTERVAL, DeltaError, DeltaTables, Handle, LOG_RETENTION, commit_properties, log_store_of,
-    on_delta_runtime, table_url_of, txn,
+    ATTEMPTS, CHECKPOINT_INTERVAL, DeltaError, DeltaTables, Handle, LOG_RETENTION, TOMBSTONE_RETENTION,
+    commit_properties, log_store_of, on_delta_runtime, table_url_of, txn,
 };
 use crate::log_reader::LogReadError;
 use crate::paths::ComputedFilePath;
@@ -51,10 +51,6 @@ use crate::{DatePartition, Lake, Table};
 
 /// Files in a computed table's date folder that no version shows are deleted once this old.
 pub const ORPHAN_AGE: TimeDelta = TimeDelta::hours(1);
-
-/// How long checkpoints remember removed files (Delta's default is a week; here every write
-/// removes one, and the files are deleted at once anyway).
-const TOMBSTONE_RETENTION: TimeDelta = TimeDelta::hours(1);
 
 /// How a [`DeltaTables::replace`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
