@@ -269,7 +269,11 @@ async fn ingest_once(
         let _ = child.kill();
         let _ = child.wait();
     }
-    assert_eq!(landed_rows(&lake, &lake_dir).await, events as i64, "every event landed once");
+    let landed = landed_rows(&lake, &lake_dir).await;
+    if landed != events as i64 {
+        let kept = dir.keep();
+        panic!("every event landed once: {landed} of {events} landed; the lake is kept at {}", kept.display());
+    }
     let peak_kib = peaks.into_iter().max().unwrap_or(0);
     let parquet_bytes = dir_bytes(&lake_dir.join("results"));
     IngestRun { elapsed, delta_lag, steady: window.rate(), peak_kib, cpu, parquet_bytes }
