@@ -79,6 +79,11 @@ struct Handle {
 }
 
 impl Handle {
+    /// Brings the held version up to the table's newest (reading only the commits since).
+    async fn update(&mut self) -> Result<(), DeltaTableError> {
+        self.state.update(&self.log_store, None).await
+    }
+
     /// Commits `actions` on the version held, then holds the version committed (at a checkpoint,
     /// deleting expired commits). Fails when another writer committed that version first.
     async fn commit(&mut self, actions: Vec<Action>, operation: DeltaOperation) -> Result<u64, DeltaTableError> {
@@ -349,7 +354,7 @@ impl DeltaTables {
             attempt += 1;
             let handle = match guard.as_mut() {
                 Some(handle) => {
-                    handle.state.update(&handle.log_store, None).await.map_err(|e| DeltaError::delta(lake, e))?;
+                    handle.update().await.map_err(|e| DeltaError::delta(lake, e))?;
                     handle
                 }
                 None => guard.insert(open_or_create(lake).await?),
@@ -380,7 +385,7 @@ impl DeltaTables {
         let mut guard = self.results.lock().await;
         let handle = match guard.as_mut() {
             Some(handle) => {
-                handle.state.update(&handle.log_store, None).await.map_err(|e| DeltaError::delta(lake, e))?;
+                handle.update().await.map_err(|e| DeltaError::delta(lake, e))?;
                 handle
             }
             None => guard.insert(open_or_create(lake).await?),

@@ -106,7 +106,7 @@ impl DeltaTables {
             let handle = match guard.entry(table) {
                 Entry::Occupied(open) => {
                     let handle = open.into_mut();
-                    handle.state.update(&handle.log_store, None).await.map_err(|e| DeltaError::of(lake, table, e))?;
+                    handle.update().await.map_err(|e| DeltaError::of(lake, table, e))?;
                     handle
                 }
                 Entry::Vacant(slot) => slot.insert(open_or_create(lake, table).await?),
@@ -172,7 +172,7 @@ impl DeltaTables {
         let handle = match guard.entry(table) {
             Entry::Occupied(open) => {
                 let handle = open.into_mut();
-                handle.state.update(&handle.log_store, None).await.map_err(|e| DeltaError::of(lake, table, e))?;
+                handle.update().await.map_err(|e| DeltaError::of(lake, table, e))?;
                 handle
             }
             Entry::Vacant(slot) => {

@@ -43,11 +43,6 @@ impl LakeView {
         Ok(Self { lake: lake.clone(), shown: Arc::new(shown) })
     }
 
-    /// The files of `table` this view lists, or `None` when the table is listed as its folder is.
-    pub fn shown(&self, table: Table) -> Option<&HashSet<String>> {
-        self.shown.get(&table)
-    }
-
     fn lists(&self, location: &Path) -> bool {
         keeps(&self.lake, &self.shown, location)
     }
