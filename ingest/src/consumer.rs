@@ -301,12 +301,12 @@ impl Ingest {
         match admit {
             Admit::Recover { .. } => unreachable!("a recovered partition is owned"),
             Admit::Seek { resume } => {
-                info!(partition, offset, resume, "seeking to where the commit log says the lake ends");
-                let seek =
-                    self.consumer.seek(&self.config.topic, partition, Offset::Offset(resume), Duration::from_secs(10));
+                info!(partition, offset, ?resume, "seeking to where the commit log says the lake ends");
+                let to = resume.map_or(Offset::Beginning, Offset::Offset);
+                let seek = self.consumer.seek(&self.config.topic, partition, to, Duration::from_secs(10));
                 if let Err(e) = seek {
                     // Forget the partition: its next message recovers and seeks again.
-                    warn!(partition, resume, error = %e, "seek failed; will retry");
+                    warn!(partition, ?resume, error = %e, "seek failed; will retry");
                     self.partitions.forget(partition);
                 }
             }

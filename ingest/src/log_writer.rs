@@ -218,6 +218,11 @@ impl PartitionLog {
         let seq = self.next_seq;
         let (topic, partition) = (self.topic.as_str(), self.partition);
         let entries: Vec<EntryFile> = files.iter().map(|f| f.entry.clone()).collect();
+        if let Some(resume) = self.resume.filter(|&resume| from_offset > resume) {
+            // Only offsets the broker never delivers (transaction markers, a compacted topic's
+            // removed records) may lie in between; anything else is a consumer bug.
+            warn!(partition, resume, first_offset = from_offset, "a flush starts past where the log resumes");
+        }
         let intent = Intent {
             seq,
             topic: topic.to_owned(),

@@ -5,8 +5,8 @@
 //! [`Ownership`] answers with I/O:
 //!
 //! - a message of a partition not owned: [`Admit::Recover`] its commit log, then maybe
-//!   [`Admit::Seek`] to where the log says the lake ends; of an owned one: [`Admit::Buffer`] it or
-//!   [`Admit::Skip`] it (below the [`Cursor`]);
+//!   [`Admit::Seek`] to where the log says the lake ends; of an owned one: [`Admit::Buffer`] it,
+//!   [`Admit::Skip`] it (below the [`Cursor`]) or seek again (stale, right after a seek);
 //! - a full or old buffer, or all buffers over the memory budget: [`Flush::Start`] a flush, at
 //!   most one per partition (it holds the partition's log meanwhile), or [`Flush::WaitForAFlush`]
 //!   when the largest buffer's flush — or, for a buffer at the hour cap, its own — is in flight;
@@ -27,7 +27,7 @@ use testlake_schemas::log::EntryFile;
 use tracing::{debug, info};
 
 use crate::buffer::{MAX_HOURS_PER_FLUSH, PartitionBuffer, PendingFlush, Pushed};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, Step};
 use crate::error::Error;
 use crate::flush::FlushPolicy;
 use crate::log_writer::{CommitError, PartitionLog};
@@ -56,9 +56,10 @@ pub enum Admit {
     /// Its partition is not owned (newly assigned, revoked or fenced before): recover the
     /// partition's log as recovery `generation`, then call [`Ownership::recovered`].
     Recover { generation: u64 },
-    /// The log says consumption resumes at `resume`: seek there (on failure,
+    /// The log says consumption resumes at `resume` (`None`: the partition's beginning), and
+    /// the consumer is not known to deliver from there: seek there (on failure,
     /// [`Ownership::forget`] the partition); the message is not buffered.
-    Seek { resume: i64 },
+    Seek { resume: Option<i64> },
     /// A new message: [`Ownership::push`] it.
     Buffer,
     /// Already durable, a duplicate delivery or stale prefetch.
@@ -194,19 +195,24 @@ impl<L: Log> Ownership<L> {
             self.recoveries += 1;
             return Admit::Recover { generation: self.recoveries };
         };
-        if owned.cursor.admit(offset) { Admit::Buffer } else { Admit::Skip }
+        Self::decide(owned.cursor.step(offset))
+    }
+
+    fn decide(step: Step) -> Admit {
+        match step {
+            Step::Admit => Admit::Buffer,
+            Step::Skip => Admit::Skip,
+            Step::Seek(resume) => Admit::Seek { resume },
+        }
     }
 
     /// The partition's log was recovered (as `generation`, from [`Admit::Recover`]) for the
     /// message at `offset`: the partition is owned from now on. Never answers `Recover`.
     pub fn recovered(&mut self, partition: i32, generation: u64, log: L, offset: i64) -> Admit {
-        let resume = log.resume_offset();
+        let (cursor, step) = Cursor::recovered(log.resume_offset(), offset);
         let buffer = PartitionBuffer::new(Arc::clone(&self.topic), partition).with_retention(self.retention_days);
-        self.owned.insert(partition, Owned { log: Some(log), generation, buffer, cursor: Cursor::at(resume) });
-        match resume {
-            Some(resume) if resume != offset => Admit::Seek { resume },
-            _ => self.admit(partition, offset),
-        }
+        self.owned.insert(partition, Owned { log: Some(log), generation, buffer, cursor });
+        Self::decide(step)
     }
 
     /// Bytes buffered over every owned partition (as the memory budget counts them).

@@ -105,20 +105,32 @@ fn a_new_partition_is_recovered_then_admits_from_its_resume_offset() {
     assert_eq!(o.admit(0, 5), Admit::Skip, "a duplicate delivery");
     assert_eq!(o.admit(0, 6), Admit::Buffer);
     assert_eq!(o.admit(1, 0), Admit::Recover { generation: 2 }, "each recovery is a new generation");
-    assert_eq!(o.recovered(1, 2, EMPTY, 0), Admit::Buffer, "an empty log admits whatever comes first");
+    assert_eq!(o.recovered(1, 2, EMPTY, 0), Admit::Buffer, "an empty log, at its beginning");
 }
 
 #[test]
 fn a_log_that_resumes_elsewhere_seeks_and_a_failed_seek_recovers_again() {
     let mut o = ownership();
     assert_eq!(o.admit(0, 2), Admit::Recover { generation: 1 });
-    assert_eq!(o.recovered(0, 1, StubLog { next_seq: 1, resume: Some(10) }, 2), Admit::Seek { resume: 10 });
+    assert_eq!(o.recovered(0, 1, StubLog { next_seq: 1, resume: Some(10) }, 2), Admit::Seek { resume: Some(10) });
     assert_eq!(o.admit(0, 3), Admit::Skip, "stale prefetch from before the seek");
     assert_eq!(o.admit(0, 10), Admit::Buffer);
 
     o.forget(0);
     assert_eq!(o.admit(0, 4), Admit::Recover { generation: 2 }, "a forgotten partition recovers again");
     assert_eq!(o.recovered(0, 2, StubLog { next_seq: 1, resume: Some(4) }, 4), Admit::Buffer, "already there");
+}
+
+#[test]
+fn after_seeking_back_stale_prefetch_seeks_again_and_never_skips_the_resumed_messages() {
+    let mut o = ownership();
+    assert_eq!(o.admit(0, 500), Admit::Recover { generation: 1 });
+    assert_eq!(o.recovered(0, 1, StubLog { next_seq: 2, resume: Some(400) }, 500), Admit::Seek { resume: Some(400) });
+    assert_eq!(o.admit(0, 501), Admit::Seek { resume: Some(400) }, "prefetched before the seek");
+    for offset in 400..=501 {
+        assert_eq!(o.admit(0, offset), Admit::Buffer, "offset {offset}, delivered again after the seek");
+    }
+    assert_eq!(o.recovered(1, 2, EMPTY, 9), Admit::Seek { resume: None }, "an empty log seeks to the beginning");
 }
 
 #[test]
