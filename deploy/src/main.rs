@@ -56,8 +56,11 @@ fn parse() -> (Cli, clap::Command, Option<ConfigFile>) {
 }
 
 /// What is logged without --log-level or `RUST_LOG`: the Delta kernel logs every snapshot it
-/// builds at info.
-const DEFAULT_LOG_LEVEL: &str = "info,datafusion=warn,buoyant_kernel=warn,deltalake_core=warn";
+/// builds at info, and deltalake every commit conflict at error — expected with several writers,
+/// each of which re-reads the table and commits again (a commit that still fails is reported by
+/// testlake itself).
+const DEFAULT_LOG_LEVEL: &str =
+    "info,datafusion=warn,buoyant_kernel=warn,deltalake_core=warn,deltalake_core::kernel::transaction=off";
 
 /// Log lines to stderr, as text or JSON, filtered by --log-level, else `RUST_LOG`.
 fn init_logging(log: &LogArgs) {

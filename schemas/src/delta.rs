@@ -403,18 +403,24 @@ pub async fn results_files(lake: &Lake) -> Result<Option<HashSet<String>>, Delta
 }
 
 async fn results_files_here(lake: &Lake) -> Result<Option<HashSet<String>>, DeltaError> {
-    let log_store = log_store(lake);
+    let Some(state) = existing_state(&log_store(lake)).await.map_err(|e| DeltaError::delta(lake, e))? else {
+        return Ok(None);
+    };
+    let prefix = Table::Results.name();
+    Ok(Some(state.log_data().iter().map(|file| format!("{prefix}/{}", file.path())).collect()))
+}
+
+/// The newest version of the table at `log_store`, or `None` when it has none yet. Looked for
+/// first: the Delta kernel logs an error of its own for every attempt to load a table that is
+/// not there, which every process starting on a fresh lake made.
+pub(crate) async fn existing_state(log_store: &LogStoreRef) -> Result<Option<DeltaTableState>, DeltaTableError> {
+    if !log_store.is_delta_table_location().await? {
+        return Ok(None);
+    }
     match DeltaTableState::try_new(log_store.as_ref(), None).await {
-        Ok(state) => {
-            let prefix = Table::Results.name();
-            Ok(Some(state.log_data().iter().map(|file| format!("{prefix}/{}", file.path())).collect()))
-        }
-        Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => Ok(None),
-        Err(e) if !log_store.is_delta_table_location().await.unwrap_or(true) => {
-            debug!(error = %e, "no Delta table yet");
-            Ok(None)
-        }
-        Err(e) => Err(DeltaError::delta(lake, e)),
+        Ok(state) => Ok(Some(state)),
+        Err(DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -438,11 +444,8 @@ pub async fn snapshot(lake: &Lake) -> Result<Option<Snapshot>, DeltaError> {
 
 async fn snapshot_here(lake: &Lake) -> Result<Option<Snapshot>, DeltaError> {
     let log_store = log_store(lake);
-    let state = match DeltaTableState::try_new(log_store.as_ref(), None).await {
-        Ok(state) => state,
-        Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => return Ok(None),
-        Err(_) if !log_store.is_delta_table_location().await.unwrap_or(true) => return Ok(None),
-        Err(e) => return Err(DeltaError::delta(lake, e)),
+    let Some(state) = existing_state(&log_store).await.map_err(|e| DeltaError::delta(lake, e))? else {
+        return Ok(None);
     };
     let prefix = Table::Results.name();
     let mut files = Vec::new();
@@ -450,7 +453,7 @@ async fn snapshot_here(lake: &Lake) -> Result<Option<Snapshot>, DeltaError> {
         let path = format!("{prefix}/{}", file.path());
         let Some((date, hour)) = hour_partition(&path) else {
             return Err(DeltaError::Inconsistent {
-                seq: state.version() as u64,
+                seq: state.version(),
                 message: format!("{path} is not in a date=…/hour=… folder"),
             });
         };
@@ -474,7 +477,7 @@ async fn snapshot_here(lake: &Lake) -> Result<Option<Snapshot>, DeltaError> {
             published.push((dir, seq));
         }
     }
-    Ok(Some(Snapshot { version: state.version() as u64, files, published }))
+    Ok(Some(Snapshot { version: state.version(), files, published }))
 }
 
 /// The `date=YYYY-MM-DD/hour=H` folders of a file's path.
@@ -549,7 +552,7 @@ async fn actions(
 /// file, and per partition's log folder the newest committed entry as its transaction version.
 async fn open_or_create(lake: &Lake) -> Result<Handle, DeltaError> {
     let log_store = log_store(lake);
-    if let Ok(state) = DeltaTableState::try_new(log_store.as_ref(), None).await {
+    if let Ok(Some(state)) = existing_state(&log_store).await {
         return Ok(Handle { log_store, state });
     }
     let mut committed = CommittedFiles::default();

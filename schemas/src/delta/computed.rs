@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     ATTEMPTS, CHECKPOINT_INTERVAL, DeltaError, DeltaTables, Handle, LOG_RETENTION, TOMBSTONE_RETENTION,
-    commit_properties, log_store_of, on_delta_runtime, table_url_of, txn,
+    commit_properties, existing_state, log_store_of, on_delta_runtime, table_url_of, txn,
 };
 use crate::log_reader::LogReadError;
 use crate::paths::ComputedFilePath;
@@ -177,11 +177,9 @@ impl DeltaTables {
             }
             Entry::Vacant(slot) => {
                 let log_store = log_store_of(lake, table);
-                match DeltaTableState::try_new(log_store.as_ref(), None).await {
-                    Ok(state) => slot.insert(Handle { log_store, state }),
-                    Err(DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_)) => return Ok(None),
-                    Err(_) if !log_store.is_delta_table_location().await.unwrap_or(true) => return Ok(None),
-                    Err(e) => return Err(DeltaError::of(lake, table, e)),
+                match existing_state(&log_store).await.map_err(|e| DeltaError::of(lake, table, e))? {
+                    Some(state) => slot.insert(Handle { log_store, state }),
+                    None => return Ok(None),
                 }
             }
         };
@@ -250,7 +248,7 @@ fn columns(table: Table) -> Result<Vec<StructField>, DeltaTableError> {
 /// Opens `table`, or creates it with the `data.parquet` files a lake from before holds.
 async fn open_or_create(lake: &Lake, table: Table) -> Result<Handle, DeltaError> {
     let log_store = log_store_of(lake, table);
-    if let Ok(state) = DeltaTableState::try_new(log_store.as_ref(), None).await {
+    if let Ok(Some(state)) = existing_state(&log_store).await {
         return Ok(Handle { log_store, state });
     }
     let folder = lake.path(table.name());
