@@ -12,13 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use testlake_schemas::log::EntryFile;
 use testlake_schemas::{Lake, Landed};
+
+/// How many already-fetched messages the loop handles in a row before it looks at finished
+/// flushes, the ticker and shutdown again.
+const DRAIN_AT_ONCE: usize = 1024;
 
 /// How long a stopping ingest waits for its committed flushes to be shown in the Delta table.
 const DELTA_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -220,21 +224,29 @@ impl Ingest {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         self.consumer.subscribe(&[&self.config.topic])?;
         info!(topic = %self.config.topic, group = %self.config.group_id, lake = %self.lake.url(), "ingest started");
-        // A local handle, so a received message borrows it rather than `self`.
+        // A local handle, so a received message borrows it rather than `self`; one stream for the
+        // whole run (each `recv()` registers and drops a waker slot under a lock).
         let consumer = Arc::clone(&self.consumer);
+        let mut messages = consumer.stream();
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        'run: loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                message = consumer.recv() => {
-                    self.drop_revoked();
-                    match message {
-                        Ok(m) => match self.consume(&m, &shutdown).await {
-                            Err(Error::ShuttingDown) => break,
-                            result => result?,
-                        },
-                        Err(e) => warn!(error = %e, "kafka consumer error"),
+                message = messages.next() => {
+                    let message = message.expect("kafka streams never end");
+                    if !self.on_message(message, &shutdown).await? {
+                        break;
+                    }
+                    // Then what librdkafka already fetched, without going through the select for
+                    // each message (its other branches' futures were made and dropped per
+                    // message); bounded, so finished flushes, the ticker and shutdown are looked
+                    // at within a few milliseconds.
+                    for _ in 0..DRAIN_AT_ONCE {
+                        let Some(Some(message)) = messages.next().now_or_never() else { break };
+                        if !self.on_message(message, &shutdown).await? {
+                            break 'run;
+                        }
                     }
                 }
                 Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
@@ -276,6 +288,23 @@ impl Ingest {
         }
         info!("ingest stopped");
         Ok(())
+    }
+
+    /// Handles what the consumer delivered; says whether to go on (not when shutting down).
+    async fn on_message(
+        &mut self,
+        message: rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool> {
+        self.drop_revoked();
+        match message {
+            Ok(m) => match self.consume(&m, shutdown).await {
+                Err(Error::ShuttingDown) => return Ok(false),
+                result => result?,
+            },
+            Err(e) => warn!(error = %e, "kafka consumer error"),
+        }
+        Ok(true)
     }
 
     /// Handles one message: recovers its partition's log first if the partition is new here

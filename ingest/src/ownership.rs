@@ -17,7 +17,7 @@
 //! Each recovery of a partition is a new *generation*; a flush started by an earlier one never
 //! touches the state of a later one.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,7 +158,7 @@ struct Owned<L> {
 pub struct Ownership<L> {
     topic: Arc<str>,
     policy: FlushPolicy,
-    owned: HashMap<i32, Owned<L>>,
+    owned: BTreeMap<i32, Owned<L>>,
     recoveries: u64,
     /// Given to each partition's buffer ([`PartitionBuffer::with_retention`]).
     retention_days: u32,
@@ -166,7 +166,7 @@ pub struct Ownership<L> {
 
 impl<L: Log> Ownership<L> {
     pub fn new(topic: Arc<str>, policy: FlushPolicy) -> Self {
-        Self { topic, policy, owned: HashMap::new(), recoveries: 0, retention_days: 0 }
+        Self { topic, policy, owned: BTreeMap::new(), recoveries: 0, retention_days: 0 }
     }
 
     /// Buffers reject events of dates past a retention of `days` (0: none).
@@ -179,7 +179,7 @@ impl<L: Log> Ownership<L> {
         self.owned.contains_key(&partition)
     }
 
-    /// The partitions owned, in no particular order.
+    /// The partitions owned, in ascending order.
     pub fn partitions(&self) -> Vec<i32> {
         self.owned.keys().copied().collect()
     }
