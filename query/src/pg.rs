@@ -46,6 +46,7 @@ use crate::http::latency_histogram;
 use crate::serve::next_connection;
 use crate::state::AppState;
 
+mod catalog;
 mod handlers;
 mod local;
 
@@ -111,12 +112,15 @@ pub enum PgError {
     Bind(SocketAddr, std::io::Error),
     #[error("PostgreSQL TLS: {0}")]
     Tls(String),
+    #[error("PostgreSQL catalog: {0}")]
+    Catalog(#[from] datafusion::error::DataFusionError),
 }
 
 /// A bound PostgreSQL listener, ready to serve.
 pub struct PgListener {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    catalog: Arc<catalog::PgCatalog>,
 }
 
 impl PgListener {
@@ -125,7 +129,7 @@ impl PgListener {
     pub async fn bind(config: &PgConfig) -> Result<Self, PgError> {
         let tls = config.tls.as_ref().map(|(cert, key)| acceptor(cert, key)).transpose()?;
         let listener = TcpListener::bind(config.listen).await.map_err(|e| PgError::Bind(config.listen, e))?;
-        Ok(Self { listener, tls })
+        Ok(Self { listener, tls, catalog: Arc::new(catalog::PgCatalog::new()?) })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -136,7 +140,7 @@ impl PgListener {
     /// wait in the listen backlog), each on its own task; on shutdown, open connections are
     /// dropped (a statement in flight is aborted with its connection).
     pub async fn serve(self, state: Arc<AppState>, shutdown: CancellationToken) {
-        let handlers = Arc::new(handlers::Handlers::new(state.clone()));
+        let handlers = Arc::new(handlers::Handlers::new(state.clone(), self.catalog));
         let open = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
         tracing::info!(addr = ?self.listener.local_addr().ok(), tls = self.tls.is_some(), "serving PostgreSQL");
         while let Some((socket, permit)) = next_connection(&self.listener, &open, &shutdown).await {

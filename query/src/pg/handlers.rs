@@ -17,8 +17,6 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
-use datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::{
@@ -39,6 +37,7 @@ use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 
+use super::catalog::PgCatalog;
 use super::local::{Local, SERVER_VERSION, local, server_setting};
 use crate::error::ApiError;
 use crate::sql::SqlLimits;
@@ -51,9 +50,9 @@ pub struct Handlers {
 }
 
 impl Handlers {
-    pub fn new(state: Arc<AppState>) -> Self {
+    pub fn new(state: Arc<AppState>, catalog: Arc<PgCatalog>) -> Self {
         let startup = Arc::new(Startup::new(state.auth_token.clone()));
-        Self { queries: Arc::new(Queries { state, parser: Arc::new(Parser::default()) }), startup }
+        Self { queries: Arc::new(Queries { state, parser: Arc::new(Parser::default()), catalog }), startup }
     }
 }
 
@@ -128,6 +127,7 @@ impl StartupHandler for Startup {
 pub struct Queries {
     state: Arc<AppState>,
     parser: Arc<Parser>,
+    catalog: Arc<PgCatalog>,
 }
 
 impl Queries {
@@ -226,7 +226,7 @@ impl Queries {
             let mut committed = self.state.committed.lock().await;
             crate::sql::session(&self.state.lake, &mut committed, &self.state.sql_limits).await?
         };
-        setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider).map_err(|e| ApiError::DataFusion(*e))?;
+        let ctx = self.catalog.on(ctx)?;
         ctx.register_udf(settings.current_setting());
         ctx.state_ref().write().config_mut().options_mut().set("datafusion.sql_parser.dialect", "PostgreSQL")?;
         Ok(ctx)
