@@ -122,18 +122,25 @@ async fn dashboard_stream(base: &str) -> SseClient {
 }
 
 /// Loads the dashboard into the service's cache (the second request is a hit) and returns the
-/// runs it counts: an answer that only an invalidation replaces.
+/// runs it counts: an answer that only an invalidation replaces. While events land, a notice can
+/// invalidate the answer between the two requests (seen once in a CI run: miss, miss): the pair
+/// is tried again, up to ten times.
 async fn cache_dashboard(base: &str, now: DateTime<Utc>) -> i64 {
     let http = reqwest::Client::new();
     let mut answers = Vec::new();
-    for _ in 0..2 {
-        let response = http.get(format!("{base}/api/v1/dashboard")).query(&range(now)).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
-        answers.push((cache, response.json::<Value>().await.unwrap()["runs"].as_i64().unwrap()));
+    for _ in 0..10 {
+        answers.clear();
+        for _ in 0..2 {
+            let response = http.get(format!("{base}/api/v1/dashboard")).query(&range(now)).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
+            answers.push((cache, response.json::<Value>().await.unwrap()["runs"].as_i64().unwrap()));
+        }
+        if answers[1].0 == "hit" {
+            return answers[1].1;
+        }
     }
-    assert_eq!(answers[1].0, "hit", "{base}: the dashboard is cached: {answers:?}");
-    answers[1].1
+    panic!("{base}: the dashboard is never answered from the cache: {answers:?}");
 }
 
 fn range(now: DateTime<Utc>) -> Vec<(&'static str, String)> {
