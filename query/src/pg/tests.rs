@@ -71,3 +71,39 @@ fn failures_carry_the_sqlstate_a_client_acts_on() {
     let over = DataFusionError::ResourcesExhausted("pool".into());
     assert_eq!(sqlstate(&ApiError::StatementOverMemory(over)), "53200");
 }
+
+/// Rows of `sql` on `ctx`, as text.
+async fn texts(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<String> {
+    let batches = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap();
+    let mut rows = Vec::new();
+    for batch in batches {
+        let column = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let column = arrow::array::AsArray::as_string::<i32>(&column);
+        rows.extend(column.iter().map(|v| v.unwrap_or("NULL").to_owned()));
+    }
+    rows
+}
+
+#[tokio::test]
+async fn each_session_gets_the_catalog_set_up_once_over_its_own_tables() {
+    use datafusion::prelude::SessionContext;
+    let catalog = super::catalog::PgCatalog::new().unwrap();
+    let session = |table: &'static str| {
+        let ctx = SessionContext::new();
+        ctx.register_batch(
+            table,
+            arrow::array::RecordBatch::new_empty(std::sync::Arc::new(arrow::datatypes::Schema::empty())),
+        )
+        .unwrap();
+        catalog.on(ctx).unwrap()
+    };
+    let (a, b) = (session("only_in_a"), session("only_in_b"));
+    let listed = "SELECT relname FROM pg_catalog.pg_class WHERE relname LIKE 'only_in_%'";
+    assert_eq!(texts(&a, listed).await, ["only_in_a"], "a's catalog lists a's table, not b's");
+    assert_eq!(texts(&b, listed).await, ["only_in_b"]);
+    // What the set-up adds besides the schema: functions, table functions, the oid types.
+    assert_eq!(texts(&a, "SELECT current_schema()").await, ["public"]);
+    assert_eq!(texts(&a, "SELECT has_table_privilege('only_in_a', 'SELECT')").await, ["true"]);
+    assert!(!texts(&a, "SELECT word FROM pg_get_keywords()").await.is_empty(), "pg_get_keywords()");
+    assert_eq!(texts(&a, "SELECT CAST(1 AS regclass)").await, ["1"], "regclass parses as a type");
+}
