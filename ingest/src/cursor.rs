@@ -47,12 +47,8 @@ impl Cursor {
     /// the partition — which it admits when it is exactly there, or else answers with a seek.
     pub fn recovered(resume: Option<i64>, offset: i64) -> (Self, Step) {
         let mut cursor = Self { next: resume, seeking: Some(Seeking::default()) };
-        if offset == cursor.start() {
-            cursor.seeking = None;
-            let step = cursor.step(offset);
-            return (cursor, step);
-        }
-        (cursor, Step::Seek(resume))
+        let step = if offset == cursor.start() { cursor.step(offset) } else { Step::Seek(resume) };
+        (cursor, step)
     }
 
     /// A cursor at `resume` that trusts the consumer's position (no seek).

@@ -69,15 +69,33 @@ async fn wait_landed_or_stall(lake: &Path, want: usize, stall: Duration) -> usiz
     }
 }
 
+/// A broker (sqlite engine) with a topic of six partitions, a group name, a lake folder and the
+/// log file of the member that stays.
+struct Scenario {
+    _broker: Broker,
+    brokers: String,
+    topic: String,
+    group: String,
+    lake: tempfile::TempDir,
+    a_log: std::path::PathBuf,
+}
+
+impl Scenario {
+    async fn start(topic_prefix: &str) -> Self {
+        let broker = Broker::start_with(Storage::Sqlite);
+        let brokers = broker.bootstrap();
+        let (topic, group) = (unique_topic(topic_prefix), unique_topic("g"));
+        testlake::kafka::ensure_topic(&brokers, &topic, 6).await.unwrap();
+        let lake = tempfile::tempdir().unwrap();
+        let a_log = lake.path().join("a.log");
+        Self { _broker: broker, brokers, topic, group, lake, a_log }
+    }
+}
+
 /// One run of the scenario. `Err` when the broker left partitions without a live owner (see
 /// below); every other failure panics.
 async fn join_and_leave_once() -> Result<(), String> {
-    let broker = Broker::start_with(Storage::Sqlite);
-    let brokers = broker.bootstrap();
-    let (topic, group) = (unique_topic("grp"), unique_topic("g"));
-    testlake::kafka::ensure_topic(&brokers, &topic, 6).await.unwrap();
-    let lake = tempfile::tempdir().unwrap();
-    let a_log = lake.path().join("a.log");
+    let Scenario { _broker, brokers, topic, group, lake, a_log } = Scenario::start("grp").await;
     let m = member(&brokers, &topic, &group, lake.path());
 
     let mut produced = produce_fleet(&brokers, &topic, 11, 6).await;
@@ -181,12 +199,7 @@ async fn members_joining_at_once_while_flushing_lose_nothing() {
 }
 
 async fn join_storm_once() -> Result<(), String> {
-    let broker = Broker::start_with(Storage::Sqlite);
-    let brokers = broker.bootstrap();
-    let (topic, group) = (unique_topic("storm"), unique_topic("g"));
-    testlake::kafka::ensure_topic(&brokers, &topic, 6).await.unwrap();
-    let lake = tempfile::tempdir().unwrap();
-    let a_log = lake.path().join("a.log");
+    let Scenario { _broker, brokers, topic, group, lake, a_log } = Scenario::start("storm").await;
     let m = member(&brokers, &topic, &group, lake.path());
 
     let mut produced = produce_fleet(&brokers, &topic, 31, 30).await;
