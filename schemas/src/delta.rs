@@ -76,9 +76,65 @@ impl std::fmt::Debug for DeltaTables {
 struct Handle {
     log_store: LogStoreRef,
     state: DeltaTableState,
+    txns: Txns,
+}
+
+/// The table's `txn` versions (per partition's log folder) as of one table version, kept current
+/// by reading only the commits after it. The Delta kernel answers one application id by
+/// replaying the log backwards to that id's newest `txn` — with several members writing, the
+/// checkpoint and every commit since, per folder, per publication.
+#[derive(Default)]
+struct Txns {
+    /// The table version `known` is current at.
+    at: Option<u64>,
+    /// Per application id, its newest `txn` version (`None`: the table has none).
+    known: HashMap<String, Option<i64>>,
 }
 
 impl Handle {
+    fn new(log_store: LogStoreRef, state: DeltaTableState) -> Self {
+        Self { log_store, state, txns: Txns::default() }
+    }
+
+    /// The newest `txn` version of application `app_id` in the held version.
+    async fn txn_version(&mut self, app_id: &str) -> Result<Option<i64>, DeltaTableError> {
+        self.catch_up_txns().await;
+        if let Some(known) = self.txns.known.get(app_id) {
+            return Ok(*known);
+        }
+        let version = self.state.transaction_version(self.log_store.as_ref(), app_id).await?;
+        self.txns.known.insert(app_id.to_owned(), version);
+        Ok(version)
+    }
+
+    /// Brings `txns` to the held version from the commits in between; when one cannot be read
+    /// (deleted after a checkpoint, a store error), forgets them all (the kernel answers again).
+    async fn catch_up_txns(&mut self) {
+        let version = self.state.version();
+        let from = match self.txns.at {
+            Some(at) if at == version => return,
+            Some(at) if at < version => at + 1,
+            _ => {
+                self.txns = Txns { at: Some(version), known: HashMap::new() };
+                return;
+            }
+        };
+        for v in from..=version {
+            match self.log_store.read_commit_entry(v).await {
+                Ok(Some(commit)) if let Some(txns) = commit_txns(&commit) => {
+                    for txn in txns {
+                        self.txns.known.insert(txn.app_id, Some(txn.version));
+                    }
+                }
+                _ => {
+                    self.txns.known.clear();
+                    break;
+                }
+            }
+        }
+        self.txns.at = Some(version);
+    }
+
     /// Brings the held version up to the table's newest (reading only the commits since).
     async fn update(&mut self) -> Result<(), DeltaTableError> {
         self.state.update(&self.log_store, None).await
@@ -98,6 +154,19 @@ impl Handle {
         }
         Ok(version)
     }
+}
+
+/// The `txn` actions of a commit file (one action per line); `None` when a line is not JSON.
+fn commit_txns(commit: &[u8]) -> Option<Vec<Transaction>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        txn: Option<Transaction>,
+    }
+    let lines = commit.split(|b| *b == b'\n').filter(|line| !line.trim_ascii().is_empty());
+    lines
+        .filter_map(|line| serde_json::from_slice::<Line>(line).map(|l| l.txn).transpose())
+        .collect::<Result<_, _>>()
+        .ok()
 }
 
 /// deltalake reads a table through its kernel's engine, which, under a current-thread runtime,
@@ -123,16 +192,14 @@ async fn on_delta_runtime<T: Send + 'static>(work: impl Future<Output = T> + Sen
 
 /// A publication's data, owned, to move onto [`DELTA_RUNTIME`].
 enum Owned {
-    Flushes { log_dir: String, entries: Vec<(u64, Vec<EntryFile>)> },
+    Flushes(Vec<FolderEntries>),
     Compaction { seq: u64, kind: CompactionKind, inputs: Vec<EntryFile>, outputs: Vec<EntryFile> },
 }
 
 impl From<Publication<'_>> for Owned {
     fn from(publication: Publication<'_>) -> Self {
         match publication {
-            Publication::Flushes { log_dir, entries } => {
-                Self::Flushes { log_dir: log_dir.to_owned(), entries: entries.to_vec() }
-            }
+            Publication::Flushes(folders) => Self::Flushes(folders.to_vec()),
             Publication::Compaction { seq, kind, inputs, outputs } => {
                 Self::Compaction { seq, kind, inputs: inputs.to_vec(), outputs: outputs.to_vec() }
             }
@@ -143,7 +210,7 @@ impl From<Publication<'_>> for Owned {
 impl Owned {
     fn publication(&self) -> Publication<'_> {
         match self {
-            Self::Flushes { log_dir, entries } => Publication::Flushes { log_dir, entries },
+            Self::Flushes(folders) => Publication::Flushes(folders),
             Self::Compaction { seq, kind, inputs, outputs } => {
                 Publication::Compaction { seq: *seq, kind: *kind, inputs, outputs }
             }
@@ -154,11 +221,25 @@ impl Owned {
 /// A decided commit-log entry to show in the Delta table.
 #[derive(Debug, Clone, Copy)]
 pub enum Publication<'a> {
-    /// Committed flush entries of one partition's log folder, in order: `(seq, files)`.
-    Flushes { log_dir: &'a str, entries: &'a [(u64, Vec<EntryFile>)] },
+    /// Committed flush entries of partitions' log folders, shown in one commit.
+    Flushes(&'a [FolderEntries]),
     /// A committed compaction of `results`: a merge (the inputs' rows rewritten as the outputs,
     /// no data change) or an expiry (the inputs removed, no outputs).
     Compaction { seq: u64, kind: CompactionKind, inputs: &'a [EntryFile], outputs: &'a [EntryFile] },
+}
+
+/// Committed flush entries of one partition's log folder.
+#[derive(Debug, Clone)]
+pub struct FolderEntries {
+    pub log_dir: String,
+    /// In order: `(seq, files)`.
+    pub entries: Vec<(u64, Vec<EntryFile>)>,
+}
+
+impl FolderEntries {
+    pub fn new(log_dir: &str, entries: &[(u64, Vec<EntryFile>)]) -> Self {
+        Self { log_dir: log_dir.to_owned(), entries: entries.to_vec() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,11 +458,13 @@ impl DeltaTables {
 
     /// The sequence number of the newest entry of a partition's log folder the table shows.
     pub async fn published_seq(&self, lake: &Lake, log_dir: &str) -> Result<Option<u64>, DeltaError> {
-        let (lake, log_dir) = (lake.clone(), log_dir.to_owned());
-        on_delta_runtime(async move { lake.delta().published_seq_here(&lake, &log_dir).await }).await
+        let (lake, dirs) = (lake.clone(), vec![log_dir.to_owned()]);
+        let seqs = on_delta_runtime(async move { lake.delta().published_seqs_here(&lake, &dirs).await }).await?;
+        Ok(seqs.into_iter().next().flatten())
     }
 
-    async fn published_seq_here(&self, lake: &Lake, log_dir: &str) -> Result<Option<u64>, DeltaError> {
+    /// Per partition's log folder, the sequence number of its newest entry the table shows.
+    async fn published_seqs_here(&self, lake: &Lake, log_dirs: &[String]) -> Result<Vec<Option<u64>>, DeltaError> {
         let mut guard = self.results.lock().await;
         let handle = match guard.as_mut() {
             Some(handle) => {
@@ -390,8 +473,12 @@ impl DeltaTables {
             }
             None => guard.insert(open_or_create(lake).await?),
         };
-        let version = handle.state.transaction_version(handle.log_store.as_ref(), log_dir).await;
-        Ok(version.map_err(|e| DeltaError::delta(lake, e))?.map(|v| v as u64))
+        let mut seqs = Vec::with_capacity(log_dirs.len());
+        for dir in log_dirs {
+            let version = handle.txn_version(dir).await.map_err(|e| DeltaError::delta(lake, e))?;
+            seqs.push(version.map(|v| v as u64));
+        }
+        Ok(seqs)
     }
 }
 
@@ -489,28 +576,28 @@ fn hour_partition(path: &str) -> Option<(NaiveDate, u8)> {
 /// What a publication adds to the table at `state`, or `None` when the table shows it already./// What a publication adds to the table at `state`, or `None` when the table shows it already.
 async fn actions(
     lake: &Lake,
-    handle: &Handle,
+    handle: &mut Handle,
     publication: Publication<'_>,
 ) -> Result<Option<(Vec<Action>, DeltaOperation)>, DeltaError> {
     let now = Utc::now().timestamp_millis();
     match publication {
-        Publication::Flushes { log_dir, entries } => {
-            let published = handle
-                .state
-                .transaction_version(handle.log_store.as_ref(), log_dir)
-                .await
-                .map_err(|e| DeltaError::delta(lake, e))?
-                .map(|v| v as u64);
-            let new: Vec<&(u64, Vec<EntryFile>)> =
-                entries.iter().filter(|(seq, _)| published.is_none_or(|p| *seq > p)).collect();
-            let Some(last) = new.last().map(|(seq, _)| *seq) else {
-                return Ok(None);
-            };
+        Publication::Flushes(folders) => {
             let mut actions = Vec::new();
-            for file in new.iter().flat_map(|(_, files)| files).filter(|f| f.table == Table::Results) {
-                actions.push(add(lake, file, true, now).await?);
+            for folder in folders {
+                let published = handle.txn_version(&folder.log_dir).await.map_err(|e| DeltaError::delta(lake, e))?;
+                let new = folder.entries.iter().filter(|(seq, _)| published.is_none_or(|p| *seq as i64 > p));
+                let new: Vec<&(u64, Vec<EntryFile>)> = new.collect();
+                let Some(last) = new.last().map(|(seq, _)| *seq) else {
+                    continue;
+                };
+                for file in new.iter().flat_map(|(_, files)| files).filter(|f| f.table == Table::Results) {
+                    actions.push(add(lake, file, true, now).await?);
+                }
+                actions.push(Action::Txn(txn(&folder.log_dir, last)));
             }
-            actions.push(Action::Txn(txn(log_dir, last)));
+            if actions.is_empty() {
+                return Ok(None);
+            }
             let operation = DeltaOperation::Write {
                 mode: SaveMode::Append,
                 partition_by: Some(vec!["date".into(), "hour".into()]),
@@ -553,7 +640,7 @@ async fn actions(
 async fn open_or_create(lake: &Lake) -> Result<Handle, DeltaError> {
     let log_store = log_store(lake);
     if let Ok(Some(state)) = existing_state(&log_store).await {
-        return Ok(Handle { log_store, state });
+        return Ok(Handle::new(log_store, state));
     }
     let mut committed = CommittedFiles::default();
     committed.refresh(lake).await?;
@@ -591,7 +678,7 @@ async fn open_or_create(lake: &Lake) -> Result<Handle, DeltaError> {
         Err(e) => debug!(error = %e, "the Delta table exists"),
     }
     let state = DeltaTableState::try_new(log_store.as_ref(), None).await.map_err(|e| DeltaError::delta(lake, e))?;
-    Ok(Handle { log_store, state })
+    Ok(Handle::new(log_store, state))
 }
 
 /// After a checkpoint at `version`: deletes commits older than [`LOG_RETENTION`] that a

@@ -178,7 +178,7 @@ impl DeltaTables {
             Entry::Vacant(slot) => {
                 let log_store = log_store_of(lake, table);
                 match existing_state(&log_store).await.map_err(|e| DeltaError::of(lake, table, e))? {
-                    Some(state) => slot.insert(Handle { log_store, state }),
+                    Some(state) => slot.insert(Handle::new(log_store, state)),
                     None => return Ok(None),
                 }
             }
@@ -249,7 +249,7 @@ fn columns(table: Table) -> Result<Vec<StructField>, DeltaTableError> {
 async fn open_or_create(lake: &Lake, table: Table) -> Result<Handle, DeltaError> {
     let log_store = log_store_of(lake, table);
     if let Ok(Some(state)) = existing_state(&log_store).await {
-        return Ok(Handle { log_store, state });
+        return Ok(Handle::new(log_store, state));
     }
     let folder = lake.path(table.name());
     let listed: Vec<_> = lake
@@ -294,7 +294,7 @@ async fn open_or_create(lake: &Lake, table: Table) -> Result<Handle, DeltaError>
         Err(e) => debug!(error = %e, "the computed Delta table exists"),
     }
     let state = DeltaTableState::try_new(log_store.as_ref(), None).await.map_err(|e| DeltaError::of(lake, table, e))?;
-    Ok(Handle { log_store, state })
+    Ok(Handle::new(log_store, state))
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //!
 //! A process's writers hand their committed entries (and, on recovering a partition, "everything
 //! committed through N") to one task. It takes what has queued up, asks the table which entry of
-//! each folder it shows last (the folder's `txn` version), and publishes the rest in one commit
-//! per folder. Entries it was not handed — committed by another process, or before a crash — are
+//! each folder it shows last (the folder's `txn` version), and publishes the rest of every folder
+//! in one commit (one per round, not per folder: every commit is one more the other members'
+//! publishers read before their next). Entries it was not handed — committed by another process, or before a crash — are
 //! read from the commit log. A publication that fails is kept and tried again after a backoff
 //! (0.5 s, doubling to 30 s), merged with whatever was handed meanwhile: what is pending is a
 //! list of files per folder, never data.
@@ -17,7 +18,7 @@ use futures::TryStreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::{DeltaError, Publication};
+use super::{DeltaError, FolderEntries, Publication};
 use crate::Lake;
 use crate::log::{EntryFile, EntryObject, Intent, Outcome, OutcomeRecord, entry_path_in, parse_entry_name};
 use crate::log_reader::{LogReadError, read_entry};
@@ -132,22 +133,25 @@ async fn every_folder(lake: &Lake, pending: &mut BTreeMap<String, Pending>) -> R
     Ok(())
 }
 
-/// Publishes every folder's pending entries; a folder leaves `pending` once the table shows all
-/// of them. The first error ends the round (the rest stay pending).
+/// Publishes every folder's pending entries in one commit, and then has nothing pending; on an
+/// error everything stays pending.
 async fn publish_pending(lake: &Lake, pending: &mut BTreeMap<String, Pending>) -> Result<(), DeltaError> {
     let dirs: Vec<String> = pending.keys().cloned().collect();
-    for dir in dirs {
+    let shown = lake.delta().published_seqs_here(lake, &dirs).await?;
+    let mut folders = Vec::new();
+    for (dir, shown) in dirs.into_iter().zip(shown) {
         let folder = &pending[&dir];
-        let shown = lake.delta().published_seq_here(lake, &dir).await?;
         let first = shown.map_or(0, |s| s + 1);
         if first <= folder.through {
             let entries = entries(lake, &dir, folder, first).await?;
-            let published =
-                lake.delta().publish_here(lake, Publication::Flushes { log_dir: &dir, entries: &entries }).await?;
-            debug!(dir, first, through = folder.through, ?published, "published to the Delta table");
+            folders.push(FolderEntries { log_dir: dir, entries });
         }
-        pending.remove(&dir);
     }
+    if !folders.is_empty() {
+        let published = lake.delta().publish_here(lake, Publication::Flushes(&folders)).await?;
+        debug!(folders = folders.len(), ?published, "published to the Delta table");
+    }
+    pending.clear();
     Ok(())
 }
 

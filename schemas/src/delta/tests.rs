@@ -46,14 +46,14 @@ async fn flushes_are_published_once_and_in_order() {
     let (_dir, lake) = lake();
     assert_eq!(results_files(&lake).await.unwrap(), None, "no table before the first publication");
     let first = [(0, vec![file("a"), file("b")])];
-    let published = lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &first }).await;
+    let published = lake.delta().publish(&lake, Publication::Flushes(&[FolderEntries::new(DIR, &first)])).await;
     assert!(matches!(published.unwrap(), Published::Committed(_)));
-    let again = lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &first }).await;
+    let again = lake.delta().publish(&lake, Publication::Flushes(&[FolderEntries::new(DIR, &first)])).await;
     assert_eq!(again.unwrap(), Published::Already);
 
     // Entries 0 (again) and 2 together (1 was aborted): only 2 is new.
     let both = [(0, vec![file("a"), file("b")]), (2, vec![file("c")])];
-    let published = lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &both }).await;
+    let published = lake.delta().publish(&lake, Publication::Flushes(&[FolderEntries::new(DIR, &both)])).await;
     assert!(matches!(published.unwrap(), Published::Committed(_)));
     assert_eq!(names(&lake).await, set(&["a", "b", "c"]));
     assert_eq!(lake.delta().published_seq(&lake, DIR).await.unwrap(), Some(2));
@@ -61,8 +61,9 @@ async fn flushes_are_published_once_and_in_order() {
 
     // Another partition's folder has its own sequence.
     let other = [(0, vec![file("d")])];
-    let published = lake.delta().publish(&lake, Publication::Flushes { log_dir: "_log/ci/p00001", entries: &other });
-    assert!(matches!(published.await.unwrap(), Published::Committed(_)));
+    let other = [FolderEntries::new("_log/ci/p00001", &other)];
+    let published = lake.delta().publish(&lake, Publication::Flushes(&other)).await;
+    assert!(matches!(published.unwrap(), Published::Committed(_)));
     assert_eq!(names(&lake).await, set(&["a", "b", "c", "d"]));
 }
 
@@ -77,9 +78,9 @@ async fn racing_publishers_show_each_entry_once() {
         tokio::spawn(async move {
             let mut committed = 0;
             for i in 0..entries.len() {
-                let upto = &entries[..=i];
-                let published = lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: upto });
-                if matches!(published.await.unwrap(), Published::Committed(_)) {
+                let upto = [FolderEntries::new(DIR, &entries[..=i])];
+                let published = lake.delta().publish(&lake, Publication::Flushes(&upto)).await;
+                if matches!(published.unwrap(), Published::Committed(_)) {
                     committed += 1;
                 }
             }
@@ -114,7 +115,7 @@ async fn racing_publishers_show_each_entry_once() {
 async fn a_compaction_swaps_its_inputs_for_its_outputs_once() {
     let (_dir, lake) = lake();
     let entries = [(0, vec![file("a"), file("b"), file("c")])];
-    lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &entries }).await.unwrap();
+    lake.delta().publish(&lake, Publication::Flushes(&[FolderEntries::new(DIR, &entries)])).await.unwrap();
 
     let (inputs, outputs) = ([file("a"), file("b")], [file("ab")]);
     let compaction =
@@ -131,7 +132,7 @@ async fn a_compaction_swaps_its_inputs_for_its_outputs_once() {
 
     // Inputs partly gone: never a half-applied compaction.
     let more = [(1, vec![file("d")])];
-    lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &more }).await.unwrap();
+    lake.delta().publish(&lake, Publication::Flushes(&[FolderEntries::new(DIR, &more)])).await.unwrap();
     let (inputs, outputs) = ([file("abc"), file("zz")], [file("x")]);
     let bad = Publication::Compaction { seq: 2, kind: CompactionKind::Merge, inputs: &inputs, outputs: &outputs };
     let refused = lake.delta().publish(&lake, bad).await.unwrap_err();
@@ -145,7 +146,7 @@ async fn a_compaction_swaps_its_inputs_for_its_outputs_once() {
 async fn an_expiry_removes_its_files_as_a_delete() {
     let (dir, lake) = lake();
     let entries = [(0, vec![file("a"), file("b"), file("c")])];
-    lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &entries }).await.unwrap();
+    lake.delta().publish(&lake, Publication::Flushes(&[FolderEntries::new(DIR, &entries)])).await.unwrap();
     let inputs = [file("a"), file("b")];
     let expiry = Publication::Compaction { seq: 0, kind: CompactionKind::Expire, inputs: &inputs, outputs: &[] };
     let Published::Committed(version) = lake.delta().publish(&lake, expiry).await.unwrap() else {
@@ -276,7 +277,7 @@ async fn the_log_is_checkpointed() {
     let (dir, lake) = lake();
     for seq in 0..CHECKPOINT_INTERVAL + 5 {
         let entries = [(seq, vec![file(&format!("f{seq}"))])];
-        lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &entries }).await.unwrap();
+        lake.delta().publish(&lake, Publication::Flushes(&[FolderEntries::new(DIR, &entries)])).await.unwrap();
     }
     let checkpoint = format!("results/_delta_log/{:020}.checkpoint.parquet", CHECKPOINT_INTERVAL - 1);
     assert!(dir.path().join(&checkpoint).exists(), "{checkpoint}");
@@ -308,7 +309,7 @@ async fn a_reader_started_from_the_table_reads_only_what_it_does_not_cover() {
     write_entry(&lake, 0, file("a"), Some(Outcome::Committed)).await;
     write_entry(&lake, 1, file("b"), Some(Outcome::Committed)).await;
     let published = [(0, vec![file("a")]), (1, vec![file("b")])];
-    lake.delta().publish(&lake, Publication::Flushes { log_dir: DIR, entries: &published }).await.unwrap();
+    lake.delta().publish(&lake, Publication::Flushes(&[FolderEntries::new(DIR, &published)])).await.unwrap();
     write_entry(&lake, 2, file("c"), Some(Outcome::Committed)).await;
     write_entry(&lake, 3, file("d"), None).await;
     // A compaction of a and b into ab, committed and published.
@@ -352,4 +353,43 @@ async fn a_reader_started_from_the_table_reads_only_what_it_does_not_cover() {
     put(entry_path("ci", 0, 3, EntryObject::Outcome), serde_json::to_vec(&committed).unwrap()).await;
     seeded.refresh(&lake).await.unwrap();
     assert_eq!(names_of(&seeded), set(&["ab", "c", "d"]));
+}
+
+/// One publication of several folders is one table version, with each folder's `txn`; another
+/// process's handle, holding an older version, learns both from that commit alone.
+#[tokio::test]
+async fn folders_published_together_are_one_version() {
+    let (dir, lake) = lake();
+    let other = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let first = [(0, vec![file("a")])];
+    let first = [FolderEntries::new(DIR, &first)];
+    let Published::Committed(before) = other.delta().publish(&other, Publication::Flushes(&first)).await.unwrap()
+    else {
+        panic!("nothing published");
+    };
+    assert_eq!(other.delta().published_seq(&other, DIR).await.unwrap(), Some(0), "its own commit");
+
+    let (a, b) = ([(0, vec![file("a")]), (1, vec![file("b")])], [(4, vec![file("c")])]);
+    let together = [FolderEntries::new(DIR, &a), FolderEntries::new("_log/ci/p00001", &b)];
+    let Published::Committed(version) = lake.delta().publish(&lake, Publication::Flushes(&together)).await.unwrap()
+    else {
+        panic!("nothing published");
+    };
+    assert_eq!(version, before + 1, "both folders in the version after the first");
+    assert_eq!(names(&lake).await, set(&["a", "b", "c"]));
+    assert_eq!(other.delta().published_seq(&other, DIR).await.unwrap(), Some(1));
+    assert_eq!(other.delta().published_seq(&other, "_log/ci/p00001").await.unwrap(), Some(4));
+    let again = other.delta().publish(&other, Publication::Flushes(&together)).await.unwrap();
+    assert_eq!(again, Published::Already, "the other handle sees both published");
+}
+
+#[test]
+fn a_commit_whose_line_is_not_json_gives_no_txns() {
+    let commit = br#"{"commitInfo":{"timestamp":1}}
+{"txn":{"appId":"_log/ci/p00000","version":7,"lastUpdated":1}}
+{"add":{"path":"x"}}
+"#;
+    let txns = commit_txns(commit).expect("every line JSON");
+    assert_eq!(txns.iter().map(|t| (t.app_id.as_str(), t.version)).collect::<Vec<_>>(), [("_log/ci/p00000", 7)]);
+    assert!(commit_txns(b"{\"txn\":{\"appId\":\"a\",\"version\":1}}\n{\"add\":").is_none());
 }
