@@ -28,8 +28,9 @@ use deltalake_core::kernel::{Action, Add, DataType, Remove, StructField, StructT
 use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use deltalake_core::operations::create::CreateBuilder;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::table::config::TablePropertiesExt;
 use deltalake_core::table::state::DeltaTableState;
-use deltalake_core::{DeltaTableError, checkpoints};
+use deltalake_core::{DeltaTableError, TableProperty, checkpoints};
 use object_store::ObjectStoreExt;
 use object_store::prefix::PrefixStore;
 use tokio::sync::Mutex;
@@ -43,14 +44,17 @@ use crate::{Lake, Table};
 pub const CHECKPOINT_INTERVAL: u64 = 100;
 
 /// Commits are kept this long after a newer checkpoint: how far back time travel reaches (and
-/// only as far as compaction's grace keeps replaced files).
+/// only as far as compaction's grace keeps replaced files). What testlake creates its tables
+/// with (`delta.logRetentionDuration`); after that the table's own property decides, which any
+/// Delta tool — or [`set_retention`] — may change.
 pub const LOG_RETENTION: TimeDelta = TimeDelta::hours(1);
 
 /// How long checkpoints remember removed files (Delta's default is a week): a checkpoint carries
 /// every tombstone younger than this, so its size follows an hour of compactions (and computed
 /// tables' replacements), not the table's whole history. Removed files are deleted by testlake
 /// itself (after `--compact-grace`, or at once for computed tables), not by a VACUUM that would
-/// read these.
+/// read these. Also only what testlake creates its tables with (`delta.deletedFileRetentionDuration`,
+/// which the Delta kernel reads when it writes a checkpoint).
 pub const TOMBSTONE_RETENTION: TimeDelta = TimeDelta::hours(1);
 
 /// How many times a commit that lost a race is tried again on the newer version.
@@ -149,8 +153,8 @@ impl Handle {
             .await?;
         let version = done.version();
         self.state = done.snapshot();
-        if (version + 1).is_multiple_of(CHECKPOINT_INTERVAL) {
-            cleanup(&self.log_store, version).await;
+        if (version + 1).is_multiple_of(CHECKPOINT_INTERVAL) && self.state.table_config().enable_expired_log_cleanup() {
+            cleanup(&self.log_store, version, self.state.table_config().log_retention_duration()).await;
         }
         Ok(version)
     }
@@ -656,16 +660,13 @@ async fn open_or_create(lake: &Lake) -> Result<Handle, DeltaError> {
         .with_table_name(Table::Results.name())
         .with_columns(results_columns().map_err(|e| DeltaError::delta(lake, e))?)
         .with_partition_columns(["date", "hour"])
+        .with_configuration_property(TableProperty::CheckpointInterval, Some(CHECKPOINT_INTERVAL.to_string()))
         .with_configuration_property(
-            deltalake_core::TableProperty::CheckpointInterval,
-            Some(CHECKPOINT_INTERVAL.to_string()),
-        )
-        .with_configuration_property(
-            deltalake_core::TableProperty::LogRetentionDuration,
+            TableProperty::LogRetentionDuration,
             Some(format!("interval {} minutes", LOG_RETENTION.num_minutes())),
         )
         .with_configuration_property(
-            deltalake_core::TableProperty::DeletedFileRetentionDuration,
+            TableProperty::DeletedFileRetentionDuration,
             Some(format!("interval {} minutes", TOMBSTONE_RETENTION.num_minutes())),
         )
         .with_save_mode(SaveMode::ErrorIfExists)
@@ -681,14 +682,42 @@ async fn open_or_create(lake: &Lake) -> Result<Handle, DeltaError> {
     Ok(Handle::new(log_store, state))
 }
 
-/// After a checkpoint at `version`: deletes commits older than [`LOG_RETENTION`] that a
-/// checkpoint covers. Failing only leaves them for the next checkpoint.
-async fn cleanup(log_store: &LogStoreRef, version: u64) {
-    let cutoff = (Utc::now() - LOG_RETENTION).timestamp_millis();
+/// After a checkpoint at `version`: deletes commits older than `retention` (the table's
+/// `delta.logRetentionDuration`) that a checkpoint covers. Failing only leaves them for the next
+/// checkpoint.
+async fn cleanup(log_store: &LogStoreRef, version: u64, retention: std::time::Duration) {
+    let cutoff = Utc::now().timestamp_millis() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     match checkpoints::cleanup_expired_logs_for(version, log_store.as_ref(), cutoff, None).await {
         Ok(deleted) => debug!(version, deleted, "expired Delta commits deleted"),
         Err(e) => debug!(version, error = %e, "expired Delta commits not deleted; tried after the next checkpoint"),
     }
+}
+
+/// Sets how long the `results` table keeps history: commits for time travel
+/// (`delta.logRetentionDuration`, deleted after a newer checkpoint) and removed files' tombstones
+/// in checkpoints (`delta.deletedFileRetentionDuration`). A reader still following a checkpoint
+/// older than `history` may find commits gone (and has to start from the newest): keep it well
+/// above how long a read takes. `lake_open` sets 0 to open lakes as they are once their history
+/// is older than the retention.
+pub async fn set_retention(lake: &Lake, history: TimeDelta) -> Result<(), DeltaError> {
+    let lake = lake.clone();
+    on_delta_runtime(async move {
+        let interval = format!("interval {} seconds", history.num_seconds());
+        let properties = HashMap::from([
+            (TableProperty::LogRetentionDuration.as_ref().to_owned(), interval.clone()),
+            (TableProperty::DeletedFileRetentionDuration.as_ref().to_owned(), interval),
+        ]);
+        let mut table = deltalake_core::DeltaTable::new(log_store(&lake));
+        let set = async {
+            table.load().await?;
+            table.set_tbl_properties().with_properties(properties).with_commit_properties(commit_properties()).await
+        };
+        set.await.map_err(|e| DeltaError::delta(&lake, e))?;
+        // This process's handle holds the properties it read.
+        *lake.delta().results.lock().await = None;
+        Ok(())
+    })
+    .await
 }
 
 pub mod computed;

@@ -284,6 +284,49 @@ async fn the_log_is_checkpointed() {
     assert_eq!(names(&lake).await.len() as u64, CHECKPOINT_INTERVAL + 5);
 }
 
+/// With the table's retention set to nothing (a lake older than its retention), a checkpoint
+/// drops the tombstones of compacted files and the commits before it are deleted: what a fresh
+/// reader opens no longer grows with the history.
+#[tokio::test]
+async fn past_its_retention_the_table_keeps_a_checkpoint_and_the_commits_after() {
+    let (dir, lake) = lake();
+    let first = [(0, vec![file("f0")])];
+    lake.delta().publish(&lake, Publication::Flushes(&[FolderEntries::new(DIR, &first)])).await.unwrap();
+    set_retention(&lake, TimeDelta::zero()).await.unwrap();
+    let (inputs, outputs) = ([file("f0")], [file("g0")]);
+    let compaction =
+        Publication::Compaction { seq: 0, kind: CompactionKind::Merge, inputs: &inputs, outputs: &outputs };
+    assert!(matches!(lake.delta().publish(&lake, compaction).await.unwrap(), Published::Committed(_)));
+    for seq in 1..CHECKPOINT_INTERVAL + 5 {
+        let entries = [(seq, vec![file(&format!("f{seq}"))])];
+        lake.delta().publish(&lake, Publication::Flushes(&[FolderEntries::new(DIR, &entries)])).await.unwrap();
+    }
+    let log = dir.path().join("results/_delta_log");
+    let checkpoint = log.join(format!("{:020}.checkpoint.parquet", CHECKPOINT_INTERVAL - 1));
+    let commits: BTreeSet<u64> = std::fs::read_dir(&log)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".json")?.parse().ok())
+        .collect();
+    assert!(commits.iter().all(|v| *v >= CHECKPOINT_INTERVAL - 10), "commits before the checkpoint kept: {commits:?}");
+    assert!(commits.contains(&(CHECKPOINT_INTERVAL + 3)), "later commits kept: {commits:?}");
+
+    let reader = std::fs::File::open(&checkpoint).unwrap();
+    let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(reader, 1024).unwrap();
+    let (mut adds, mut removes) = (0, 0);
+    for batch in batches {
+        let batch = batch.unwrap();
+        let present = |column: &str| batch.column_by_name(column).map_or(0, |c| c.len() - c.null_count());
+        (adds, removes) = (adds + present("add"), removes + present("remove"));
+    }
+    assert_eq!(removes, 0, "the compacted file's tombstone expired");
+    // Versions 0 (created), 1 (f0), 2 (the retention), 3 (f0 → g0), then f1, f2, …: the
+    // checkpoint at version 99 holds g0 and f1..=f96.
+    assert_eq!(adds as u64, CHECKPOINT_INTERVAL - 3, "g0 and f1..=f96");
+    let mut want: BTreeSet<String> = (1..CHECKPOINT_INTERVAL + 5).map(|s| format!("f{s}")).collect();
+    want.insert("g0".into());
+    assert_eq!(names(&lake).await, want);
+}
+
 #[test]
 fn timestamp_statistics_are_widened_to_whole_milliseconds() {
     let mut f = file("a");
