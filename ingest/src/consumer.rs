@@ -18,10 +18,10 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, Stream
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use testlake_schemas::log::EntryFile;
-use testlake_schemas::{Lake, Landed};
+use testlake_schemas::{EventView, Lake, Landed, Rejection};
 
-/// How many already-fetched messages the loop handles in a row before it looks at finished
-/// flushes, the ticker and shutdown again.
+/// How many already-fetched messages the loop decodes together and then handles in a row before
+/// it looks at finished flushes, the ticker and shutdown again.
 const DRAIN_AT_ONCE: usize = 1024;
 
 /// How long a stopping ingest waits for its committed flushes to be shown in the Delta table.
@@ -30,7 +30,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::buffer::{PendingFlush, Pushed};
+use crate::buffer::{PendingFlush, Pushed, decode_all};
 use crate::crash::{CrashPoint, Crasher};
 use crate::flush::FlushPolicy;
 use crate::kafka::KafkaConfig;
@@ -234,17 +234,21 @@ impl Ingest {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 message = messages.next() => {
-                    let message = message.expect("kafka streams never end");
-                    if !self.on_message(message, &shutdown).await? {
-                        break;
-                    }
-                    // Then what librdkafka already fetched, without going through the select for
-                    // each message (its other branches' futures were made and dropped per
-                    // message); bounded, so finished flushes, the ticker and shutdown are looked
-                    // at within a few milliseconds.
-                    for _ in 0..DRAIN_AT_ONCE {
+                    // That message and what librdkafka already fetched besides, bounded (finished
+                    // flushes, the ticker and shutdown are looked at within a few milliseconds):
+                    // decoded together, on two threads when many, then handled in order without
+                    // going through the select for each (its other branches' futures were made
+                    // and dropped per message).
+                    let mut batch = vec![message.expect("kafka streams never end")];
+                    while batch.len() < DRAIN_AT_ONCE {
                         let Some(Some(message)) = messages.next().now_or_never() else { break };
-                        if !self.on_message(message, &shutdown).await? {
+                        batch.push(message);
+                    }
+                    let now = chrono::Utc::now();
+                    let payloads: Vec<&[u8]> =
+                        batch.iter().map(|m| m.as_ref().ok().and_then(Message::payload).unwrap_or_default()).collect();
+                    for (message, decoded) in batch.iter().zip(decode_all(&payloads, now)) {
+                        if !self.on_message(message, decoded, now, &shutdown).await? {
                             break 'run;
                         }
                     }
@@ -293,12 +297,14 @@ impl Ingest {
     /// Handles what the consumer delivered; says whether to go on (not when shutting down).
     async fn on_message(
         &mut self,
-        message: rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
+        message: &rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
+        decoded: std::result::Result<EventView<'_>, Rejection>,
+        now: chrono::DateTime<chrono::Utc>,
         shutdown: &CancellationToken,
     ) -> Result<bool> {
         self.drop_revoked();
         match message {
-            Ok(m) => match self.consume(&m, shutdown).await {
+            Ok(m) => match self.consume(m, decoded, now, shutdown).await {
                 Err(Error::ShuttingDown) => return Ok(false),
                 result => result?,
             },
@@ -307,9 +313,16 @@ impl Ingest {
         Ok(true)
     }
 
-    /// Handles one message: recovers its partition's log first if the partition is new here
-    /// (and seeks if the log says so), buffers it if it is new, and starts the flushes it makes due.
-    async fn consume(&mut self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) -> Result<()> {
+    /// Handles one message, `decoded` from its payload at `now`: recovers its partition's log
+    /// first if the partition is new here (and seeks if the log says so), buffers it if it is
+    /// new, and starts the flushes it makes due.
+    async fn consume(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        decoded: std::result::Result<EventView<'_>, Rejection>,
+        now: chrono::DateTime<chrono::Utc>,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
         let (partition, offset) = (message.partition(), message.offset());
         let admit = match self.partitions.admit(partition, offset) {
             Admit::Recover { generation } => {
@@ -341,7 +354,7 @@ impl Ingest {
             }
             Admit::Skip => debug!(partition, offset, "skipping a message that is already durable or a duplicate"),
             Admit::Buffer => {
-                match self.partitions.push(partition, offset, message.key(), message.payload(), chrono::Utc::now()) {
+                match self.partitions.push(partition, offset, message.key(), message.payload(), decoded, now) {
                     Some(Pushed::Accepted) => self.metrics.message_accepted(),
                     Some(Pushed::Rejected(why)) => {
                         debug!(partition, offset, reason = %why, "message rejected");

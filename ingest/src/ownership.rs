@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use arrow::error::ArrowError;
 use chrono::{DateTime, Utc};
 use testlake_schemas::log::EntryFile;
+use testlake_schemas::{EventView, Rejection};
 use tracing::{debug, info};
 
 use crate::buffer::{MAX_HOURS_PER_FLUSH, PartitionBuffer, PendingFlush, Pushed};
@@ -235,16 +236,18 @@ impl<L: Log> Ownership<L> {
         }
     }
 
-    /// Buffers an admitted message (`None` if the partition is not owned).
+    /// Buffers an admitted message, `decoded` from its payload at `now` (`None` if the partition
+    /// is not owned).
     pub fn push(
         &mut self,
         partition: i32,
         offset: i64,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
+        decoded: Result<EventView<'_>, Rejection>,
         now: DateTime<Utc>,
     ) -> Option<Pushed> {
-        Some(self.owned.get_mut(&partition)?.buffer.push(offset, key, payload, now))
+        Some(self.owned.get_mut(&partition)?.buffer.push_decoded(offset, key, payload, decoded, now))
     }
 
     /// What to flush after `partition` changed: the partition itself if its buffer is full — or,

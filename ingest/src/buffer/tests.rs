@@ -195,3 +195,22 @@ fn rows_in_many_hours_split_into_one_file_per_hour() {
         staged.iter().map(|f| (HourPartition { date: f.entry.date, hour: f.entry.hour }, f.entry.rows)).collect();
     assert_eq!(entries, partitions.iter().map(|&p| (p, 3)).collect::<Vec<_>>());
 }
+
+/// A batch large enough to be decoded on two threads comes back in order, each message as it
+/// decodes alone (valid and invalid ones mixed, so a swapped half would show).
+#[test]
+fn a_batch_decodes_in_order_on_two_threads() {
+    let now = Utc.with_ymd_and_hms(2026, 11, 27, 12, 30, 0).unwrap();
+    let messages: Vec<Vec<u8>> = (0..(DECODE_SPLIT_AT as u32 * 3))
+        .map(|i| if i % 7 == 3 { format!("{{\"bad\":{i}").into_bytes() } else { event(i, "2026-11-27T10:59:59Z") })
+        .collect();
+    let payloads: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    let decoded = decode_all(&payloads, now);
+    assert_eq!(decoded.len(), payloads.len());
+    for (payload, decoded) in payloads.iter().zip(&decoded) {
+        assert_eq!(decoded, &EventView::decode(payload, now));
+    }
+    let test_ids: Vec<String> = decoded.iter().filter_map(|d| d.as_ref().ok()).map(|e| e.test_id.to_string()).collect();
+    let want: Vec<String> = (0..DECODE_SPLIT_AT as u32 * 3).filter(|i| i % 7 != 3).map(|i| format!("t{i}")).collect();
+    assert_eq!(test_ids, want);
+}

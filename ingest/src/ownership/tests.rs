@@ -44,8 +44,9 @@ fn push(o: &mut Ownership<StubLog>, partition: i32, offset: i64, bytes: usize) {
 
 /// Buffers a message of `bytes` bytes (not an event: it is buffered as rejected).
 fn buffer(o: &mut Ownership<StubLog>, partition: i32, offset: i64, bytes: usize) {
-    let payload = vec![b'x'; bytes];
-    assert!(o.push(partition, offset, None, Some(&payload), Utc::now()).is_some());
+    let (payload, now) = (vec![b'x'; bytes], Utc::now());
+    let decoded = testlake_schemas::EventView::decode(&payload, now);
+    assert!(o.push(partition, offset, None, Some(&payload), decoded, now).is_some());
 }
 
 fn started(flushes: Vec<Flush<StubLog>>) -> Vec<FlushJob<StubLog>> {
@@ -212,7 +213,9 @@ fn buffer_event(o: &mut Ownership<StubLog>, partition: i32, offset: i64, hours_a
     if offset > 0 {
         assert_eq!(o.admit(partition, offset), Admit::Buffer);
     }
-    assert_eq!(o.push(partition, offset, None, Some(event.as_bytes()), Utc::now()), Some(Pushed::Accepted));
+    let now = Utc::now();
+    let decoded = testlake_schemas::EventView::decode(event.as_bytes(), now);
+    assert_eq!(o.push(partition, offset, None, Some(event.as_bytes()), decoded, now), Some(Pushed::Accepted));
 }
 
 #[test]
